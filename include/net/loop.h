@@ -1,0 +1,180 @@
+/* netloop — the event loop.
+ *
+ * One loop per thread. A loop waits on a poller (epoll by default, poll(2)
+ * when the environment has NETLOOP_POLLER=poll), runs the callbacks of ready
+ * file descriptors and due timers, then runs the functors other threads (or
+ * its own callbacks) handed to it with net_loop_run_in_loop() and
+ * net_loop_queue_in_loop().
+ *
+ * Threads: a loop belongs to the thread that created it ("the loop thread").
+ * Functions marked "Loop thread only" must be called there; the others are
+ * thread-safe. Callbacks registered on a loop always run on its thread.
+ *
+ * Ordering: functors queued from one thread run in the order they were
+ * queued (FIFO per producer thread). Functors from different threads
+ * interleave in the order they took the queue's lock.
+ *
+ * Lifetime: the loop is freed with net_loop_free() on its thread after
+ * net_loop_run() has returned. Every functor the loop accepted runs exactly
+ * once: those still queued when run returns run in net_loop_free() (or in the
+ * next net_loop_run()). Timers still pending at free are discarded without
+ * calling them; their arg pointers are the caller's to release. */
+#ifndef NET_LOOP_H
+#define NET_LOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <net/error.h>
+#include <net/export.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct net_loop net_loop_t;
+
+/* A unit of work for the loop: fn(arg) runs on the loop thread. */
+typedef void (*net_loop_fn)(void *arg);
+
+/* Creates an event loop owned by the calling thread and stores it in *out.
+ * Returns 0, NET_ELOOPEXISTS if this thread already has a loop, -ENOMEM, or
+ * the negative errno of a failed epoll/eventfd/timerfd call (e.g. -EMFILE).
+ * The caller owns the loop and frees it with net_loop_free() on this thread.
+ * Thread-safe (it concerns only the calling thread). */
+NET_EXPORT int net_loop_new(net_loop_t **out);
+
+/* Frees a loop that is not running. Runs the functors still queued (and any
+ * they queue, until none remain), discards pending timers, closes the loop's
+ * own descriptors. User fd watches must have been freed before. The thread may
+ * create a new loop afterwards. NULL is ignored.
+ * Loop thread only; never from inside a callback of this loop. */
+NET_EXPORT void net_loop_free(net_loop_t *loop);
+
+/* Runs the loop until net_loop_quit(). Before returning it runs every functor
+ * queued so far. Returns 0, NET_EWRONGTHREAD if called from another thread,
+ * or -EBUSY if the loop is already running. A quit requested before run
+ * starts makes run return at once (after the queued functors). The loop can
+ * be run again after it returns.
+ * Loop thread only. */
+NET_EXPORT int net_loop_run(net_loop_t *loop);
+
+/* Asks the loop to return from net_loop_run() after the current iteration.
+ * Works before run has started, from the loop's callbacks and from any other
+ * thread (it wakes the loop). The request is consumed when run returns.
+ * Thread-safe. */
+NET_EXPORT void net_loop_quit(net_loop_t *loop);
+
+/* The calling thread's loop, or NULL if it has none. Thread-safe. */
+NET_EXPORT net_loop_t *net_loop_current(void);
+
+/* True when called on the loop's own thread. Thread-safe. */
+NET_EXPORT bool net_loop_in_loop_thread(const net_loop_t *loop);
+
+/* Runs fn(arg) on the loop thread: at once (before returning) when called on
+ * the loop thread, otherwise queued as with net_loop_queue_in_loop().
+ * Returns 0 or -ENOMEM (fn is then not run). fn must not be NULL.
+ * Thread-safe. arg stays owned by the caller; fn may free it. */
+NET_EXPORT int net_loop_run_in_loop(net_loop_t *loop, net_loop_fn fn, void *arg);
+
+/* Queues fn(arg) to run on the loop thread in the loop's next functor phase,
+ * never from inside this call. A functor queued from inside a functor runs in
+ * the next iteration without waiting for I/O. Wakes the loop when needed;
+ * many queued functors share one wakeup. Returns 0 or -ENOMEM.
+ * Thread-safe. arg stays owned by the caller; fn may free it. */
+NET_EXPORT int net_loop_queue_in_loop(net_loop_t *loop, net_loop_fn fn, void *arg);
+
+/* Number of functors waiting in the queue (a snapshot). Thread-safe. */
+NET_EXPORT size_t net_loop_queue_size(net_loop_t *loop);
+
+/* ---- Time and timers -------------------------------------------------- */
+
+/* Milliseconds on CLOCK_MONOTONIC; the time base of net_loop_run_at().
+ * Thread-safe. */
+NET_EXPORT uint64_t net_now_ms(void);
+
+/* A timer id: > 0 for a timer, < 0 for an error. Ids are never reused within
+ * a process, so cancelling a stale id is harmless. */
+typedef int64_t net_timer_id_t;
+
+/* Runs fn(arg) once on the loop thread when CLOCK_MONOTONIC reaches when_ms
+ * (see net_now_ms(); a time in the past fires in the next iteration). Timers
+ * due at the same instant fire in the order they were added.
+ * Returns the timer id (> 0), -EINVAL if fn is NULL, or -ENOMEM.
+ * Thread-safe; never calls fn from inside this call. */
+NET_EXPORT net_timer_id_t net_loop_run_at(net_loop_t *loop, uint64_t when_ms,
+                                          net_loop_fn fn, void *arg);
+
+/* Like net_loop_run_at() with when = now + delay_ms. Any delay is accepted:
+ * huge delays saturate (they never overflow into the past).
+ * Thread-safe. */
+NET_EXPORT net_timer_id_t net_loop_run_after(net_loop_t *loop, uint64_t delay_ms,
+                                             net_loop_fn fn, void *arg);
+
+/* Runs fn(arg) every interval_ms (>= 1), first after interval_ms, until the
+ * timer is cancelled; fn may cancel its own timer. Late runs are not
+ * replayed: the next run is scheduled interval_ms after the current one.
+ * Returns the id, -EINVAL (NULL fn or zero interval), or -ENOMEM.
+ * Thread-safe. */
+NET_EXPORT net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval_ms,
+                                             net_loop_fn fn, void *arg);
+
+/* Cancels a timer. After this returns the callback will not start again; it
+ * may be running right now on the loop thread (a timer may cancel itself from
+ * its own callback). Returns 0 when a pending or repeating timer was stopped,
+ * -ENOENT when the id is unknown, already fired (one-shot) or cancelled.
+ * Thread-safe. */
+NET_EXPORT int net_loop_cancel(net_loop_t *loop, net_timer_id_t id);
+
+/* Number of pending timers (a snapshot). Thread-safe. */
+NET_EXPORT size_t net_loop_timer_count(net_loop_t *loop);
+
+/* ---- Watching file descriptors --------------------------------------- */
+
+/* Interest and readiness bits. NET_ERROR and NET_HUP are always reported and
+ * need not be asked for. */
+enum {
+    NET_READABLE = 1u << 0,
+    NET_WRITABLE = 1u << 1,
+    NET_ERROR = 1u << 2,
+    NET_HUP = 1u << 3,
+};
+
+typedef struct net_watch net_watch_t;
+
+/* Called on the loop thread with the ready bits. The callback may change the
+ * interest or free the watch (w must not be used after net_watch_free). */
+typedef void (*net_watch_fn)(net_watch_t *w, int fd, unsigned events, void *arg);
+
+/* Starts watching fd (level-triggered) for the events in `events` (a mix of
+ * NET_READABLE and NET_WRITABLE, possibly 0 to register without interest).
+ * The fd stays owned by the caller and must stay open until the watch is
+ * freed. One watch per fd per loop. Stores the watch in *out.
+ * Returns 0, -EINVAL, -ENOMEM, NET_EWRONGTHREAD, or the poller's errno
+ * (e.g. -EEXIST if the fd is already watched, -EPERM for a regular file
+ * under epoll).
+ * Loop thread only. */
+NET_EXPORT int net_watch_new(net_loop_t *loop, int fd, unsigned events,
+                             net_watch_fn fn, void *arg, net_watch_t **out);
+
+/* Replaces the interest set. Returns 0 or a negative errno.
+ * Loop thread only. */
+NET_EXPORT int net_watch_set(net_watch_t *w, unsigned events);
+
+/* The current interest set. Loop thread only. */
+NET_EXPORT unsigned net_watch_events(const net_watch_t *w);
+
+/* Stops watching and frees the watch (not the fd). Safe from inside any
+ * callback of the same loop, including the watch's own; no callback for this
+ * watch runs afterwards. NULL is ignored.
+ * Loop thread only. */
+NET_EXPORT void net_watch_free(net_watch_t *w);
+
+/* The name of the poller backend in use: "epoll" or "poll". Thread-safe. */
+NET_EXPORT const char *net_loop_backend(const net_loop_t *loop);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,48 @@
+/* The loop's private state and the internal API the rest of the library
+ * (connections, acceptor, signals) uses to register channels. */
+#ifndef NET__LOOP_INTERNAL_H
+#define NET__LOOP_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <net/loop.h>
+
+#include "channel.h"
+#include "functor_queue.h"
+#include "poller.h"
+#include "timer_queue.h"
+
+struct net_loop {
+    const struct net__poller_ops *ops;
+    struct net__poller *poller;
+    struct net__channel wakeup;  /* eventfd */
+    struct net__timer_queue timers;
+    struct net__fqueue functors;
+    /* Set by the producer that writes the eventfd, cleared by the loop just
+     * before it takes the batch: many producers between two batches cost one
+     * eventfd write. */
+    atomic_bool wakeup_pending;
+    atomic_bool quit;
+    bool running;
+    /* The batch being dispatched, so removing a channel can drop its
+     * not-yet-delivered event (the channel may be freed right after). */
+    struct net__ready *ready;
+    int nready, ready_pos;
+    /* Counters for benchmarks and tests. */
+    atomic_ullong eventfd_writes;
+    unsigned long long iterations;
+};
+
+/* Registers/updates/unregisters a channel. Loop thread only. */
+int net__loop_add_channel(net_loop_t *loop, struct net__channel *ch);
+int net__loop_update_channel(net_loop_t *loop, struct net__channel *ch);
+void net__loop_remove_channel(net_loop_t *loop, struct net__channel *ch);
+
+/* Wakes the loop from another thread (coalesced). Thread-safe. */
+void net__loop_wakeup(net_loop_t *loop);
+
+/* Eventfd writes made so far (for the benchmarks). Thread-safe. */
+unsigned long long net__loop_eventfd_writes(net_loop_t *loop);
+
+#endif

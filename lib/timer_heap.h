@@ -1,0 +1,32 @@
+/* A binary min-heap of timers ordered by (due time, id). Ids grow with every
+ * timer added, so timers due at the same instant leave in the order they
+ * were added. Each timer remembers its slot, so removal is O(log n) too. */
+#ifndef NET__TIMER_HEAP_H
+#define NET__TIMER_HEAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <net/loop.h>
+
+struct net__timer {
+    int64_t id;
+    int64_t when_ns;     /* CLOCK_MONOTONIC, saturating */
+    int64_t interval_ns; /* 0 for a one-shot timer */
+    net_loop_fn fn;
+    void *arg;
+    size_t slot;                /* index in the heap; SIZE_MAX when not in it */
+    struct net__timer *id_next; /* chain in the id table */
+};
+
+struct net__timer_heap {
+    struct net__timer **items;
+    size_t n, cap;
+};
+
+void net__timer_heap_destroy(struct net__timer_heap *h);
+int net__timer_heap_push(struct net__timer_heap *h, struct net__timer *t);
+struct net__timer *net__timer_heap_top(const struct net__timer_heap *h);
+void net__timer_heap_remove(struct net__timer_heap *h, struct net__timer *t);
+
+#endif

@@ -1,0 +1,734 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <net/buffer.h>
+
+/* The readable bytes of b are exactly the n bytes at exp. */
+#define CHECK_CONTENT(b, exp, n)                                              \
+    do {                                                                      \
+        CHECK_EQ(net_buf_readable(b), (n));                                   \
+        CHECK_MEM_EQ(net_buf_peek(b), (exp), (n));                            \
+    } while (0)
+
+/* Where the storage starts, to tell an in-place move from a reallocation. */
+static const char *storage_base(const net_buf_t *b)
+{
+    return net_buf_peek(b) - net_buf_prependable(b);
+}
+
+static void fill_pattern(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)((i * 31 + seed) % 251);
+}
+
+static void make_pipe(int fds[2], int flags)
+{
+    CHECK_EQ(pipe2(fds, O_CLOEXEC | flags), 0);
+}
+
+/* ---- Life cycle and memory ------------------------------------------- */
+
+TEST(buf_init_holds_no_memory)
+{
+    net_buf_t a;
+    memset(&a, 0xab, sizeof a);
+    net_buf_init(&a);
+    net_buf_t b = NET_BUF_INIT;
+    const net_buf_t *bufs[] = { &a, &b };
+    for (int i = 0; i < 2; i++) {
+        CHECK(bufs[i]->data == NULL);
+        CHECK_EQ(net_buf_capacity(bufs[i]), 0);
+        CHECK_EQ(net_buf_readable(bufs[i]), 0);
+        CHECK_EQ(net_buf_writable(bufs[i]), 0);
+        CHECK_EQ(net_buf_prependable(bufs[i]), 0);
+        CHECK(net_buf_peek(bufs[i]) != NULL);
+        CHECK(net_buf_find_crlf(bufs[i]) == NULL);
+    }
+    CHECK(net_buf_begin_write(&a) == NULL);
+    net_buf_destroy(&a);
+    net_buf_destroy(&b);
+    CHECK_EQ(net_buf_capacity(&a), 0);
+}
+
+TEST(buf_first_small_append_allocates_small_block)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "0123456789", 10));
+    CHECK(net_buf_capacity(&b) >= NET_BUF_PREPEND + 10);
+    CHECK(net_buf_capacity(&b) <= 256);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK_CONTENT(&b, "0123456789", 10);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_empty_append_allocates_nothing)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, NULL, 0));
+    CHECK_OK(net_buf_append(&b, "x", 0));
+    CHECK_OK(net_buf_ensure_writable(&b, 0));
+    CHECK_OK(net_buf_prepend(&b, NULL, 0));
+    CHECK_EQ(net_buf_capacity(&b), 0);
+}
+
+TEST(buf_destroy_then_reuse)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "abc", 3));
+    net_buf_destroy(&b);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK_EQ(net_buf_readable(&b), 0);
+    CHECK_OK(net_buf_append(&b, "xyz", 3));
+    CHECK_CONTENT(&b, "xyz", 3);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_release_frees_only_when_empty)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "data", 4));
+    size_t cap = net_buf_capacity(&b);
+    CHECK_EQ(net_buf_release(&b), -EBUSY);
+    CHECK_EQ(net_buf_capacity(&b), cap);
+    CHECK_CONTENT(&b, "data", 4);
+    net_buf_retrieve_all(&b);
+    CHECK_EQ(net_buf_release(&b), 0);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK(b.data == NULL);
+    CHECK_EQ(net_buf_release(&b), 0);
+    CHECK_OK(net_buf_append(&b, "again", 5));
+    CHECK_CONTENT(&b, "again", 5);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_shrink_keeps_readable_bytes)
+{
+    net_buf_t b = NET_BUF_INIT;
+    unsigned char data[10000];
+    fill_pattern(data, sizeof data, 7);
+    CHECK_OK(net_buf_append(&b, data, sizeof data));
+    CHECK_OK(net_buf_retrieve(&b, 9900));
+    CHECK_OK(net_buf_shrink(&b, 0));
+    CHECK_EQ(net_buf_capacity(&b), NET_BUF_PREPEND + 100);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK_EQ(net_buf_writable(&b), 0);
+    CHECK_CONTENT(&b, data + 9900, 100);
+    CHECK_OK(net_buf_shrink(&b, 50));
+    CHECK_EQ(net_buf_capacity(&b), NET_BUF_PREPEND + 100 + 50);
+    CHECK_EQ(net_buf_writable(&b), 50);
+    CHECK_CONTENT(&b, data + 9900, 100);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_shrink_keeps_prepended_bytes)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "body", 4));
+    CHECK_OK(net_buf_prepend(&b, "hd", 2));
+    CHECK_OK(net_buf_shrink(&b, 0));
+    CHECK_EQ(net_buf_capacity(&b), NET_BUF_PREPEND + 6);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK_CONTENT(&b, "hdbody", 6);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_shrink_empty_frees_storage)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "abc", 3));
+    net_buf_retrieve_all(&b);
+    CHECK_OK(net_buf_shrink(&b, 0));
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK(b.data == NULL);
+    CHECK_OK(net_buf_shrink(&b, 0));
+    CHECK_EQ(net_buf_capacity(&b), 0);
+}
+
+TEST(buf_shrink_huge_reserve_returns_enomem)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "abc", 3));
+    size_t cap = net_buf_capacity(&b);
+    CHECK_EQ(net_buf_shrink(&b, SIZE_MAX), -ENOMEM);
+    CHECK_EQ(net_buf_shrink(&b, NET_BUF_MAX_SIZE), -ENOMEM);
+    CHECK_EQ(net_buf_capacity(&b), cap);
+    CHECK_CONTENT(&b, "abc", 3);
+    net_buf_destroy(&b);
+}
+
+/* ---- Append, peek, retrieve ------------------------------------------ */
+
+TEST(buf_append_peek_retrieve)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "hello ", 6));
+    CHECK_OK(net_buf_append(&b, "world", 5));
+    CHECK_CONTENT(&b, "hello world", 11);
+    CHECK_OK(net_buf_retrieve(&b, 6));
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND + 6);
+    CHECK_CONTENT(&b, "world", 5);
+    CHECK_OK(net_buf_retrieve(&b, 0));
+    CHECK_CONTENT(&b, "world", 5);
+    CHECK_OK(net_buf_retrieve(&b, 5));
+    CHECK_EQ(net_buf_readable(&b), 0);
+    /* Emptying rewinds: the whole prepend area is back. */
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK_EQ(net_buf_writable(&b), net_buf_capacity(&b) - NET_BUF_PREPEND);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_append_binary_with_nul_bytes)
+{
+    net_buf_t b = NET_BUF_INIT;
+    static const char bin[] = { 'a', 0, 'b', 0, 0, (char)0xff };
+    CHECK_OK(net_buf_append(&b, bin, sizeof bin));
+    CHECK_CONTENT(&b, bin, sizeof bin);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_retrieve_all_keeps_storage)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "abc", 3));
+    size_t cap = net_buf_capacity(&b);
+    net_buf_retrieve_all(&b);
+    CHECK_EQ(net_buf_readable(&b), 0);
+    CHECK_EQ(net_buf_capacity(&b), cap);
+    net_buf_retrieve_all(&b);
+    net_buf_destroy(&b);
+    net_buf_retrieve_all(&b);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+}
+
+TEST(buf_retrieve_beyond_readable_rejected)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_EQ(net_buf_retrieve(&b, 1), -EINVAL);
+    CHECK_OK(net_buf_append(&b, "abcd", 4));
+    CHECK_EQ(net_buf_retrieve(&b, 5), -EINVAL);
+    CHECK_EQ(net_buf_retrieve(&b, SIZE_MAX), -EINVAL);
+    CHECK_CONTENT(&b, "abcd", 4);
+    CHECK_OK(net_buf_retrieve(&b, 1));
+    CHECK_EQ(net_buf_retrieve(&b, 4), -EINVAL);
+    CHECK_CONTENT(&b, "bcd", 3);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_retrieve_until_checks_range)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_retrieve_until(&b, net_buf_peek(&b)));
+    CHECK_OK(net_buf_append(&b, "line1\r\nrest", 11));
+    const char *p = net_buf_peek(&b);
+    char elsewhere[4];
+    CHECK_EQ(net_buf_retrieve_until(&b, p + 12), -EINVAL);
+    CHECK_EQ(net_buf_retrieve_until(&b, p - 1), -EINVAL);
+    CHECK_EQ(net_buf_retrieve_until(&b, elsewhere), -EINVAL);
+    CHECK_EQ(net_buf_retrieve_until(&b, NULL), -EINVAL);
+    CHECK_CONTENT(&b, "line1\r\nrest", 11);
+    CHECK_OK(net_buf_retrieve_until(&b, net_buf_find_crlf(&b) + 2));
+    CHECK_CONTENT(&b, "rest", 4);
+    CHECK_OK(net_buf_retrieve_until(&b, net_buf_peek(&b) + 4));
+    CHECK_EQ(net_buf_readable(&b), 0);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_retrieve_as_string_copies_and_consumes)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "key=value", 9));
+    char out[8];
+    memset(out, 'X', sizeof out);
+    CHECK_OK(net_buf_retrieve_as_string(&b, 3, out, sizeof out));
+    CHECK_MEM_EQ(out, "key", 4);
+    CHECK_CONTENT(&b, "=value", 6);
+    /* Needs room for the NUL: 6 bytes + 1 does not fit in 6. */
+    CHECK_EQ(net_buf_retrieve_as_string(&b, 6, out, 6), -ENOSPC);
+    CHECK_EQ(net_buf_retrieve_as_string(&b, 7, out, sizeof out), -EINVAL);
+    CHECK_EQ(net_buf_retrieve_as_string(&b, 1, NULL, 8), -EINVAL);
+    CHECK_CONTENT(&b, "=value", 6);
+    CHECK_OK(net_buf_retrieve_as_string(&b, 6, out, 7));
+    CHECK_MEM_EQ(out, "=value", 7);
+    CHECK_EQ(net_buf_readable(&b), 0);
+    CHECK_OK(net_buf_retrieve_as_string(&b, 0, out, 1));
+    CHECK_EQ(out[0], '\0');
+    net_buf_destroy(&b);
+}
+
+/* ---- Prepend ---------------------------------------------------------- */
+
+TEST(buf_prepend_into_cheap_area)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "payload", 7));
+    const char *base = storage_base(&b);
+    CHECK_OK(net_buf_prepend(&b, "\x00\x07", 2));
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND - 2);
+    CHECK(storage_base(&b) == base);
+    CHECK_CONTENT(&b, "\x00\x07payload", 9);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_prepend_rejected_when_full)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "x", 1));
+    CHECK_EQ(net_buf_prepend(&b, "123456789", NET_BUF_PREPEND + 1), -ENOSPC);
+    CHECK_OK(net_buf_prepend(&b, "12345678", NET_BUF_PREPEND));
+    CHECK_EQ(net_buf_prependable(&b), 0);
+    CHECK_EQ(net_buf_prepend(&b, "z", 1), -ENOSPC);
+    CHECK_CONTENT(&b, "12345678x", 9);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_prepend_uses_retrieved_space)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "0123456789abcdef", 16));
+    CHECK_OK(net_buf_retrieve(&b, 10));
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND + 10);
+    CHECK_OK(net_buf_prepend(&b, "HEADERXYZ!", 10));
+    CHECK_CONTENT(&b, "HEADERXYZ!abcdef", 16);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_prepend_on_buffer_without_memory)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_EQ(net_buf_prepend(&b, "123456789", NET_BUF_PREPEND + 1), -ENOSPC);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK_OK(net_buf_prepend(&b, "\x00\x00\x00\x00", 4));
+    CHECK_CONTENT(&b, "\x00\x00\x00\x00", 4);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND - 4);
+    net_buf_destroy(&b);
+}
+
+/* ---- Integers --------------------------------------------------------- */
+
+TEST(buf_int_append_network_byte_order_on_wire)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append_u8(&b, 0xa1));
+    CHECK_OK(net_buf_append_u16(&b, 0xb1b2));
+    CHECK_OK(net_buf_append_u32(&b, 0xc1c2c3c4u));
+    CHECK_OK(net_buf_append_u64(&b, 0xd1d2d3d4d5d6d7d8ull));
+    static const unsigned char wire[] = {
+        0xa1, 0xb1, 0xb2, 0xc1, 0xc2, 0xc3, 0xc4,
+        0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8,
+    };
+    CHECK_CONTENT(&b, wire, sizeof wire);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_int_round_trip)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append_u8(&b, 0xfe));
+    CHECK_OK(net_buf_append_u16(&b, 0x0102));
+    CHECK_OK(net_buf_append_u32(&b, 0xdeadbeefu));
+    CHECK_OK(net_buf_append_u64(&b, 0x8000000000000001ull));
+    CHECK_OK(net_buf_append_u64(&b, 0));
+    uint8_t v8 = 0;
+    uint16_t v16 = 0;
+    uint32_t v32 = 0;
+    uint64_t v64 = 1;
+    CHECK_OK(net_buf_read_u8(&b, &v8));
+    CHECK_EQ(v8, 0xfe);
+    CHECK_OK(net_buf_read_u16(&b, &v16));
+    CHECK_EQ(v16, 0x0102);
+    CHECK_OK(net_buf_read_u32(&b, &v32));
+    CHECK_EQ(v32, 0xdeadbeefu);
+    CHECK_OK(net_buf_read_u64(&b, &v64));
+    CHECK(v64 == 0x8000000000000001ull);
+    CHECK_OK(net_buf_read_u64(&b, &v64));
+    CHECK(v64 == 0);
+    CHECK_EQ(net_buf_readable(&b), 0);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_int_peek_does_not_consume)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "\x12\x34\x56\x78\x9a\xbc\xde\xf0", 8));
+    uint8_t v8;
+    uint16_t v16;
+    uint32_t v32;
+    uint64_t v64;
+    CHECK_OK(net_buf_peek_u8(&b, &v8));
+    CHECK_EQ(v8, 0x12);
+    CHECK_OK(net_buf_peek_u16(&b, &v16));
+    CHECK_EQ(v16, 0x1234);
+    CHECK_OK(net_buf_peek_u32(&b, &v32));
+    CHECK_EQ(v32, 0x12345678u);
+    CHECK_OK(net_buf_peek_u64(&b, &v64));
+    CHECK(v64 == 0x123456789abcdef0ull);
+    CHECK_EQ(net_buf_readable(&b), 8);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_int_prepend_network_byte_order)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "msg", 3));
+    CHECK_OK(net_buf_prepend_u32(&b, 3));
+    CHECK_OK(net_buf_prepend_u16(&b, 0xcafe));
+    CHECK_OK(net_buf_prepend_u8(&b, 0x7f));
+    CHECK_EQ(net_buf_prependable(&b), 1);
+    CHECK_EQ(net_buf_prepend_u16(&b, 1), -ENOSPC);
+    CHECK_CONTENT(&b, "\x7f\xca\xfe\x00\x00\x00\x03msg", 10);
+    net_buf_retrieve_all(&b);
+    CHECK_OK(net_buf_append(&b, "m", 1));
+    CHECK_OK(net_buf_prepend_u64(&b, 0x0102030405060708ull));
+    CHECK_CONTENT(&b, "\x01\x02\x03\x04\x05\x06\x07\x08m", 9);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_int_read_too_few_bytes_fails_without_consuming)
+{
+    net_buf_t b = NET_BUF_INIT;
+    uint8_t v8 = 0x55;
+    uint16_t v16 = 0x5555;
+    uint32_t v32 = 0x55555555u;
+    uint64_t v64 = 0x5555555555555555ull;
+    CHECK_EQ(net_buf_read_u8(&b, &v8), -ENODATA);
+    CHECK_EQ(net_buf_peek_u8(&b, &v8), -ENODATA);
+    CHECK_OK(net_buf_append(&b, "\x01", 1));
+    CHECK_EQ(net_buf_read_u16(&b, &v16), -ENODATA);
+    CHECK_OK(net_buf_append(&b, "\x02\x03", 2));
+    CHECK_EQ(net_buf_read_u32(&b, &v32), -ENODATA);
+    CHECK_EQ(net_buf_peek_u32(&b, &v32), -ENODATA);
+    CHECK_OK(net_buf_append(&b, "\x04\x05\x06\x07", 4));
+    CHECK_EQ(net_buf_read_u64(&b, &v64), -ENODATA);
+    CHECK_EQ(net_buf_peek_u64(&b, &v64), -ENODATA);
+    CHECK_EQ(v8, 0x55);
+    CHECK_EQ(v16, 0x5555);
+    CHECK_EQ(v32, 0x55555555u);
+    CHECK(v64 == 0x5555555555555555ull);
+    CHECK_CONTENT(&b, "\x01\x02\x03\x04\x05\x06\x07", 7);
+    CHECK_OK(net_buf_read_u32(&b, &v32));
+    CHECK_EQ(v32, 0x01020304u);
+    CHECK_CONTENT(&b, "\x05\x06\x07", 3);
+    net_buf_destroy(&b);
+}
+
+/* ---- Searching -------------------------------------------------------- */
+
+TEST(buf_find_crlf)
+{
+    net_buf_t b = NET_BUF_INIT;
+    static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK_OK(net_buf_append(&b, req, sizeof req - 1));
+    const char *p = net_buf_peek(&b);
+    CHECK(net_buf_find_crlf(&b) == p + 14);
+    CHECK(net_buf_find_crlf_at(&b, 14) == p + 14);
+    CHECK(net_buf_find_crlf_at(&b, 15) == p + 23);
+    CHECK(net_buf_find_crlf_at(&b, 25) == p + 25);
+    CHECK(net_buf_find_crlf_at(&b, 26) == NULL);
+    CHECK(net_buf_find_crlf_at(&b, 27) == NULL);
+    CHECK(net_buf_find_crlf_at(&b, 28) == NULL);
+    CHECK(net_buf_find_crlf_at(&b, SIZE_MAX) == NULL);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_find_crlf_not_found)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK(net_buf_find_crlf(&b) == NULL);
+    CHECK_OK(net_buf_append(&b, "no line\nend\r", 12));
+    CHECK(net_buf_find_crlf(&b) == NULL);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_find_crlf_split_at_end)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "abc\r", 4));
+    CHECK(net_buf_find_crlf(&b) == NULL);
+    CHECK_OK(net_buf_append(&b, "\n", 1));
+    CHECK(net_buf_find_crlf(&b) == net_buf_peek(&b) + 3);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_find_crlf_ignores_retrieved_bytes)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "a\r\nbc", 5));
+    CHECK_OK(net_buf_retrieve(&b, 3));
+    CHECK(net_buf_find_crlf(&b) == NULL);
+    CHECK(net_buf_find_eol(&b) == NULL);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_find_eol)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK(net_buf_find_eol(&b) == NULL);
+    CHECK_OK(net_buf_append(&b, "one\ntwo\r\nthree", 14));
+    const char *p = net_buf_peek(&b);
+    CHECK(net_buf_find_eol(&b) == p + 3);
+    CHECK(net_buf_find_eol_at(&b, 4) == p + 8);
+    CHECK(net_buf_find_eol_at(&b, 9) == NULL);
+    CHECK(net_buf_find_eol_at(&b, 14) == NULL);
+    CHECK(net_buf_find_eol_at(&b, 15) == NULL);
+    net_buf_destroy(&b);
+}
+
+/* ---- Growth ----------------------------------------------------------- */
+
+TEST(buf_growth_moves_in_place_when_front_has_room)
+{
+    net_buf_t b = NET_BUF_INIT;
+    unsigned char data[256];
+    fill_pattern(data, sizeof data, 1);
+    CHECK_OK(net_buf_append(&b, data, 100));
+    size_t cap = net_buf_capacity(&b);
+    const char *base = storage_base(&b);
+    CHECK_OK(net_buf_retrieve(&b, 90));
+    size_t more = net_buf_writable(&b) + 10;
+    CHECK(NET_BUF_PREPEND + 10 + more <= cap);
+    CHECK_OK(net_buf_append(&b, data + 100, more));
+    CHECK_EQ(net_buf_capacity(&b), cap);
+    CHECK(storage_base(&b) == base);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK_CONTENT(&b, data + 90, 10 + more);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_growth_copies_only_readable_bytes)
+{
+    /* A large consumed prefix is not carried into the new block: the
+     * readable bytes land right after the prepend area and the capacity is
+     * sized from them, not from the old write position. */
+    net_buf_t b = NET_BUF_INIT;
+    static unsigned char data[100000];
+    fill_pattern(data, sizeof data, 3);
+    CHECK_OK(net_buf_append(&b, data, 60000));
+    CHECK_OK(net_buf_retrieve(&b, 59990));
+    size_t old_cap = net_buf_capacity(&b);
+    size_t more = old_cap; /* too much for an in-place move */
+    CHECK(more <= sizeof data);
+    CHECK_OK(net_buf_append(&b, data, more));
+    size_t need = NET_BUF_PREPEND + 10 + more;
+    CHECK(net_buf_capacity(&b) >= need);
+    CHECK(net_buf_capacity(&b) < 2 * need);
+    CHECK(net_buf_capacity(&b) >= 2 * old_cap);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK_EQ(net_buf_readable(&b), 10 + more);
+    CHECK_MEM_EQ(net_buf_peek(&b), data + 59990, 10);
+    CHECK_MEM_EQ(net_buf_peek(&b) + 10, data, more);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_growth_is_geometric)
+{
+    net_buf_t b = NET_BUF_INIT;
+    int reallocations = 0;
+    size_t cap = 0;
+    for (unsigned i = 0; i < 200000; i++) {
+        unsigned char c = (unsigned char)(i % 251);
+        CHECK_OK(net_buf_append(&b, &c, 1));
+        if (net_buf_capacity(&b) != cap) {
+            CHECK(net_buf_capacity(&b) >= 2 * cap);
+            cap = net_buf_capacity(&b);
+            reallocations++;
+        }
+    }
+    CHECK(reallocations <= 20);
+    const unsigned char *p = (const unsigned char *)net_buf_peek(&b);
+    for (unsigned i = 0; i < 200000; i++)
+        CHECK_EQ(p[i], i % 251);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_steady_stream_capacity_stays_bounded)
+{
+    /* A reader that keeps up to ~1000 bytes pending while the writer appends
+     * forever must not make the capacity creep (the consumed prefix is
+     * reclaimed, not kept). */
+    net_buf_t b = NET_BUF_INIT;
+    unsigned char chunk[300];
+    fill_pattern(chunk, sizeof chunk, 5);
+    for (int i = 0; i < 100000; i++) {
+        CHECK_OK(net_buf_append(&b, chunk, sizeof chunk));
+        if (net_buf_readable(&b) > 1000)
+            CHECK_OK(net_buf_retrieve(&b, net_buf_readable(&b) - 100));
+    }
+    CHECK(net_buf_capacity(&b) <= 4096);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_ensure_writable_huge_returns_enomem)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_EQ(net_buf_ensure_writable(&b, SIZE_MAX), -ENOMEM);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK_OK(net_buf_append(&b, "keep", 4));
+    size_t cap = net_buf_capacity(&b);
+    CHECK_EQ(net_buf_ensure_writable(&b, SIZE_MAX), -ENOMEM);
+    CHECK_EQ(net_buf_ensure_writable(&b, SIZE_MAX - NET_BUF_PREPEND), -ENOMEM);
+    CHECK_EQ(net_buf_ensure_writable(&b, NET_BUF_MAX_SIZE), -ENOMEM);
+    CHECK_EQ(net_buf_ensure_writable(&b, NET_BUF_MAX_SIZE - NET_BUF_PREPEND - 3), -ENOMEM);
+    CHECK_EQ(net_buf_capacity(&b), cap);
+    CHECK_CONTENT(&b, "keep", 4);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_begin_write_has_written)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK(net_buf_begin_write(&b) == NULL);
+    CHECK_EQ(net_buf_has_written(&b, 1), -EINVAL);
+    CHECK_OK(net_buf_has_written(&b, 0));
+    CHECK_OK(net_buf_ensure_writable(&b, 16));
+    CHECK(net_buf_writable(&b) >= 16);
+    char *w = net_buf_begin_write(&b);
+    CHECK(w != NULL);
+    memcpy(w, "direct", 6);
+    CHECK_OK(net_buf_has_written(&b, 6));
+    CHECK_CONTENT(&b, "direct", 6);
+    CHECK_EQ(net_buf_has_written(&b, net_buf_writable(&b) + 1), -EINVAL);
+    CHECK_EQ(net_buf_has_written(&b, SIZE_MAX), -EINVAL);
+    CHECK_CONTENT(&b, "direct", 6);
+    net_buf_destroy(&b);
+}
+
+TEST(buf_null_arguments_rejected)
+{
+    net_buf_t b = NET_BUF_INIT;
+    uint32_t v32;
+    char out[4];
+    net_buf_init(NULL);
+    net_buf_destroy(NULL);
+    net_buf_retrieve_all(NULL);
+    CHECK_EQ(net_buf_readable(NULL), 0);
+    CHECK_EQ(net_buf_writable(NULL), 0);
+    CHECK_EQ(net_buf_prependable(NULL), 0);
+    CHECK_EQ(net_buf_capacity(NULL), 0);
+    CHECK(net_buf_peek(NULL) == NULL);
+    CHECK(net_buf_begin_write(NULL) == NULL);
+    CHECK(net_buf_find_crlf(NULL) == NULL);
+    CHECK(net_buf_find_eol(NULL) == NULL);
+    CHECK_EQ(net_buf_append(NULL, "x", 1), -EINVAL);
+    CHECK_EQ(net_buf_append(&b, NULL, 1), -EINVAL);
+    CHECK_EQ(net_buf_prepend(&b, NULL, 1), -EINVAL);
+    CHECK_EQ(net_buf_retrieve(NULL, 0), -EINVAL);
+    CHECK_EQ(net_buf_retrieve_as_string(NULL, 0, out, sizeof out), -EINVAL);
+    CHECK_EQ(net_buf_ensure_writable(NULL, 1), -EINVAL);
+    CHECK_EQ(net_buf_has_written(NULL, 0), -EINVAL);
+    CHECK_EQ(net_buf_release(NULL), -EINVAL);
+    CHECK_EQ(net_buf_shrink(NULL, 0), -EINVAL);
+    CHECK_EQ(net_buf_append_u32(NULL, 1), -EINVAL);
+    CHECK_EQ(net_buf_read_u32(NULL, &v32), -EINVAL);
+    CHECK_OK(net_buf_append_u32(&b, 1));
+    CHECK_EQ(net_buf_read_u32(&b, NULL), -EINVAL);
+    CHECK_EQ(net_buf_peek_u64(&b, NULL), -EINVAL);
+    CHECK_EQ(net_buf_read_fd(NULL, 0), -EINVAL);
+    CHECK_EQ(net_buf_readable(&b), 4);
+    net_buf_destroy(&b);
+}
+
+/* ---- Reading from a file descriptor ---------------------------------- */
+
+TEST(buf_read_fd_small_read_allocates_small)
+{
+    int fds[2];
+    make_pipe(fds, 0);
+    CHECK_EQ(write(fds[1], "0123456789", 10), 10);
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), 10);
+    CHECK_CONTENT(&b, "0123456789", 10);
+    CHECK(net_buf_capacity(&b) <= 256);
+    net_buf_destroy(&b);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+TEST(buf_read_fd_appends_after_existing_bytes)
+{
+    int fds[2];
+    make_pipe(fds, 0);
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "head:", 5));
+    CHECK_EQ(write(fds[1], "tail", 4), 4);
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), 4);
+    CHECK_CONTENT(&b, "head:tail", 9);
+    net_buf_destroy(&b);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+TEST(buf_read_fd_large_read_overflows_to_stack)
+{
+    enum { TOTAL = 300000, EXTRA = 65536 };
+    int fds[2];
+    make_pipe(fds, O_NONBLOCK);
+    if (fcntl(fds[1], F_SETPIPE_SZ, 512 * 1024) < 512 * 1024)
+        SKIP("cannot enlarge the pipe to hold more than one read");
+    static unsigned char data[TOTAL];
+    fill_pattern(data, sizeof data, 9);
+    CHECK_EQ(write(fds[1], data, TOTAL), TOTAL);
+
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_append(&b, "prefix", 6));
+    CHECK_OK(net_buf_ensure_writable(&b, 1000));
+    size_t writable = net_buf_writable(&b);
+    CHECK(writable < EXTRA);
+    /* One readv fills the free space and the 64 KiB stack buffer. */
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), (ssize_t)(writable + EXTRA));
+    CHECK_EQ(net_buf_readable(&b), 6 + writable + EXTRA);
+    size_t got = writable + EXTRA;
+    while (got < TOTAL) {
+        ssize_t n = net_buf_read_fd(&b, fds[0]);
+        CHECK(n > 0);
+        got += (size_t)n;
+    }
+    CHECK_EQ(got, TOTAL);
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), -EAGAIN);
+    CHECK_EQ(net_buf_readable(&b), 6 + TOTAL);
+    CHECK_MEM_EQ(net_buf_peek(&b), "prefix", 6);
+    CHECK_MEM_EQ(net_buf_peek(&b) + 6, data, TOTAL);
+    net_buf_destroy(&b);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+TEST(buf_read_fd_eof_returns_zero)
+{
+    int fds[2];
+    make_pipe(fds, 0);
+    CHECK_EQ(write(fds[1], "last", 4), 4);
+    close(fds[1]);
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), 4);
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), 0);
+    CHECK_CONTENT(&b, "last", 4);
+    net_buf_destroy(&b);
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), 0);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    close(fds[0]);
+}
+
+TEST(buf_read_fd_empty_nonblocking_returns_eagain)
+{
+    int fds[2];
+    make_pipe(fds, O_NONBLOCK);
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), -EAGAIN);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK_OK(net_buf_append(&b, "kept", 4));
+    CHECK_EQ(net_buf_read_fd(&b, fds[0]), -EAGAIN);
+    CHECK_CONTENT(&b, "kept", 4);
+    net_buf_destroy(&b);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+TEST(buf_read_fd_bad_fd_returns_ebadf)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_EQ(net_buf_read_fd(&b, -1), -EBADF);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+}

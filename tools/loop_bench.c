@@ -1,0 +1,121 @@
+/* loop_bench: how fast the functor queue and the timers are.
+ *
+ *   loop_bench [--seconds N]
+ *
+ * For 1 and 4 producer threads: functors/s through net_loop_run_in_loop into
+ * one loop, and eventfd writes per functor (wakeup batching). Then the timer
+ * add+cancel rate on the loop thread. Benchmarks only: nothing is asserted. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <net/loop.h>
+
+#include "loop_internal.h"
+
+static struct {
+    net_loop_t *loop;
+    atomic_bool stop;
+    atomic_ullong queued;
+    unsigned long long ran;
+} bench;
+
+static void count(void *arg)
+{
+    (void)arg;
+    bench.ran++;
+}
+
+static void *producer(void *arg)
+{
+    (void)arg;
+    unsigned long long n = 0;
+    while (!atomic_load_explicit(&bench.stop, memory_order_relaxed)) {
+        /* Check the flag every 64 sends: the check must not dominate. */
+        for (int i = 0; i < 64; i++)
+            if (net_loop_run_in_loop(bench.loop, count, NULL) == 0)
+                n++;
+    }
+    atomic_fetch_add(&bench.queued, n);
+    return NULL;
+}
+
+static void stop_producers(void *arg)
+{
+    (void)arg;
+    atomic_store(&bench.stop, true);
+    net_loop_quit(bench.loop);
+}
+
+static void run_functors(int threads, double seconds)
+{
+    bench.ran = 0;
+    atomic_store(&bench.queued, 0);
+    atomic_store(&bench.stop, false);
+    unsigned long long writes0 = net__loop_eventfd_writes(bench.loop);
+    pthread_t t[64];
+    uint64_t start = net_now_ms();
+    for (int i = 0; i < threads; i++)
+        pthread_create(&t[i], NULL, producer, NULL);
+    net_loop_run_after(bench.loop, (uint64_t)(seconds * 1000), stop_producers, NULL);
+    net_loop_run(bench.loop);
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
+    /* Run the stragglers so ran == queued, then time everything. */
+    while (bench.ran < atomic_load(&bench.queued)) {
+        net_loop_queue_in_loop(bench.loop, stop_producers, NULL);
+        net_loop_run(bench.loop);
+    }
+    double elapsed = (double)(net_now_ms() - start) / 1000.0;
+    unsigned long long writes = net__loop_eventfd_writes(bench.loop) - writes0;
+    printf("run_in_loop producers=%d functors=%llu functors/s=%.0f eventfd_writes/functor=%.4f\n",
+           threads, bench.ran, (double)bench.ran / elapsed,
+           bench.ran ? (double)writes / (double)bench.ran : 0.0);
+}
+
+static void never(void *arg)
+{
+    (void)arg;
+    abort();
+}
+
+static void run_timers(double seconds)
+{
+    unsigned long long n = 0;
+    uint64_t start = net_now_ms(), deadline = start + (uint64_t)(seconds * 1000);
+    while (net_now_ms() < deadline) {
+        for (int i = 0; i < 1024; i++) {
+            net_timer_id_t id = net_loop_run_after(bench.loop, 60000, never, NULL);
+            if (id < 0 || net_loop_cancel(bench.loop, id) < 0) {
+                fprintf(stderr, "timer add/cancel failed\n");
+                exit(1);
+            }
+        }
+        n += 1024;
+    }
+    double elapsed = (double)(net_now_ms() - start) / 1000.0;
+    printf("timer add+cancel pairs=%llu pairs/s=%.0f\n", n, (double)n / elapsed);
+}
+
+int main(int argc, char **argv)
+{
+    double seconds = 2.0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+            seconds = atof(argv[++i]);
+        else {
+            fprintf(stderr, "usage: loop_bench [--seconds N]\n");
+            return 2;
+        }
+    }
+    if (net_loop_new(&bench.loop) < 0)
+        return 1;
+    printf("backend=%s seconds=%.1f\n", net_loop_backend(bench.loop), seconds);
+    run_functors(1, seconds);
+    run_functors(4, seconds);
+    run_timers(seconds);
+    net_loop_free(bench.loop);
+    return 0;
+}
