@@ -77,6 +77,7 @@ static int loop_open(net_loop_t *loop)
         goto fail_eventfd;
     }
     net__channel_init(&loop->wakeup, efd, wakeup_read);
+    loop->now_ms = net_now_ms();
     if ((rc = net__timer_queue_init(&loop->timers)) < 0)
         goto fail_timers;
     if ((rc = net__fqueue_init(&loop->functors)) < 0)
@@ -171,6 +172,7 @@ static int run_once(net_loop_t *loop)
         return n;
     }
     loop->iterations++;
+    loop->now_ms = net_now_ms();
     if (n > 0)
         dispatch(loop, ready, n);
     run_functors(loop);

@@ -32,7 +32,16 @@ struct net_loop {
     /* Counters for benchmarks and tests. */
     atomic_ullong eventfd_writes;
     unsigned long long iterations;
+    uint64_t now_ms; /* net_now_ms() when the last wait returned */
 };
+
+/* The time the current iteration's wait returned: per-event timestamps
+ * without a clock read per event (libuv caches "now" the same way).
+ * Loop thread only. */
+static inline uint64_t net__loop_now_ms(const net_loop_t *loop)
+{
+    return loop->now_ms;
+}
 
 /* Registers/updates/unregisters a channel. Loop thread only. */
 int net__loop_add_channel(net_loop_t *loop, struct net__channel *ch);

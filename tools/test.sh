@@ -17,7 +17,7 @@ fi
 total_pass=0 total_fail=0 total_skip=0
 for config in $configs; do
     case "$config" in
-    plain) dir=build; opts="" ; cc=gcc ;;
+    plain) dir=build; opts="--buildtype=release"; cc=gcc ;;
     asan) dir=build-asan; opts="-Db_sanitize=address,undefined -Db_lundef=false"; cc=gcc ;;
     tsan) dir=build-tsan; opts="-Db_sanitize=thread -Db_lundef=false"; cc=gcc ;;
     clang) dir=build-clang; opts=""; cc=clang ;;

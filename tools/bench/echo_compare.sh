@@ -3,6 +3,7 @@
 #
 #   tools/bench/echo_compare.sh --builddir DIR [--rounds R] [--seconds N]
 #       [--threads T] [--floor BIN] [--lib BIN] [--pingpong BIN]
+#       [--scenarios 'CONNSxSIZE ...']   (default '100x64 1000x64 100x16384')
 #
 # Starts DIR/tools/bench/floor_echo and DIR/examples/echo_server, each with
 # --listen 127.0.0.1:0, and reads the port from the last HOST:PORT token of
@@ -21,6 +22,7 @@
 set -euo pipefail
 
 builddir='' rounds=3 seconds=5 threads=1 floor='' lib='' pingpong=''
+scenarios='100x64 1000x64 100x16384'
 usage() {
     sed -n '4,5p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --floor) floor=$2 ;;
     --lib) lib=$2 ;;
     --pingpong) pingpong=$2 ;;
+    --scenarios) scenarios=$2 ;;
     *) usage ;;
     esac
     shift 2
@@ -104,7 +107,7 @@ run_one() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-for scenario in 100x64 1000x64 100x16384; do
+for scenario in $scenarios; do
     conns=${scenario%x*} size=${scenario#*x}
     : >"$tmp/floor.rates"
     : >"$tmp/lib.rates"

@@ -1,0 +1,188 @@
+/* rpc_server: an NRPC/1 server with two methods.
+ *
+ *   rpc_server [--listen HOST:PORT] [--threads N]
+ *
+ * Defaults 127.0.0.1:2008 and 0 I/O threads.
+ *   echo   replies with the request body
+ *   sleep  the body is a decimal number of milliseconds (ASCII); replies with
+ *          an empty body after that long, from a timer: the loop is not
+ *          blocked, so later requests overtake a sleeping one
+ * SIGINT/SIGTERM stop it gracefully (requests in flight get a second). */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <net/rpc.h>
+#include <net/signal.h>
+
+static void echo(net_rpc_req_t *req, const void *body, size_t len, void *arg)
+{
+    (void)arg;
+    net_rpc_reply(req, NET_RPC_OK, body, len);
+}
+
+/* Sleeping requests, so that a stop can answer those whose timers have not
+ * fired (a loop discards pending timers when it is freed). Replies are
+ * thread-safe; the list is shared by the I/O loops, hence the lock. */
+struct sleeper {
+    struct sleeper *prev, *next;
+    net_rpc_req_t *req;
+    net_loop_t *loop;
+    net_timer_id_t timer;
+};
+static struct sleeper *sleepers;
+static pthread_mutex_t sleepers_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void sleeper_unlink(struct sleeper *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        sleepers = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+}
+
+static void wake(void *arg)
+{
+    struct sleeper *s = arg;
+    pthread_mutex_lock(&sleepers_mu);
+    sleeper_unlink(s);
+    pthread_mutex_unlock(&sleepers_mu);
+    net_rpc_reply(s->req, NET_RPC_OK, NULL, 0);
+    free(s);
+}
+
+/* Answers every request still sleeping; called once the base loop is done.
+ * A timer that cannot be cancelled is firing right now: its wake() owns the
+ * sleeper and waits for the lock we hold. */
+static void wake_all_shutting_down(void)
+{
+    pthread_mutex_lock(&sleepers_mu);
+    for (struct sleeper *s = sleepers, *next; s; s = next) {
+        next = s->next;
+        if (net_loop_cancel(s->loop, s->timer) < 0)
+            continue;
+        sleeper_unlink(s);
+        net_rpc_reply(s->req, NET_RPC_SHUTTING_DOWN, "server stopped", 14);
+        free(s);
+    }
+    pthread_mutex_unlock(&sleepers_mu);
+}
+
+/* Parses the whole body as a decimal count of milliseconds. */
+static bool parse_ms(const char *p, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 9)
+        return false; /* at most ~11 days */
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static void sleep_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
+{
+    (void)arg;
+    uint64_t ms;
+    static const char bad[] = "sleep: the body must be a decimal number of milliseconds";
+    if (!parse_ms(body, len, &ms)) {
+        net_rpc_reply(req, NET_RPC_BAD_REQUEST, bad, sizeof bad - 1);
+        return;
+    }
+    /* A timer on the request's own I/O loop: the reply then leaves from the
+     * thread that owns the connection. */
+    struct sleeper *sl = malloc(sizeof *sl);
+    if (!sl) {
+        net_rpc_reply(req, NET_RPC_INTERNAL, "out of memory", 13);
+        return;
+    }
+    *sl = (struct sleeper){.req = req, .loop = net_conn_loop(net_rpc_req_conn(req))};
+    pthread_mutex_lock(&sleepers_mu);
+    sl->next = sleepers;
+    if (sleepers)
+        sleepers->prev = sl;
+    sleepers = sl;
+    sl->timer = net_loop_run_after(sl->loop, ms, wake, sl);
+    if (sl->timer < 0) {
+        sleeper_unlink(sl);
+        pthread_mutex_unlock(&sleepers_mu);
+        net_rpc_reply(req, NET_RPC_INTERNAL, "no timer", 8);
+        free(sl);
+        return;
+    }
+    pthread_mutex_unlock(&sleepers_mu);
+}
+
+struct app {
+    net_loop_t *loop;
+    net_rpc_server_t *server;
+};
+
+static void stopped(net_rpc_server_t *server, void *arg)
+{
+    (void)server;
+    net_loop_quit(arg);
+}
+
+static void on_signal(net_signal_t *sig, int signo, void *arg)
+{
+    (void)sig;
+    struct app *app = arg;
+    fprintf(stderr, "rpc_server: signal %d, stopping\n", signo);
+    int rc = net_rpc_server_stop(app->server, 1000, stopped, app->loop);
+    if (rc < 0 && rc != -EALREADY) /* a second signal: the stop is under way */
+        net_loop_quit(app->loop);
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:2008";
+    struct net_rpc_server_options opt;
+    net_rpc_server_options_init(&opt);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
+            listen = argv[++i];
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            opt.server.io_threads = (size_t)strtoul(argv[++i], NULL, 10);
+        else {
+            fprintf(stderr, "usage: rpc_server [--listen HOST:PORT] [--threads N]\n");
+            return 2;
+        }
+    }
+    net_addr_t addr;
+    if (net_addr_parse(&addr, listen) < 0) {
+        fprintf(stderr, "rpc_server: bad address %s\n", listen);
+        return 2;
+    }
+    struct app app;
+    net_signal_t *sig;
+    static const int term[] = {SIGINT, SIGTERM};
+    int rc;
+    if ((rc = net_loop_new(&app.loop)) < 0 ||
+        (rc = net_signal_new(app.loop, term, 2, on_signal, &app, &sig)) < 0 ||
+        (rc = net_rpc_server_new(app.loop, &addr, &opt, &app.server)) < 0 ||
+        (rc = net_rpc_server_register(app.server, "echo", echo, NULL, false)) < 0 ||
+        (rc = net_rpc_server_register(app.server, "sleep", sleep_method, app.loop, false)) < 0 ||
+        (rc = net_rpc_server_start(app.server)) < 0) {
+        fprintf(stderr, "rpc_server: %s: %s\n", listen, net_strerror(rc));
+        return 1;
+    }
+    char text[NET_ADDR_STRLEN];
+    net_addr_format(net_rpc_server_addr(app.server), text, sizeof text);
+    printf("rpc_server listening on %s (%zu I/O threads)\n", text, opt.server.io_threads);
+    fflush(stdout);
+    net_loop_run(app.loop);
+    wake_all_shutting_down();
+    net_rpc_server_free(app.server);
+    net_signal_free(sig);
+    net_loop_free(app.loop);
+    return 0;
+}

@@ -1,0 +1,374 @@
+/* xsend: benchmark of net_conn_send from threads that are not the
+ * connection's loop (the run_in_loop path: copy, functor queue, wakeup).
+ *
+ *   xsend --path loop [--threads T] [--size S] [--seconds N]
+ *
+ * Defaults T = 4, S = 64 (at least 12), N = 3. One process: a server (0 I/O
+ * threads) on one loop thread, a net_client connected to it on a second loop
+ * thread, and T producer threads that call net_conn_send() on that ONE
+ * client connection as fast as they can. Every message starts with (producer
+ * id, sequence number) and is filled with a byte derived from them; the
+ * server checks every byte and that each producer's sequence arrives in
+ * order, once (violation: message on stderr, exit 1). After N seconds the
+ * producers stop, every message sent is waited for, and one line is printed:
+ *
+ *   xsend path=loop threads=T size=S seconds=N msgs=M msgs/s=X
+ *       eventfd_writes/msg=Y syscalls/msg=n/a
+ *
+ * M counts every message sent (all of them arrived and were checked), X is M
+ * over the time from the start to the last one's arrival, Y the wakeups the
+ * producers wrote to the client loop's eventfd per message (internal counter:
+ * this tool links the static library). syscalls/msg needs strace: see
+ * tools/bench/xsend_syscalls.sh, which fills it in.
+ *
+ * Memory is bounded end to end: a producer with more than
+ * IN_FLIGHT_BYTES / T of its messages not yet checked by the server yields
+ * the CPU (sched_yield) until the server catches up. The connection's
+ * output_queued counter cannot serve here: it counts only bytes the loop has
+ * already taken from the functor queue.
+ *
+ * `--path queue` is accepted for the benchmark of a later send path; it exits
+ * 2 for now. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <net/loop.h>
+#include <net/loop_thread.h>
+#include <net/tcp_client.h>
+#include <net/tcp_server.h>
+
+#include "loop_internal.h" /* net__loop_eventfd_writes */
+
+#define HEADER_LEN 12 /* u32 producer id, u64 sequence (host order: one process) */
+#define IN_FLIGHT_BYTES (4u << 20)
+#define MAX_THREADS 256
+#define SETUP_TIMEOUT_MS 5000
+#define DRAIN_TIMEOUT_MS 30000
+
+/* One producer's counters: written by one thread, read by another; a cache
+ * line each so that producers do not slow each other down. */
+struct counter {
+    _Alignas(64) atomic_ullong n;
+};
+
+static struct {
+    unsigned threads;
+    size_t size;
+    unsigned seconds;
+    uint64_t window; /* messages a producer may have in flight */
+
+    net_server_t *server;
+    net_client_t *client;
+    net_conn_t *conn; /* the client side, with a reference */
+    atomic_int setup_rc;
+    atomic_bool connected, stopping, stop_producers, server_stopped;
+
+    struct counter sent[MAX_THREADS];    /* by each producer */
+    struct counter checked[MAX_THREADS]; /* by the server, per producer */
+    atomic_ullong backoffs;
+
+    uint64_t next_seq[MAX_THREADS]; /* server loop thread only */
+} g;
+
+static unsigned char fill_byte(uint32_t id, uint64_t seq)
+{
+    return (unsigned char)(id * 31u + seq);
+}
+
+__attribute__((format(printf, 1, 2))) _Noreturn static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fflush(stderr);
+    _exit(1); /* other threads are running: do not run atexit handlers */
+}
+
+static void wait_until(atomic_bool *flag, unsigned timeout_ms, const char *what)
+{
+    struct timespec ms = {0, 1000000};
+    for (unsigned i = 0; !atomic_load(flag); i++) {
+        if (atomic_load(&g.setup_rc) < 0)
+            die("xsend: %s failed\n", what);
+        if (i >= timeout_ms)
+            die("xsend: timed out waiting for %s\n", what);
+        nanosleep(&ms, NULL);
+    }
+}
+
+/* ---- the receiving side: the server's loop thread ----------------------- */
+
+static void check_message(const unsigned char *p)
+{
+    uint32_t id;
+    uint64_t seq;
+    memcpy(&id, p, sizeof id);
+    memcpy(&seq, p + 4, sizeof seq);
+    if (id >= g.threads)
+        die("xsend: message from unknown producer %u\n", id);
+    if (seq != g.next_seq[id])
+        die("xsend: order violation: producer %u sent seq %llu, expected %llu\n", id,
+            (unsigned long long)seq, (unsigned long long)g.next_seq[id]);
+    unsigned char b = fill_byte(id, seq);
+    for (size_t k = HEADER_LEN; k < g.size; k++)
+        if (p[k] != b)
+            die("xsend: producer %u seq %llu: corrupt byte at offset %zu\n", id,
+                (unsigned long long)seq, k);
+    g.next_seq[id]++;
+}
+
+static void on_server_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, void *arg)
+{
+    (void)conn;
+    (void)receive_ms;
+    (void)arg;
+    const unsigned char *p = (const unsigned char *)net_buf_peek(in);
+    size_t n = net_buf_readable(in) / g.size;
+    for (size_t i = 0; i < n; i++)
+        check_message(p + i * g.size);
+    net_buf_retrieve(in, n * g.size);
+    /* Published once per read, not per message: one store per producer. */
+    for (unsigned id = 0; id < g.threads; id++)
+        atomic_store_explicit(&g.checked[id].n, g.next_seq[id], memory_order_release);
+}
+
+static void server_init(net_loop_t *loop, void *arg)
+{
+    (void)arg;
+    net_addr_t addr;
+    struct net_conn_callbacks cbs = {.on_message = on_server_message};
+    int rc = net_addr_parse(&addr, "127.0.0.1:0");
+    if (rc == 0)
+        rc = net_server_new(loop, &addr, NULL, &cbs, &g.server);
+    if (rc == 0)
+        rc = net_server_start(g.server);
+    if (rc < 0) {
+        fprintf(stderr, "xsend: server: %s\n", net_strerror(rc));
+        atomic_store(&g.setup_rc, rc);
+    }
+}
+
+static void on_server_stopped(net_server_t *server, void *arg)
+{
+    (void)server;
+    (void)arg;
+    atomic_store(&g.server_stopped, true);
+}
+
+static void server_stop(void *arg)
+{
+    (void)arg;
+    if (net_server_stop(g.server, 100, on_server_stopped, NULL) < 0)
+        atomic_store(&g.server_stopped, true);
+}
+
+static void server_free(void *arg)
+{
+    (void)arg;
+    net_server_free(g.server);
+}
+
+/* ---- the sending side: the client's loop thread -------------------------- */
+
+static void on_client_connection(net_conn_t *conn, void *arg)
+{
+    (void)arg;
+    if (net_conn_connected(conn)) {
+        g.conn = net_conn_ref(conn);
+        atomic_store(&g.connected, true);
+    } else if (!atomic_load(&g.stopping)) {
+        die("xsend: the connection closed during the run\n");
+    }
+}
+
+static void on_connect_failed(net_client_t *client, int err, bool will_retry, void *arg)
+{
+    (void)client;
+    (void)will_retry;
+    (void)arg;
+    if (!atomic_load(&g.stopping))
+        die("xsend: connect: %s\n", net_strerror(err));
+}
+
+static void client_init(net_loop_t *loop, void *arg)
+{
+    struct net_conn_callbacks cbs = {.on_connection = on_client_connection};
+    int rc = net_client_new(loop, net_server_addr(arg), NULL, &cbs, on_connect_failed, NULL,
+                            &g.client);
+    if (rc == 0)
+        rc = net_client_connect(g.client);
+    if (rc < 0) {
+        fprintf(stderr, "xsend: client: %s\n", net_strerror(rc));
+        atomic_store(&g.setup_rc, rc);
+    }
+}
+
+static void client_free(void *arg)
+{
+    (void)arg;
+    net_client_free(g.client);
+}
+
+/* ---- producers ------------------------------------------------------------ */
+
+static void *producer(void *arg)
+{
+    uint32_t id = (uint32_t)(uintptr_t)arg;
+    unsigned char *msg = malloc(g.size);
+    if (!msg)
+        die("xsend: out of memory\n");
+    uint64_t seq = 0, backoffs = 0;
+    while (!atomic_load_explicit(&g.stop_producers, memory_order_relaxed)) {
+        if (seq - atomic_load_explicit(&g.checked[id].n, memory_order_acquire) >= g.window) {
+            backoffs++;
+            sched_yield();
+            continue;
+        }
+        memcpy(msg, &id, sizeof id);
+        memcpy(msg + 4, &seq, sizeof seq);
+        memset(msg + HEADER_LEN, fill_byte(id, seq), g.size - HEADER_LEN);
+        int rc = net_conn_send(g.conn, msg, g.size);
+        if (rc < 0)
+            die("xsend: net_conn_send: %s\n", net_strerror(rc));
+        seq++;
+    }
+    atomic_store(&g.sent[id].n, seq);
+    atomic_fetch_add(&g.backoffs, backoffs);
+    free(msg);
+    return NULL;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: xsend --path loop|queue [--threads T] [--size S] [--seconds N]\n");
+    return 2;
+}
+
+static int parse_args(int argc, char **argv, const char **path)
+{
+    g.threads = 4;
+    g.size = 64;
+    g.seconds = 3;
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc)
+            return -1;
+        const char *v = argv[++i];
+        if (strcmp(argv[i - 1], "--path") == 0)
+            *path = v;
+        else if (strcmp(argv[i - 1], "--threads") == 0)
+            g.threads = (unsigned)strtoul(v, NULL, 10);
+        else if (strcmp(argv[i - 1], "--size") == 0)
+            g.size = (size_t)strtoul(v, NULL, 10);
+        else if (strcmp(argv[i - 1], "--seconds") == 0)
+            g.seconds = (unsigned)strtoul(v, NULL, 10);
+        else
+            return -1;
+    }
+    if (!*path || g.threads < 1 || g.threads > MAX_THREADS || g.size < HEADER_LEN ||
+        g.size > IN_FLIGHT_BYTES || g.seconds < 1)
+        return -1;
+    return 0;
+}
+
+/* Runs the producers for g.seconds, waits for every message to be checked,
+ * and returns the messages sent; *elapsed is start to last arrival. */
+static uint64_t run_producers(double *elapsed)
+{
+    pthread_t tids[MAX_THREADS];
+    double t0 = now_s();
+    for (unsigned i = 0; i < g.threads; i++)
+        if (pthread_create(&tids[i], NULL, producer, (void *)(uintptr_t)i) != 0)
+            die("xsend: cannot start a producer thread\n");
+    struct timespec run = {(time_t)g.seconds, 0};
+    while (nanosleep(&run, &run) < 0 && errno == EINTR) {
+    }
+    atomic_store(&g.stop_producers, true);
+    for (unsigned i = 0; i < g.threads; i++)
+        pthread_join(tids[i], NULL);
+    uint64_t total = 0;
+    for (unsigned i = 0; i < g.threads; i++)
+        total += atomic_load(&g.sent[i].n);
+    struct timespec ms = {0, 1000000}; /* few wakeups: strace counts them */
+    for (unsigned i = 0;; i++) {
+        uint64_t checked = 0;
+        for (unsigned id = 0; id < g.threads; id++)
+            checked += atomic_load(&g.checked[id].n);
+        if (checked == total)
+            break;
+        if (i >= DRAIN_TIMEOUT_MS)
+            die("xsend: messages still missing after the drain timeout\n");
+        nanosleep(&ms, NULL);
+    }
+    *elapsed = now_s() - t0;
+    return total;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    if (parse_args(argc, argv, &path) < 0)
+        return usage();
+    if (strcmp(path, "queue") == 0) {
+        fprintf(stderr, "xsend: queue path not implemented yet\n");
+        return 2;
+    }
+    if (strcmp(path, "loop") != 0)
+        return usage();
+    g.window = IN_FLIGHT_BYTES / g.threads / g.size;
+    if (g.window == 0)
+        g.window = 1;
+
+    net_loop_thread_t *srv, *cli;
+    int rc = net_loop_thread_start("xsend-server", server_init, NULL, &srv);
+    if (rc < 0 || atomic_load(&g.setup_rc) < 0)
+        die("xsend: server thread: %s\n", net_strerror(rc < 0 ? rc : atomic_load(&g.setup_rc)));
+    rc = net_loop_thread_start("xsend-client", client_init, g.server, &cli);
+    if (rc < 0)
+        die("xsend: client thread: %s\n", net_strerror(rc));
+    wait_until(&g.connected, SETUP_TIMEOUT_MS, "connect");
+    net_loop_t *cli_loop = net_loop_thread_loop(cli);
+
+    unsigned long long ev0 = net__loop_eventfd_writes(cli_loop);
+    double elapsed;
+    uint64_t msgs = run_producers(&elapsed);
+    unsigned long long wakeups = net__loop_eventfd_writes(cli_loop) - ev0;
+
+    printf("xsend path=loop threads=%u size=%zu seconds=%u msgs=%llu msgs/s=%.0f "
+           "eventfd_writes/msg=%.6f syscalls/msg=n/a\n",
+           g.threads, g.size, g.seconds, (unsigned long long)msgs, (double)msgs / elapsed,
+           msgs ? (double)wakeups / (double)msgs : 0.0);
+    fflush(stdout);
+    fprintf(stderr, "xsend: eventfd_writes=%llu producer_backoffs=%llu window=%llu msgs/producer\n",
+            wakeups, (unsigned long long)atomic_load(&g.backoffs),
+            (unsigned long long)g.window);
+
+    /* Teardown: the client first (the server then sees EOF), then the server. */
+    atomic_store(&g.stopping, true);
+    net_conn_unref(g.conn);
+    net_loop_run_in_loop(cli_loop, client_free, NULL);
+    net_loop_thread_stop(cli);
+    net_loop_t *srv_loop = net_loop_thread_loop(srv);
+    net_loop_run_in_loop(srv_loop, server_stop, NULL);
+    wait_until(&g.server_stopped, SETUP_TIMEOUT_MS, "the server to stop");
+    net_loop_run_in_loop(srv_loop, server_free, NULL);
+    net_loop_thread_stop(srv);
+    return 0;
+}

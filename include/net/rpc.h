@@ -1,0 +1,194 @@
+/* netloop — RPC over NRPC/1 (docs/protocol.md).
+ *
+ * A net_rpc_server answers requests by method name; a net_rpc_client keeps
+ * one connection to one server and pipelines every call over it, from any
+ * number of threads, matching replies by call id.
+ *
+ * Status codes: 0 is OK; 1..99 are the protocol's (NET_RPC_UNKNOWN_METHOD ...);
+ * applications use 100 and up. TIMEOUT, DISCONNECTED, CANCELLED and
+ * PROTOCOL_ERROR are local outcomes, never sent on the wire. */
+#ifndef NET_RPC_H
+#define NET_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <net/addr.h>
+#include <net/loop.h>
+#include <net/tcp_client.h>
+#include <net/tcp_server.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Statuses are uint32_t values (macros, since the local ones do not fit a
+ * C enum). */
+#define NET_RPC_OK 0u
+#define NET_RPC_UNKNOWN_METHOD 1u
+#define NET_RPC_BAD_REQUEST 2u
+#define NET_RPC_INTERNAL 3u
+#define NET_RPC_OVERLOADED 4u
+#define NET_RPC_SHUTTING_DOWN 5u
+#define NET_RPC_APP_BASE 100u /* first code for applications */
+/* Local outcomes: produced by this process, never sent nor accepted from the
+ * wire (0xFFFFFF00 and up). */
+#define NET_RPC_TIMEOUT 0xFFFFFF01u
+#define NET_RPC_DISCONNECTED 0xFFFFFF02u
+#define NET_RPC_CANCELLED 0xFFFFFF03u
+#define NET_RPC_PROTOCOL_ERROR 0xFFFFFF04u
+
+/* A name for a status: "OK", "UNKNOWN_METHOD", ..., "TIMEOUT"; codes from
+ * NET_RPC_APP_BASE up give "APPLICATION". Static string. Thread-safe. */
+NET_EXPORT const char *net_rpc_status_name(uint32_t status);
+
+/* ---- Server ------------------------------------------------------------------ */
+
+typedef struct net_rpc_server net_rpc_server_t;
+typedef struct net_rpc_req net_rpc_req_t;
+
+/* Handles one request. body (body_len bytes, not NUL-terminated) is valid
+ * only during the call: copy what you keep. The handler must answer exactly
+ * once with net_rpc_reply(), now or later, from any thread; until then req
+ * stays valid. Runs on the connection's loop thread (or on a worker thread
+ * for handlers registered as blocking). */
+typedef void (*net_rpc_handler_fn)(net_rpc_req_t *req, const void *body, size_t body_len,
+                                   void *arg);
+
+struct net_rpc_server_options {
+    struct net_server_options server; /* I/O threads etc.: net_server_options_init */
+    size_t max_frame;        /* largest frame accepted; default 64 MiB */
+    size_t max_in_flight;    /* unanswered requests per connection before
+                                OVERLOADED; default 1024 */
+    size_t worker_threads;   /* threads for blocking handlers; default 0 */
+};
+
+/* Fills the defaults above. Thread-safe. */
+NET_EXPORT void net_rpc_server_options_init(struct net_rpc_server_options *opt);
+
+/* Creates a server on `loop` bound to addr (see net_server_new). opt NULL
+ * for defaults. Returns 0, -EINVAL, -ENOMEM, NET_EWRONGTHREAD, or the bind
+ * errno. Loop thread only. */
+NET_EXPORT int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
+                                  const struct net_rpc_server_options *opt,
+                                  net_rpc_server_t **out);
+
+/* Registers handler for method (1..255 bytes; copied). blocking: run it on
+ * the worker pool (needs worker_threads > 0) instead of the loop. Register
+ * before starting. Returns 0, -EINVAL, -EEXIST, -ENOMEM, -EBUSY (started).
+ * Loop thread only. */
+NET_EXPORT int net_rpc_server_register(net_rpc_server_t *server, const char *method,
+                                       net_rpc_handler_fn fn, void *arg, bool blocking);
+
+/* Starts listening. Returns as net_server_start(). Thread-safe. */
+NET_EXPORT int net_rpc_server_start(net_rpc_server_t *server);
+
+/* Graceful stop: new requests get SHUTTING_DOWN; requests in flight have
+ * until drain_ms to be answered; then connections close. done (may be NULL)
+ * runs on the loop when everything is closed, never inside this call.
+ * Returns 0, -EALREADY. Loop thread only. */
+NET_EXPORT int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
+                                   void (*done)(net_rpc_server_t *server, void *arg), void *arg);
+
+/* Frees a stopped (or never started) server: returns 0 or -EBUSY. Replies
+ * still outstanding afterwards are safe no-ops. Loop thread only. */
+NET_EXPORT int net_rpc_server_free(net_rpc_server_t *server);
+
+/* The bound address. Thread-safe. */
+NET_EXPORT const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server);
+
+/* Answers req with status and body (copied) and frees req: never use it
+ * again. If the connection is gone the reply is dropped and 0 is still
+ * returned. Returns 0; -ENOMEM (req is freed all the same, and the
+ * connection is closed, since the caller would otherwise wait forever); or
+ * -EINVAL for a NULL req, a NULL body with body_len > 0, body_len > 4 GiB - 1
+ * or a local-only status (>= 0xFFFFFF00) -- then req is NOT freed: reply
+ * again correctly. Thread-safe. */
+NET_EXPORT int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body,
+                             size_t body_len);
+
+/* The method name of req (NUL-terminated, valid until the reply) and its
+ * call id. Thread-safe. */
+NET_EXPORT const char *net_rpc_req_method(const net_rpc_req_t *req);
+NET_EXPORT uint64_t net_rpc_req_call_id(const net_rpc_req_t *req);
+
+/* The connection the request came on (no reference taken: valid until the
+ * reply). Thread-safe. */
+NET_EXPORT net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req);
+
+/* ---- Client ------------------------------------------------------------------ */
+
+typedef struct net_rpc_client net_rpc_client_t;
+
+/* The one outcome of a call, on the client's loop thread: status NET_RPC_OK
+ * with the response body, a remote error code with its UTF-8 message as
+ * body, or a local outcome (TIMEOUT, DISCONNECTED, CANCELLED,
+ * PROTOCOL_ERROR) with an empty body. body is valid only during the call. */
+typedef void (*net_rpc_done_fn)(net_rpc_client_t *client, uint32_t status, const void *body,
+                                size_t body_len, void *arg);
+
+struct net_rpc_client_options {
+    struct net_client_options client; /* connect timeout, retry, reconnect;
+                                         net_client_options_init, then retry
+                                         and reconnect on by default here */
+    size_t max_frame;          /* default 64 MiB */
+    size_t max_outstanding;    /* calls in flight before OVERLOADED; default 65536 */
+};
+
+/* Fills the defaults above. Thread-safe. */
+NET_EXPORT void net_rpc_client_options_init(struct net_rpc_client_options *opt);
+
+/* Creates a client for the server at addr, on `loop`, and starts
+ * connecting. opt NULL for defaults. Returns 0, -EINVAL, -ENOMEM,
+ * NET_EWRONGTHREAD. Loop thread only. */
+NET_EXPORT int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
+                                  const struct net_rpc_client_options *opt,
+                                  net_rpc_client_t **out);
+
+/* Starts a call: method (1..255 bytes), body (copied), a timeout (0 = none)
+ * and the callback that receives the outcome exactly once, later, on the
+ * client's loop (never inside this call). Calls from many threads are
+ * batched into few writes. Returns 0 when the call was accepted (the
+ * callback will run), or -EINVAL / -ENOMEM / -ESHUTDOWN (client stopped) when
+ * it was not (the callback will not run). A call made while disconnected,
+ * or beyond max_outstanding, is accepted and ends with DISCONNECTED or
+ * OVERLOADED. Thread-safe. */
+NET_EXPORT int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
+                            size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done,
+                            void *arg);
+
+/* Blocking call for threads other than the client's loop: waits for the
+ * outcome and returns it as *status, with the body in *body_out (malloc'd,
+ * caller frees; NULL if empty) and *len_out. Returns 0 when an outcome was
+ * delivered (check *status), NET_EWRONGTHREAD on the loop thread (it would
+ * deadlock), or net_rpc_call's errors. Thread-safe. */
+NET_EXPORT int net_rpc_call_sync(net_rpc_client_t *client, const char *method,
+                                 const void *body, size_t body_len, uint64_t timeout_ms,
+                                 uint32_t *status, void **body_out, size_t *len_out);
+
+/* True while connected. Thread-safe. */
+NET_EXPORT bool net_rpc_client_connected(net_rpc_client_t *client);
+
+/* Stops: every outstanding call ends with CANCELLED (on the loop, exactly
+ * once), the connection closes, later calls return -ESHUTDOWN. Idempotent.
+ * Thread-safe. */
+NET_EXPORT void net_rpc_client_stop(net_rpc_client_t *client);
+
+/* Stops and frees the client; CANCELLED callbacks run before this returns
+ * (the one documented exception). Loop thread only. */
+NET_EXPORT void net_rpc_client_free(net_rpc_client_t *client);
+
+struct net_rpc_client_stats {
+    uint64_t calls, completed, late_replies, timeouts, disconnected;
+    size_t outstanding;
+};
+
+/* Counters (a snapshot). Thread-safe. */
+NET_EXPORT void net_rpc_client_stats(net_rpc_client_t *client, struct net_rpc_client_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,775 @@
+/* A TCP connection (muduo's TcpConnection).
+ *
+ * All socket I/O and all state changes except the first step of shutdown and
+ * force_close happen on the connection's loop thread. The state is atomic so
+ * that other threads can refuse work on a closed connection without touching
+ * the loop. A connection never uses its fd after handle_close() closed it, so
+ * a late send can never reach a reused descriptor. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log_internal.h"
+#include "loop_internal.h"
+#include "tcp_conn_internal.h"
+
+/* Buffers larger than this are released when they drain, so a burst (a slow
+ * reader, a large message) does not pin memory for the connection's life. */
+#define BUF_KEEP_MAX (64 * 1024)
+#define DEFAULT_HIGH_WATER (64u * 1024 * 1024)
+
+struct net_conn {
+    atomic_int refs;
+    _Atomic int state;        /* net_conn_state_t */
+    atomic_bool closing;      /* force_close requested: deliver no more input */
+    net_loop_t *loop;
+    uint64_t id;
+    struct net__channel ch;
+    net_buf_t in, out;
+    struct net_conn_callbacks cbs;
+    net__conn_closed_fn closed;
+    void *owner;
+    _Atomic(void *) context;
+    atomic_size_t high_water;
+    atomic_ullong bytes_in, bytes_out;
+    atomic_size_t queued;
+    bool want_read;           /* the user has not stopped reading */
+    bool peer_eof;
+    bool write_shut;          /* shutdown(SHUT_WR) done: nothing more goes out */
+    struct net_conn_options opt;
+    uint64_t last_input_ms;
+    net_timer_id_t idle_timer, close_timer;
+    net_addr_t local, peer;
+    struct net__conn_link link; /* the owner's list */
+};
+
+static atomic_ullong next_conn_id = 1;
+
+static void handle_close(net_conn_t *conn);
+
+/* ---- options, refs, accessors ----------------------------------------- */
+
+void net_conn_options_init(struct net_conn_options *opt)
+{
+    *opt = (struct net_conn_options){.high_water_mark = DEFAULT_HIGH_WATER, .tcp_nodelay = true};
+}
+
+net_conn_t *net_conn_ref(net_conn_t *conn)
+{
+    atomic_fetch_add_explicit(&conn->refs, 1, memory_order_relaxed);
+    return conn;
+}
+
+static void conn_free(net_conn_t *conn)
+{
+    /* Only a connection that never reached its loop is still open here. */
+    if (atomic_load(&conn->state) != NET_CONN_DISCONNECTED && conn->ch.fd >= 0)
+        close(conn->ch.fd);
+    net_buf_destroy(&conn->in);
+    net_buf_destroy(&conn->out);
+    free(conn);
+}
+
+void net_conn_unref(net_conn_t *conn)
+{
+    if (conn && atomic_fetch_sub_explicit(&conn->refs, 1, memory_order_acq_rel) == 1)
+        conn_free(conn);
+}
+
+net_conn_state_t net_conn_state(const net_conn_t *conn)
+{
+    return (net_conn_state_t)atomic_load(&conn->state);
+}
+
+bool net_conn_connected(const net_conn_t *conn)
+{
+    return net_conn_state(conn) == NET_CONN_CONNECTED;
+}
+
+void net_conn_set_context(net_conn_t *conn, void *context)
+{
+    atomic_store(&conn->context, context);
+}
+
+void *net_conn_context(const net_conn_t *conn)
+{
+    return atomic_load(&((net_conn_t *)conn)->context);
+}
+
+net_loop_t *net_conn_loop(const net_conn_t *conn)
+{
+    return conn->loop;
+}
+
+uint64_t net_conn_id(const net_conn_t *conn)
+{
+    return conn->id;
+}
+
+const net_addr_t *net_conn_local_addr(const net_conn_t *conn)
+{
+    return &conn->local;
+}
+
+const net_addr_t *net_conn_peer_addr(const net_conn_t *conn)
+{
+    return &conn->peer;
+}
+
+void net_conn_set_high_water_mark(net_conn_t *conn, size_t bytes)
+{
+    atomic_store(&conn->high_water, bytes);
+}
+
+void net_conn_stats(const net_conn_t *conn, struct net_conn_stats *out)
+{
+    net_conn_t *c = (net_conn_t *)conn;
+    out->bytes_received = atomic_load_explicit(&c->bytes_in, memory_order_relaxed);
+    out->bytes_sent = atomic_load_explicit(&c->bytes_out, memory_order_relaxed);
+    out->output_queued = atomic_load_explicit(&c->queued, memory_order_relaxed);
+}
+
+/* ---- deferred work ------------------------------------------------------ */
+
+/* Runs fn(conn) later on the loop thread, holding a reference meanwhile. */
+static int defer(net_conn_t *conn, net_loop_fn fn)
+{
+    net_conn_ref(conn);
+    int rc = net_loop_queue_in_loop(conn->loop, fn, conn);
+    if (rc < 0)
+        net_conn_unref(conn);
+    return rc;
+}
+
+/* As defer(), but at once when already on the loop thread. */
+static int in_loop(net_conn_t *conn, net_loop_fn fn)
+{
+    net_conn_ref(conn);
+    int rc = net_loop_run_in_loop(conn->loop, fn, conn);
+    if (rc < 0)
+        net_conn_unref(conn);
+    return rc;
+}
+
+static void write_complete_cb(void *arg)
+{
+    net_conn_t *conn = arg;
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED && conn->cbs.on_write_complete)
+        conn->cbs.on_write_complete(conn, conn->cbs.arg);
+    net_conn_unref(conn);
+}
+
+struct high_water_event {
+    net_conn_t *conn;
+    size_t queued;
+};
+
+static void high_water_cb(void *arg)
+{
+    struct high_water_event *ev = arg;
+    if (net_conn_state(ev->conn) != NET_CONN_DISCONNECTED)
+        ev->conn->cbs.on_high_water(ev->conn, ev->queued, ev->conn->cbs.arg);
+    net_conn_unref(ev->conn);
+    free(ev);
+}
+
+static void queue_high_water(net_conn_t *conn, size_t queued)
+{
+    struct high_water_event *ev = malloc(sizeof *ev);
+    if (!ev)
+        return; /* a lost notification beats a failed send */
+    ev->conn = net_conn_ref(conn);
+    ev->queued = queued;
+    if (net_loop_queue_in_loop(conn->loop, high_water_cb, ev) < 0) {
+        net_conn_unref(conn);
+        free(ev);
+    }
+}
+
+/* ---- interest ----------------------------------------------------------- */
+
+static void set_interest(net_conn_t *conn, unsigned interest)
+{
+    if (conn->ch.interest == interest || conn->ch.poller_slot < 0)
+        return;
+    conn->ch.interest = interest;
+    int rc = net__loop_update_channel(conn->loop, &conn->ch);
+    if (rc < 0)
+        NET__LOG_RL(NET_LOG_ERROR, "conn %llu: poller update: %s",
+                    (unsigned long long)conn->id, net_strerror(rc));
+}
+
+static unsigned read_interest(const net_conn_t *conn)
+{
+    return conn->want_read && !conn->peer_eof ? NET_READABLE : 0u;
+}
+
+static bool writing(const net_conn_t *conn)
+{
+    return conn->ch.interest & NET_WRITABLE;
+}
+
+static void update_queued(net_conn_t *conn)
+{
+    atomic_store_explicit(&conn->queued, net_buf_readable(&conn->out), memory_order_relaxed);
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void cancel_timer(net_conn_t *conn, net_timer_id_t *id)
+{
+    /* The timer holds a reference; if we stopped it, that reference is ours
+     * to drop. */
+    if (*id > 0 && net_loop_cancel(conn->loop, *id) == 0)
+        net_conn_unref(conn);
+    *id = 0;
+}
+
+static void handle_close(net_conn_t *conn)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return;
+    atomic_store(&conn->state, NET_CONN_DISCONNECTED);
+    net__loop_remove_channel(conn->loop, &conn->ch);
+    close(conn->ch.fd);
+    conn->ch.fd = -1;
+    cancel_timer(conn, &conn->idle_timer);
+    cancel_timer(conn, &conn->close_timer);
+    net_buf_destroy(&conn->in);
+    net_buf_destroy(&conn->out);
+    update_queued(conn);
+    net_conn_ref(conn); /* the owner's hook may drop the last other reference */
+    if (conn->cbs.on_connection)
+        conn->cbs.on_connection(conn, conn->cbs.arg);
+    if (conn->closed)
+        conn->closed(conn, conn->owner);
+    net_conn_unref(conn);
+}
+
+static bool expected_disconnect(int err)
+{
+    return err == -ECONNRESET || err == -EPIPE || err == -ETIMEDOUT;
+}
+
+/* A read or write error: log once, close once. */
+static void handle_error(net_conn_t *conn, int err, const char *op)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return;
+    if (expected_disconnect(err))
+        NET__LOG_RL(NET_LOG_INFO, "conn %llu: %s: %s", (unsigned long long)conn->id, op,
+                    net_strerror(err));
+    else
+        NET__LOG_RL(NET_LOG_WARN, "conn %llu: %s: %s", (unsigned long long)conn->id, op,
+                    net_strerror(err));
+    handle_close(conn);
+}
+
+struct error_event {
+    net_conn_t *conn;
+    int err;
+};
+
+static void error_cb(void *arg)
+{
+    struct error_event *ev = arg;
+    handle_error(ev->conn, ev->err, "write");
+    net_conn_unref(ev->conn);
+    free(ev);
+}
+
+/* A send on the loop thread failed: close later, not inside the send. */
+static void queue_error(net_conn_t *conn, int err)
+{
+    atomic_store(&conn->closing, true);
+    struct error_event *ev = malloc(sizeof *ev);
+    if (ev) {
+        ev->conn = net_conn_ref(conn);
+        ev->err = err;
+        if (net_loop_queue_in_loop(conn->loop, error_cb, ev) == 0)
+            return;
+        net_conn_unref(conn);
+        free(ev);
+    }
+    NET__LOG_RL(NET_LOG_ERROR, "conn %llu: cannot queue close; closing now",
+                (unsigned long long)conn->id);
+    handle_close(conn);
+}
+
+static void shutdown_write(net_conn_t *conn)
+{
+    conn->write_shut = true;
+    if (shutdown(conn->ch.fd, SHUT_WR) < 0 && errno != ENOTCONN)
+        NET__LOG_RL(NET_LOG_INFO, "conn %llu: shutdown: %s", (unsigned long long)conn->id,
+                    net_strerror(-errno));
+    if (conn->peer_eof)
+        handle_close(conn); /* both directions are done */
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static void release_if_large(net_buf_t *buf)
+{
+    if (net_buf_readable(buf) == 0 && net_buf_capacity(buf) > BUF_KEEP_MAX)
+        net_buf_release(buf);
+}
+
+static void handle_peer_eof(net_conn_t *conn)
+{
+    conn->peer_eof = true;
+    set_interest(conn, conn->ch.interest & ~(unsigned)NET_READABLE);
+    if (conn->opt.half_close && net_conn_state(conn) == NET_CONN_CONNECTED) {
+        if (conn->cbs.on_peer_eof)
+            conn->cbs.on_peer_eof(conn, conn->cbs.arg);
+        return;
+    }
+    /* Flush what is queued first (muduo drops it, its #366). */
+    if (!writing(conn))
+        handle_close(conn);
+}
+
+static void handle_read(net_conn_t *conn)
+{
+    ssize_t n = net_buf_read_fd(&conn->in, conn->ch.fd);
+    if (n > 0) {
+        atomic_fetch_add_explicit(&conn->bytes_in, (unsigned long long)n, memory_order_relaxed);
+        conn->last_input_ms = net__loop_now_ms(conn->loop);
+        if (atomic_load_explicit(&conn->closing, memory_order_relaxed) || !conn->cbs.on_message)
+            net_buf_retrieve_all(&conn->in);
+        else
+            conn->cbs.on_message(conn, &conn->in, conn->last_input_ms, conn->cbs.arg);
+        if (net_conn_state(conn) != NET_CONN_DISCONNECTED)
+            release_if_large(&conn->in);
+    } else if (n == 0) {
+        handle_peer_eof(conn);
+    } else if (n != -EAGAIN && n != -EINTR) {
+        handle_error(conn, (int)n, "read");
+    }
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static void output_drained(net_conn_t *conn)
+{
+    set_interest(conn, read_interest(conn));
+    release_if_large(&conn->out);
+    if (conn->cbs.on_write_complete)
+        defer(conn, write_complete_cb);
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTING)
+        shutdown_write(conn);
+    else if (conn->peer_eof && !conn->opt.half_close)
+        handle_close(conn);
+}
+
+static void handle_write(net_conn_t *conn)
+{
+    if (!writing(conn))
+        return;
+    ssize_t n = send(conn->ch.fd, net_buf_peek(&conn->out), net_buf_readable(&conn->out),
+                     MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            handle_error(conn, -errno, "write");
+        return;
+    }
+    atomic_fetch_add_explicit(&conn->bytes_out, (unsigned long long)n, memory_order_relaxed);
+    net_buf_retrieve(&conn->out, (size_t)n);
+    update_queued(conn);
+    if (net_buf_readable(&conn->out) == 0)
+        output_drained(conn);
+}
+
+/* Queues the bytes the socket did not take; reports a high-water crossing. */
+static int queue_output(net_conn_t *conn, const char *data, size_t len)
+{
+    size_t old = net_buf_readable(&conn->out);
+    size_t mark = atomic_load_explicit(&conn->high_water, memory_order_relaxed);
+    int rc = net_buf_append(&conn->out, data, len);
+    if (rc < 0) {
+        /* Part of the message may be on the wire: the stream is broken. */
+        queue_error(conn, rc);
+        return rc;
+    }
+    update_queued(conn);
+    if (mark && old < mark && old + len >= mark && conn->cbs.on_high_water)
+        queue_high_water(conn, old + len);
+    set_interest(conn, read_interest(conn) | NET_WRITABLE);
+    return 0;
+}
+
+static int send_in_loop(net_conn_t *conn, const char *data, size_t len)
+{
+    /* DISCONNECTING is fine until the write side is shut: a send that another
+     * thread queued before its own shutdown() must go out before the FIN
+     * (net_conn_send() refuses new sends once shutdown was called). */
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED || conn->write_shut ||
+        atomic_load(&conn->closing))
+        return -ENOTCONN;
+    size_t done = 0;
+    if (!writing(conn)) {
+        ssize_t n = send(conn->ch.fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            int err = -errno;
+            queue_error(conn, err);
+            return err;
+        }
+        done = n > 0 ? (size_t)n : 0;
+        atomic_fetch_add_explicit(&conn->bytes_out, done, memory_order_relaxed);
+        if (done == len) {
+            if (conn->cbs.on_write_complete)
+                defer(conn, write_complete_cb);
+            return 0;
+        }
+    }
+    return queue_output(conn, data + done, len - done);
+}
+
+/* ---- cross-thread send ---------------------------------------------------- */
+
+struct send_task {
+    net_conn_t *conn;
+    net_buf_t buf;
+};
+
+static void send_task_run(void *arg)
+{
+    struct send_task *t = arg;
+    send_in_loop(t->conn, net_buf_peek(&t->buf), net_buf_readable(&t->buf));
+    net_conn_unref(t->conn);
+    net_buf_destroy(&t->buf);
+    free(t);
+}
+
+/* Hands buf's storage (not a copy of it) to the loop. */
+static int send_task_queue(net_conn_t *conn, net_buf_t *buf)
+{
+    struct send_task *t = malloc(sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->conn = net_conn_ref(conn);
+    t->buf = *buf;
+    int rc = net_loop_queue_in_loop(conn->loop, send_task_run, t);
+    if (rc < 0) {
+        net_conn_unref(conn);
+        free(t);
+        return rc;
+    }
+    net_buf_init(buf);
+    return 0;
+}
+
+int net_conn_send(net_conn_t *conn, const void *data, size_t len)
+{
+    if (!conn || (!data && len))
+        return -EINVAL;
+    if (!net_conn_connected(conn))
+        return -ENOTCONN;
+    if (len == 0)
+        return 0;
+    if (net_loop_in_loop_thread(conn->loop))
+        return send_in_loop(conn, data, len);
+    net_buf_t copy = NET_BUF_INIT;
+    int rc = net_buf_append(&copy, data, len);
+    if (rc == 0 && (rc = send_task_queue(conn, &copy)) < 0)
+        net_buf_destroy(&copy);
+    return rc;
+}
+
+int net_conn_send_buf(net_conn_t *conn, net_buf_t *buf)
+{
+    if (!conn || !buf)
+        return -EINVAL;
+    if (!net_conn_connected(conn))
+        return -ENOTCONN;
+    if (net_buf_readable(buf) == 0)
+        return 0;
+    if (!net_loop_in_loop_thread(conn->loop))
+        return send_task_queue(conn, buf);
+    int rc = send_in_loop(conn, net_buf_peek(buf), net_buf_readable(buf));
+    if (rc == 0)
+        net_buf_retrieve_all(buf);
+    return rc;
+}
+
+/* ---- shutdown, close, read control ------------------------------------------ */
+
+static void shutdown_in_loop(void *arg)
+{
+    net_conn_t *conn = arg;
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTING && !writing(conn))
+        shutdown_write(conn);
+    net_conn_unref(conn);
+}
+
+int net_conn_shutdown(net_conn_t *conn)
+{
+    int expected = NET_CONN_CONNECTED;
+    if (!atomic_compare_exchange_strong(&conn->state, &expected, NET_CONN_DISCONNECTING))
+        return -ENOTCONN;
+    /* Deferred even on the loop thread: the shutdown may complete the close,
+     * whose callback must not run inside this call. */
+    return defer(conn, shutdown_in_loop);
+}
+
+static void force_close_in_loop(void *arg)
+{
+    net_conn_t *conn = arg;
+    handle_close(conn);
+    net_conn_unref(conn);
+}
+
+int net_conn_force_close(net_conn_t *conn)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED || atomic_exchange(&conn->closing, true))
+        return -ENOTCONN;
+    return defer(conn, force_close_in_loop);
+}
+
+void net__conn_close_in_loop(net_conn_t *conn)
+{
+    atomic_store(&conn->closing, true);
+    handle_close(conn);
+}
+
+static void close_timer_fired(void *arg)
+{
+    net_conn_t *conn = arg;
+    conn->close_timer = 0;
+    handle_close(conn);
+    net_conn_unref(conn);
+}
+
+struct close_after {
+    net_conn_t *conn;
+    uint64_t delay_ms;
+};
+
+static void close_after_in_loop(void *arg)
+{
+    struct close_after *c = arg;
+    net_conn_t *conn = c->conn;
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED) {
+        cancel_timer(conn, &conn->close_timer); /* the latest request wins */
+        net_conn_ref(conn);                     /* held by the timer */
+        net_timer_id_t id = net_loop_run_after(conn->loop, c->delay_ms, close_timer_fired, conn);
+        if (id < 0)
+            net_conn_unref(conn);
+        else
+            conn->close_timer = id;
+    }
+    net_conn_unref(conn);
+    free(c);
+}
+
+int net_conn_force_close_after(net_conn_t *conn, uint64_t delay_ms)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return -ENOTCONN;
+    struct close_after *c = malloc(sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->conn = net_conn_ref(conn);
+    c->delay_ms = delay_ms;
+    int rc = net_loop_run_in_loop(conn->loop, close_after_in_loop, c);
+    if (rc < 0) {
+        net_conn_unref(conn);
+        free(c);
+    }
+    return rc;
+}
+
+static void read_control_in_loop(net_conn_t *conn, bool on)
+{
+    conn->want_read = on;
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED)
+        set_interest(conn, read_interest(conn) | (conn->ch.interest & NET_WRITABLE));
+}
+
+static void stop_read_in_loop(void *arg)
+{
+    read_control_in_loop(arg, false);
+    net_conn_unref(arg);
+}
+
+static void start_read_in_loop(void *arg)
+{
+    read_control_in_loop(arg, true);
+    net_conn_unref(arg);
+}
+
+int net_conn_stop_read(net_conn_t *conn)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return -ENOTCONN;
+    return in_loop(conn, stop_read_in_loop);
+}
+
+int net_conn_start_read(net_conn_t *conn)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return -ENOTCONN;
+    return in_loop(conn, start_read_in_loop);
+}
+
+/* ---- socket options ------------------------------------------------------ */
+
+static bool is_tcp(const net_conn_t *conn)
+{
+    int family = net_addr_family(&conn->local);
+    return family == AF_INET || family == AF_INET6;
+}
+
+static int set_opt(net_conn_t *conn, int level, int name, bool on)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return -ENOTCONN;
+    if (!is_tcp(conn))
+        return -EOPNOTSUPP;
+    int v = on;
+    return setsockopt(conn->ch.fd, level, name, &v, sizeof v) < 0 ? -errno : 0;
+}
+
+int net_conn_set_tcp_nodelay(net_conn_t *conn, bool on)
+{
+    return set_opt(conn, IPPROTO_TCP, TCP_NODELAY, on);
+}
+
+int net_conn_set_keepalive(net_conn_t *conn, bool on)
+{
+    return set_opt(conn, SOL_SOCKET, SO_KEEPALIVE, on);
+}
+
+/* ---- events and life ------------------------------------------------------- */
+
+static void handle_event(struct net__channel *ch, unsigned revents)
+{
+    net_conn_t *conn = net__container_of(ch, net_conn_t, ch);
+    net_conn_ref(conn); /* a callback below may drop every other reference */
+    if ((revents & NET_HUP) && !(revents & NET_READABLE))
+        handle_close(conn);
+    /* The interest check: an earlier callback of this batch may have stopped
+     * reading (stop_read) after the poller reported us readable. */
+    bool readable = (revents & NET_READABLE) && (conn->ch.interest & NET_READABLE);
+    /* A peer that sent data and then reset leaves ERR|IN: read first, so the
+     * bytes it sent before the reset are delivered; the read itself then
+     * reports the error. Only an error we cannot read past closes here. */
+    if ((revents & NET_ERROR) && !readable && net_conn_state(conn) != NET_CONN_DISCONNECTED) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(ch->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        handle_error(conn, err ? -err : -EIO, "socket");
+    }
+    if (readable && net_conn_state(conn) != NET_CONN_DISCONNECTED)
+        handle_read(conn);
+    if ((revents & NET_WRITABLE) && net_conn_state(conn) != NET_CONN_DISCONNECTED)
+        handle_write(conn);
+    net_conn_unref(conn);
+}
+
+static void idle_check(void *arg)
+{
+    net_conn_t *conn = arg;
+    if (net_now_ms() - conn->last_input_ms >= conn->opt.idle_timeout_ms) {
+        NET__LOG(NET_LOG_DEBUG, "conn %llu: idle, closing", (unsigned long long)conn->id);
+        handle_close(conn);
+    }
+}
+
+static void read_addresses(net_conn_t *conn)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(conn->ch.fd, (struct sockaddr *)&ss, &len) == 0)
+        net_addr_from_sockaddr(&conn->local, (struct sockaddr *)&ss, len);
+    len = sizeof ss;
+    if (getpeername(conn->ch.fd, (struct sockaddr *)&ss, &len) == 0)
+        net_addr_from_sockaddr(&conn->peer, (struct sockaddr *)&ss, len);
+}
+
+net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_options *opt,
+                          const struct net_conn_callbacks *cbs, net__conn_closed_fn closed,
+                          void *owner)
+{
+    net_conn_t *conn = calloc(1, sizeof *conn);
+    if (!conn) {
+        close(fd);
+        return NULL;
+    }
+    atomic_init(&conn->refs, 1);
+    atomic_init(&conn->state, NET_CONN_CONNECTING);
+    conn->loop = loop;
+    conn->id = atomic_fetch_add(&next_conn_id, 1);
+    net__channel_init(&conn->ch, fd, handle_event);
+    if (cbs)
+        conn->cbs = *cbs;
+    if (opt)
+        conn->opt = *opt;
+    else
+        net_conn_options_init(&conn->opt);
+    atomic_init(&conn->high_water, conn->opt.high_water_mark);
+    conn->closed = closed;
+    conn->owner = owner;
+    conn->want_read = true;
+    read_addresses(conn);
+    return conn;
+}
+
+static void apply_socket_options(net_conn_t *conn)
+{
+    if (!is_tcp(conn))
+        return;
+    if (conn->opt.tcp_nodelay)
+        net_conn_set_tcp_nodelay(conn, true);
+    if (conn->opt.keepalive)
+        net_conn_set_keepalive(conn, true);
+}
+
+static void start_idle_timer(net_conn_t *conn)
+{
+    if (!conn->opt.idle_timeout_ms)
+        return;
+    /* One repeating check per connection instead of a re-armed timer per read:
+     * reads only store a timestamp. A connection closes between 1x and 2x the
+     * timeout after its last input. */
+    net_conn_ref(conn);
+    conn->idle_timer = net_loop_run_every(conn->loop, conn->opt.idle_timeout_ms, idle_check, conn);
+    if (conn->idle_timer < 0) {
+        conn->idle_timer = 0;
+        net_conn_unref(conn);
+    }
+}
+
+void net__conn_establish(net_conn_t *conn)
+{
+    atomic_store(&conn->state, NET_CONN_CONNECTED);
+    apply_socket_options(conn);
+    conn->ch.interest = NET_READABLE;
+    int rc = net__loop_add_channel(conn->loop, &conn->ch);
+    if (rc < 0) {
+        NET__LOG_RL(NET_LOG_ERROR, "conn %llu: cannot watch fd %d: %s",
+                    (unsigned long long)conn->id, conn->ch.fd, net_strerror(rc));
+        struct net_conn_callbacks none = {0};
+        conn->cbs = none; /* the user never saw it come up: no down either */
+        handle_close(conn);
+        return;
+    }
+    conn->last_input_ms = net_now_ms();
+    start_idle_timer(conn);
+    if (conn->cbs.on_connection)
+        conn->cbs.on_connection(conn, conn->cbs.arg);
+}
+
+void *net__conn_owner(const net_conn_t *conn)
+{
+    return conn->owner;
+}
+
+struct net__conn_link *net__conn_link(net_conn_t *conn)
+{
+    return &conn->link;
+}

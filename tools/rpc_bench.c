@@ -1,0 +1,665 @@
+/* rpc_bench: calls/s and latency of an NRPC/1 server's `echo` method.
+ *
+ *   rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]
+ *             [--size S] [--seconds N] [--warmup W] [--sync]
+ *   defaults C=1 D=128 T=1 S=64 N=5 W=0.5; N and W may have decimals
+ *
+ * Only 127.0.0.0/8 and [::1] are accepted (traffic stays on loopback).
+ *
+ * Async (default): C clients spread over min(T, C) loop threads; each client
+ * keeps D calls outstanding, and every completion starts the next call from
+ * its callback, on the loop thread. Sync (--sync): T plain threads loop on
+ * net_rpc_call_sync over the C clients round robin (each thread starting at
+ * its own client), so T calls are in flight whatever D says; the clients'
+ * loops are min(T, C) loop threads.
+ *
+ * Every call sends S bytes: its 8-byte tag (slot and sequence number) then a
+ * fixed pattern. Every reply must be OK, S bytes long and carry its own tag;
+ * one in 64 is compared byte for byte. Latency is submission to completion
+ * on CLOCK_MONOTONIC, into a log-linear histogram (32 sub-buckets per power
+ * of two: within ~3%). After W seconds of warm-up the next N seconds are
+ * measured (calls completing in them); then no new call starts and the
+ * outstanding ones get a bounded wait. One line on stdout:
+ *   rpc_bench conns=C depth=D threads=T size=S seconds=N mode=async|sync
+ *       calls=M calls/s=X p50=..us p99=..us p999=..us errors=E
+ * (depth is T in sync mode). The clients' counters go to stderr. Exit 0, or
+ * 1 if any call failed or any reply differed (the first few are described
+ * on stderr); usage errors exit 2.
+ *
+ * D may exceed the server's limit of unanswered requests per connection
+ * (rpc_server: 1024): `echo` answers inside its handler, so at most one of
+ * them is ever unanswered. For a method that answers later, D above that
+ * limit ends the surplus calls with OVERLOADED (counted as errors). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <net/loop_thread.h>
+#include <net/rpc.h>
+
+enum {
+    CALL_TIMEOUT_MS = 5000,
+    DRAIN_MS = CALL_TIMEOUT_MS + 1000, /* every outstanding call ends before */
+    CONNECT_WAIT_MS = 5000,
+    SAMPLE_MASK = 63,   /* one reply in 64 is compared byte for byte */
+    TAG_LEN = 8,
+    MAX_REPORTS = 10,   /* errors described on stderr */
+    SUB_BITS = 5,       /* histogram: 2^5 sub-buckets per power of two */
+    SUB = 1 << SUB_BITS,
+    HIST_BUCKETS = (64 - SUB_BITS + 1) * SUB,
+};
+
+enum phase { WARMUP, MEASURE, DRAIN, TEARDOWN };
+
+/* Latencies in ns. Values below 2*SUB have a bucket each; above, a power of
+ * two [2^m, 2^(m+1)) is split into SUB equal buckets. */
+struct hist {
+    uint64_t n[HIST_BUCKETS];
+};
+
+/* What one thread measures: a loop thread (async) or a caller (sync). Only
+ * its thread writes it; main reads it after joining. */
+struct worker {
+    int index;
+    pthread_t tid;               /* sync callers only */
+    unsigned char *scratch;      /* the next request body */
+    uint64_t calls, errors;
+    struct hist hist;
+};
+
+struct conn;
+
+/* One outstanding async call, reused for the next one when it completes. */
+struct slot {
+    struct conn *conn;
+    uint64_t tag;
+    uint64_t submit_ns;
+};
+
+struct conn {
+    net_rpc_client_t *client;
+    net_loop_t *loop;
+    struct worker *worker;       /* async: its loop thread's */
+    struct slot *slots;
+};
+
+static struct {
+    net_addr_t addr;
+    size_t conns, depth, threads, size;
+    double seconds, warmup;
+    bool sync;
+    unsigned char *pattern;      /* the body's bytes after the tag */
+    size_t nloops, nworkers;
+    net_loop_thread_t **loops;
+    struct worker **workers;
+    struct conn *conn;
+    _Atomic enum phase phase;
+    atomic_long outstanding;     /* async calls started and not ended */
+    atomic_int reports;
+} g;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_until(uint64_t deadline_ns)
+{
+    struct timespec ts = {(time_t)(deadline_ns / 1000000000u), (long)(deadline_ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+/* ---- the histogram ------------------------------------------------------------------ */
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    if (v < 2 * SUB) {
+        h->n[v]++;
+        return;
+    }
+    int shift = 63 - __builtin_clzll(v) - SUB_BITS;
+    h->n[(size_t)(shift + 1) * SUB + (size_t)((v >> shift) - SUB)]++;
+}
+
+/* The middle of bucket i. */
+static double hist_value(size_t i)
+{
+    if (i < 2 * SUB)
+        return (double)i;
+    int shift = (int)(i / SUB) - 1;
+    double low = (double)((i % SUB + SUB) << shift);
+    return low + (double)(1ull << shift) / 2;
+}
+
+static uint64_t hist_total(const struct hist *h)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < HIST_BUCKETS; i++)
+        total += h->n[i];
+    return total;
+}
+
+/* The q-quantile in µs (nearest rank), 0 for an empty histogram. */
+static double hist_quantile_us(const struct hist *h, double q)
+{
+    uint64_t total = hist_total(h), seen = 0;
+    if (total == 0)
+        return 0;
+    uint64_t rank = (uint64_t)(q * (double)total);
+    if ((double)rank < q * (double)total || rank == 0)
+        rank++; /* nearest rank: ceil(q * total), at least 1 */
+    for (size_t i = 0; i < HIST_BUCKETS; i++) {
+        if ((seen += h->n[i]) >= rank)
+            return hist_value(i) / 1000;
+    }
+    return 0;
+}
+
+/* ---- request bodies and checking replies --------------------------------------------- */
+
+static size_t tag_len(void)
+{
+    return g.size < TAG_LEN ? g.size : TAG_LEN;
+}
+
+static void make_body(unsigned char *body, uint64_t tag)
+{
+    memcpy(body, &tag, tag_len());
+}
+
+static void report(const char *mode, uint64_t tag, const char *what)
+{
+    int n = atomic_fetch_add(&g.reports, 1);
+    if (n < MAX_REPORTS)
+        fprintf(stderr, "rpc_bench: %s call %#llx: %s\n", mode, (unsigned long long)tag, what);
+    else if (n == MAX_REPORTS)
+        fprintf(stderr, "rpc_bench: more errors (not shown)\n");
+}
+
+/* True when the reply is the echo of the call tagged `tag`; otherwise counts
+ * an error and describes it. */
+static bool check_reply(struct worker *w, uint64_t tag, uint32_t status, const void *body,
+                        size_t len)
+{
+    const char *what = NULL;
+    char text[64];
+    const unsigned char *p = body;
+    if (status != NET_RPC_OK) {
+        what = net_rpc_status_name(status);
+    } else if (len != g.size) {
+        snprintf(text, sizeof text, "reply of %zu bytes, sent %zu", len, g.size);
+        what = text;
+    } else if (memcmp(p, &tag, tag_len()) != 0) {
+        what = "the reply of another call";
+    } else if ((tag & SAMPLE_MASK) == 0 && g.size > TAG_LEN &&
+               memcmp(p + TAG_LEN, g.pattern + TAG_LEN, g.size - TAG_LEN) != 0) {
+        what = "reply body differs";
+    }
+    if (!what)
+        return true;
+    w->errors++;
+    report(g.sync ? "sync" : "async", tag, what);
+    return false;
+}
+
+static void record(struct worker *w, uint64_t submit_ns, uint64_t done_ns)
+{
+    if (atomic_load_explicit(&g.phase, memory_order_relaxed) != MEASURE)
+        return;
+    w->calls++;
+    hist_add(&w->hist, done_ns - submit_ns);
+}
+
+/* ---- async mode: callbacks on the loop threads ------------------------------------------ */
+
+static void call_done(net_rpc_client_t *c, uint32_t status, const void *body, size_t len,
+                      void *arg);
+
+static void issue(struct slot *s)
+{
+    struct worker *w = s->conn->worker;
+    s->tag++;
+    make_body(w->scratch, s->tag);
+    s->submit_ns = now_ns();
+    int rc = net_rpc_call(s->conn->client, "echo", w->scratch, g.size, CALL_TIMEOUT_MS,
+                          call_done, s);
+    if (rc < 0) { /* not accepted: no callback, the slot retires */
+        w->errors++;
+        report("async", s->tag, net_strerror(rc));
+        atomic_fetch_sub(&g.outstanding, 1);
+    }
+}
+
+static void call_done(net_rpc_client_t *c, uint32_t status, const void *body, size_t len,
+                      void *arg)
+{
+    (void)c;
+    uint64_t done = now_ns();
+    struct slot *s = arg;
+    enum phase phase = atomic_load_explicit(&g.phase, memory_order_relaxed);
+    if (phase == TEARDOWN) { /* CANCELLED by free, after the drain deadline */
+        atomic_fetch_sub(&g.outstanding, 1);
+        return;
+    }
+    if (check_reply(s->conn->worker, s->tag, status, body, len))
+        record(s->conn->worker, s->submit_ns, done);
+    if (phase < DRAIN)
+        issue(s);
+    else
+        atomic_fetch_sub(&g.outstanding, 1);
+}
+
+/* Runs on the connection's loop: its D calls start there. */
+static void kick(void *arg)
+{
+    struct conn *k = arg;
+    for (size_t i = 0; i < g.depth; i++)
+        issue(&k->slots[i]);
+}
+
+static int start_async(void)
+{
+    atomic_store(&g.outstanding, (long)(g.conns * g.depth));
+    for (size_t i = 0; i < g.conns; i++) {
+        int rc = net_loop_queue_in_loop(g.conn[i].loop, kick, &g.conn[i]);
+        if (rc < 0) {
+            atomic_fetch_sub(&g.outstanding, (long)((g.conns - i) * g.depth));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* True when every call ended before the deadline. */
+static bool drain_async(void)
+{
+    uint64_t deadline = now_ns() + (uint64_t)DRAIN_MS * 1000000u;
+    while (atomic_load(&g.outstanding) > 0 && now_ns() < deadline)
+        sleep_until(now_ns() + 1000000u);
+    return atomic_load(&g.outstanding) <= 0;
+}
+
+/* ---- sync mode: plain threads ------------------------------------------------------------ */
+
+/* One blocking call; false when the thread should stop (the client refuses). */
+static bool sync_call(struct worker *w, net_rpc_client_t *client, uint64_t tag)
+{
+    uint32_t status;
+    void *body;
+    size_t len;
+    make_body(w->scratch, tag);
+    uint64_t t0 = now_ns();
+    int rc = net_rpc_call_sync(client, "echo", w->scratch, g.size, CALL_TIMEOUT_MS, &status,
+                               &body, &len);
+    uint64_t t1 = now_ns();
+    if (rc < 0) {
+        w->errors++;
+        report("sync", tag, net_strerror(rc));
+        return false;
+    }
+    if (check_reply(w, tag, status, body, len))
+        record(w, t0, t1);
+    free(body);
+    return true;
+}
+
+static void *sync_main(void *arg)
+{
+    struct worker *w = arg;
+    uint64_t tag = (uint64_t)(w->index + 1) << 32;
+    for (size_t next = (size_t)w->index;
+         atomic_load_explicit(&g.phase, memory_order_relaxed) < DRAIN; next++) {
+        if (!sync_call(w, g.conn[next % g.conns].client, ++tag))
+            break;
+    }
+    return NULL;
+}
+
+static int start_sync(void)
+{
+    for (size_t i = 0; i < g.nworkers; i++) {
+        int rc = pthread_create(&g.workers[i]->tid, NULL, sync_main, g.workers[i]);
+        if (rc != 0) {
+            atomic_store(&g.phase, DRAIN);
+            for (size_t j = 0; j < i; j++)
+                pthread_join(g.workers[j]->tid, NULL);
+            return -rc;
+        }
+    }
+    return 0;
+}
+
+/* Each caller is in at most one call, which ends within its timeout. */
+static void drain_sync(void)
+{
+    for (size_t i = 0; i < g.nworkers; i++)
+        pthread_join(g.workers[i]->tid, NULL);
+}
+
+/* ---- running a function on a loop and waiting for it ----------------------------------------- */
+
+struct task {
+    net_loop_fn fn;
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool done;
+};
+
+static void task_run(void *arg)
+{
+    struct task *t = arg;
+    t->fn(t->arg);
+    pthread_mutex_lock(&t->mu);
+    t->done = true;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* The loop is idle or busy with our own short callbacks: no deadline. */
+static int run_on_loop(net_loop_t *loop, net_loop_fn fn, void *arg)
+{
+    struct task t = {.fn = fn, .arg = arg, .mu = PTHREAD_MUTEX_INITIALIZER,
+                     .cond = PTHREAD_COND_INITIALIZER};
+    int rc = net_loop_run_in_loop(loop, task_run, &t);
+    pthread_mutex_lock(&t.mu);
+    while (rc == 0 && !t.done)
+        pthread_cond_wait(&t.cond, &t.mu);
+    pthread_mutex_unlock(&t.mu);
+    pthread_mutex_destroy(&t.mu);
+    pthread_cond_destroy(&t.cond);
+    return rc;
+}
+
+/* ---- setup and teardown -------------------------------------------------------------------- */
+
+static void create_client(void *arg)
+{
+    struct conn *k = arg;
+    struct net_rpc_client_options opt;
+    net_rpc_client_options_init(&opt);
+    opt.client.connect_timeout_ms = 2000;
+    if (net_rpc_client_new(k->loop, &g.addr, &opt, &k->client) < 0)
+        k->client = NULL;
+}
+
+static void free_client(void *arg)
+{
+    struct conn *k = arg;
+    net_rpc_client_free(k->client);
+    k->client = NULL;
+}
+
+static struct worker *worker_new(int index)
+{
+    struct worker *w = calloc(1, sizeof *w);
+    if (!w || !(w->scratch = malloc(g.size ? g.size : 1))) {
+        free(w);
+        return NULL;
+    }
+    w->index = index;
+    if (g.size)
+        memcpy(w->scratch, g.pattern, g.size);
+    return w;
+}
+
+static int setup_conn(struct conn *k, size_t i)
+{
+    k->loop = net_loop_thread_loop(g.loops[i % g.nloops]);
+    k->worker = g.sync ? NULL : g.workers[i % g.nloops];
+    if (!(k->slots = calloc(g.depth, sizeof *k->slots)))
+        return -ENOMEM;
+    for (size_t j = 0; j < g.depth; j++)
+        k->slots[j] = (struct slot){.conn = k, .tag = (uint64_t)(i * g.depth + j + 1) << 32};
+    int rc = run_on_loop(k->loop, create_client, k);
+    return rc < 0 ? rc : k->client ? 0 : -ENOMEM;
+}
+
+static int setup(void)
+{
+    g.nloops = g.threads < g.conns ? g.threads : g.conns;
+    g.nworkers = g.sync ? g.threads : g.nloops;
+    g.loops = calloc(g.nloops, sizeof *g.loops);
+    g.workers = calloc(g.nworkers, sizeof *g.workers);
+    g.conn = calloc(g.conns, sizeof *g.conn);
+    g.pattern = malloc(g.size ? g.size : 1);
+    if (!g.loops || !g.workers || !g.conn || !g.pattern)
+        return -ENOMEM;
+    for (size_t i = 0; i < g.size; i++)
+        g.pattern[i] = (unsigned char)(i * 31 + 7);
+    for (size_t i = 0; i < g.nworkers; i++)
+        if (!(g.workers[i] = worker_new((int)i)))
+            return -ENOMEM;
+    int rc;
+    for (size_t i = 0; i < g.nloops; i++)
+        if ((rc = net_loop_thread_start("rpc-bench", NULL, NULL, &g.loops[i])) < 0)
+            return rc;
+    for (size_t i = 0; i < g.conns; i++)
+        if ((rc = setup_conn(&g.conn[i], i)) < 0)
+            return rc;
+    return 0;
+}
+
+/* Frees whatever setup() made, in any state. */
+static void teardown(void)
+{
+    atomic_store(&g.phase, TEARDOWN);
+    for (size_t i = 0; g.conn && i < g.conns; i++) {
+        if (g.conn[i].client)
+            run_on_loop(g.conn[i].loop, free_client, &g.conn[i]);
+        free(g.conn[i].slots);
+    }
+    for (size_t i = 0; g.loops && i < g.nloops; i++)
+        net_loop_thread_stop(g.loops[i]);
+    for (size_t i = 0; g.workers && i < g.nworkers; i++) {
+        if (g.workers[i])
+            free(g.workers[i]->scratch);
+        free(g.workers[i]);
+    }
+    free(g.conn);
+    free(g.loops);
+    free(g.workers);
+    free(g.pattern);
+}
+
+static bool wait_connected(void)
+{
+    uint64_t deadline = now_ns() + (uint64_t)CONNECT_WAIT_MS * 1000000u;
+    for (size_t i = 0; i < g.conns; i++) {
+        while (!net_rpc_client_connected(g.conn[i].client)) {
+            if (now_ns() >= deadline)
+                return false;
+            sleep_until(now_ns() + 5000000u);
+        }
+    }
+    return true;
+}
+
+static void print_client_counters(void)
+{
+    struct net_rpc_client_stats sum = {0}, s;
+    for (size_t i = 0; i < g.conns; i++) {
+        net_rpc_client_stats(g.conn[i].client, &s);
+        sum.calls += s.calls;
+        sum.completed += s.completed;
+        sum.late_replies += s.late_replies;
+        sum.timeouts += s.timeouts;
+        sum.disconnected += s.disconnected;
+        sum.outstanding += s.outstanding;
+    }
+    fprintf(stderr,
+            "rpc_bench clients: calls=%llu completed=%llu late_replies=%llu timeouts=%llu "
+            "disconnected=%llu outstanding=%zu\n",
+            (unsigned long long)sum.calls, (unsigned long long)sum.completed,
+            (unsigned long long)sum.late_replies, (unsigned long long)sum.timeouts,
+            (unsigned long long)sum.disconnected, sum.outstanding);
+}
+
+/* ---- the run ------------------------------------------------------------------------------- */
+
+/* Warm-up, measurement, drain. Returns the measured seconds; *stuck gets
+ * the calls still outstanding after the drain deadline. */
+static double run(long *stuck)
+{
+    uint64_t start = now_ns();
+    int rc = g.sync ? start_sync() : start_async();
+    if (rc < 0) {
+        fprintf(stderr, "rpc_bench: cannot start: %s\n", net_strerror(rc));
+        *stuck = 1;
+        return 0;
+    }
+    sleep_until(start + (uint64_t)(g.warmup * 1e9));
+    uint64_t t0 = now_ns();
+    atomic_store(&g.phase, MEASURE);
+    sleep_until(t0 + (uint64_t)(g.seconds * 1e9));
+    atomic_store(&g.phase, DRAIN);
+    uint64_t t1 = now_ns();
+    if (g.sync)
+        drain_sync();
+    else if (!drain_async())
+        fprintf(stderr, "rpc_bench: %ld calls still outstanding after %d ms\n",
+                atomic_load(&g.outstanding), DRAIN_MS);
+    *stuck = g.sync ? 0 : atomic_load(&g.outstanding);
+    return (double)(t1 - t0) / 1e9;
+}
+
+static int summarize(double measured, long stuck)
+{
+    struct hist *all = calloc(1, sizeof *all);
+    if (!all)
+        return 1;
+    uint64_t calls = 0, errors = (uint64_t)(stuck > 0 ? stuck : 0);
+    for (size_t i = 0; i < g.nworkers; i++) {
+        calls += g.workers[i]->calls;
+        errors += g.workers[i]->errors;
+        for (size_t b = 0; b < HIST_BUCKETS; b++)
+            all->n[b] += g.workers[i]->hist.n[b];
+    }
+    printf("rpc_bench conns=%zu depth=%zu threads=%zu size=%zu seconds=%g mode=%s calls=%llu "
+           "calls/s=%.0f p50=%.1fus p99=%.1fus p999=%.1fus errors=%llu\n",
+           g.conns, g.sync ? g.threads : g.depth, g.threads, g.size, g.seconds,
+           g.sync ? "sync" : "async", (unsigned long long)calls,
+           measured > 0 ? (double)calls / measured : 0.0, hist_quantile_us(all, 0.50),
+           hist_quantile_us(all, 0.99), hist_quantile_us(all, 0.999),
+           (unsigned long long)errors);
+    free(all);
+    return errors == 0 && calls > 0 ? 0 : 1;
+}
+
+/* ---- arguments ------------------------------------------------------------------------------ */
+
+static bool is_loopback(const net_addr_t *a)
+{
+    if (net_addr_family(a) == AF_INET)
+        return (ntohl(a->u.in4.sin_addr.s_addr) >> 24) == 127;
+    if (net_addr_family(a) == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr);
+    return false;
+}
+
+static bool parse_size(const char *text, size_t min, size_t max, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-' || v < min || v > max)
+        return false;
+    *out = (size_t)v;
+    return true;
+}
+
+static bool parse_seconds(const char *text, double min, double *out)
+{
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || *end || !(v >= min && v <= 86400))
+        return false;
+    *out = v;
+    return true;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]\n"
+                    "                 [--size S] [--seconds N] [--warmup W] [--sync]\n"
+                    "  defaults C=1 D=128 T=1 S=64 N=5 W=0.5; loopback addresses only\n");
+    return 2;
+}
+
+static bool parse_option(const char *name, const char *value)
+{
+    if (strcmp(name, "--connections") == 0)
+        return parse_size(value, 1, 10000, &g.conns);
+    if (strcmp(name, "--depth") == 0)
+        return parse_size(value, 1, 65536, &g.depth);
+    if (strcmp(name, "--threads") == 0)
+        return parse_size(value, 1, 1024, &g.threads);
+    if (strcmp(name, "--size") == 0)
+        return parse_size(value, 0, 16u << 20, &g.size);
+    if (strcmp(name, "--seconds") == 0)
+        return parse_seconds(value, 0.001, &g.seconds);
+    if (strcmp(name, "--warmup") == 0)
+        return parse_seconds(value, 0, &g.warmup);
+    return false;
+}
+
+static int parse_args(int argc, char **argv)
+{
+    const char *target = NULL;
+    g.conns = 1, g.depth = 128, g.threads = 1, g.size = 64, g.seconds = 5, g.warmup = 0.5;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--sync") == 0) {
+            g.sync = true;
+        } else if (strncmp(argv[i], "--", 2) == 0 && i + 1 < argc) {
+            if (!parse_option(argv[i], argv[i + 1]))
+                return usage();
+            i++;
+        } else if (!target && argv[i][0] != '-') {
+            target = argv[i];
+        } else {
+            return usage();
+        }
+    }
+    if (!target)
+        return usage();
+    if (net_addr_parse(&g.addr, target) < 0) {
+        fprintf(stderr, "rpc_bench: bad address %s\n", target);
+        return 2;
+    }
+    if (!is_loopback(&g.addr)) {
+        fprintf(stderr, "rpc_bench: %s is not a loopback address (127.0.0.0/8 or [::1])\n",
+                target);
+        return 2;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int rc = parse_args(argc, argv);
+    if (rc)
+        return rc;
+    int exit_code = 1;
+    if ((rc = setup()) < 0) {
+        fprintf(stderr, "rpc_bench: setup: %s\n", net_strerror(rc));
+    } else if (!wait_connected()) {
+        char text[NET_ADDR_STRLEN];
+        net_addr_format(&g.addr, text, sizeof text);
+        fprintf(stderr, "rpc_bench: %s: not connected after %d ms\n", text, CONNECT_WAIT_MS);
+    } else {
+        long stuck;
+        double measured = run(&stuck);
+        print_client_counters();
+        exit_code = summarize(measured, stuck);
+    }
+    teardown();
+    return exit_code;
+}
