@@ -134,6 +134,7 @@ void net_loop_free(net_loop_t *loop)
     close(loop->wakeup.fd);
     loop->ops->destroy(loop->poller);
     current_loop = NULL;
+    free(loop->scratch);
     free(loop);
 }
 

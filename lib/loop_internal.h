@@ -5,6 +5,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include <net/loop.h>
 
@@ -33,7 +34,20 @@ struct net_loop {
     atomic_ullong eventfd_writes;
     unsigned long long iterations;
     uint64_t now_ms; /* net_now_ms() when the last wait returned */
+    char *scratch;   /* NET__LOOP_SCRATCH bytes, made on first use */
 };
+
+/* A loop-thread buffer for short-lived use inside one callback (the write
+ * path stages small messages in it). */
+#define NET__LOOP_SCRATCH (64 * 1024)
+
+/* The loop's scratch buffer, NULL without memory. Loop thread only. */
+static inline char *net__loop_scratch(net_loop_t *loop)
+{
+    if (!loop->scratch)
+        loop->scratch = malloc(NET__LOOP_SCRATCH);
+    return loop->scratch;
+}
 
 /* The time the current iteration's wait returned: per-event timestamps
  * without a clock read per event (libuv caches "now" the same way).

@@ -1,16 +1,31 @@
 /* The RPC client: one connection, every call pipelined over it.
  *
- * Any thread submits a call by encoding its frame into the shared submission
- * buffer under a mutex and, if no flush is pending, queueing one on the loop.
- * The flush takes the whole buffer and sends it with one write: calls made
- * by many threads between two loop iterations leave together.
+ * A call is started on the caller's thread, without a lock and usually
+ * without waking the loop: the call record goes onto the wait-free intake
+ * list, then its frame onto the connection's write queue (conn_write.c),
+ * which batches the frames of all threads into few writes and wakes the
+ * loop at most once per batch.
  *
- * Everything else is loop-thread state: the table of outstanding calls by id,
- * their timers, and the frames waiting for a connection. Each call ends
- * exactly once, by whichever comes first: its response, its timer, the loss
- * of the connection (or a failed connect) or the client's stop. */
+ * Everything else is loop-thread state: the table of outstanding calls by
+ * id and their timers. The loop moves calls from the intake into the table
+ * before it reads any response (on_message) or fails calls (fail_all), so
+ * a response can never arrive for a call the table does not know yet: the
+ * call was pushed onto the intake before its frame was queued, and the loop
+ * took the frame, wrote it and read the response after that push. Calls
+ * with a timeout also start a periodic tick that drains the intake, so
+ * their timers are armed within TICK_MS even when no response comes; the
+ * timer still fires at the call's own deadline, taken at submission.
+ *
+ * The connection pointer is shared with callers under a reader-writer lock
+ * (readers: every call; the writer: the loop, when the connection comes or
+ * goes). With no connection, frames wait in `waiting` until one comes.
+ *
+ * Each call ends exactly once, on the loop, by whichever comes first: its
+ * response, its timer, the loss of the connection (or a failed connect) or
+ * the client's stop. */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,17 +33,28 @@
 #include <net/rpc.h>
 
 #include "log_internal.h"
+#include "loop_internal.h"
 #include "rpc_codec.h"
+#include "tcp_conn_internal.h"
+#include "write_queue.h"
 
+/* Longest delay between a call with a timeout and its timer being armed,
+ * when no response or failure makes the loop look at the intake sooner. */
+#define TICK_MS 5
+
+/* A call lives in the payload of a write-queue node, so that it is
+ * allocated from the per-thread node cache (write_queue.c) and travels
+ * through the intake list with one atomic exchange. */
 struct call {
-    struct call *next;   /* submission list, then table chain */
+    struct net__wq_node *node; /* the node whose payload this is */
+    struct call *next;         /* table chain (loop thread) */
     uint64_t id;
-    uint64_t timeout_ms;
+    uint64_t deadline_ms;      /* net_now_ms() clock; 0 = no timeout */
     net_timer_id_t timer;
     net_rpc_done_fn done;
     void *arg;
     net_rpc_client_t *client;
-    uint32_t early_status; /* set: complete with this at flush (OVERLOADED) */
+    uint32_t early_status;     /* set: end with this at once (OVERLOADED, a failed send) */
 };
 
 struct net_rpc_client {
@@ -40,17 +66,21 @@ struct net_rpc_client {
     atomic_ullong next_id;
     atomic_size_t admitted;   /* submitted and not yet completed */
 
-    pthread_mutex_t mu;       /* guards the submission side */
-    net_buf_t submit_buf;
-    struct call *submit_head, *submit_tail;
-    bool flush_queued;
+    struct net__wq intake;    /* calls started, not yet in the table */
+    atomic_bool tick_on;      /* the tick runs or is being started */
+    atomic_bool kick_queued;  /* a reconnect request is on its way to the loop */
+    atomic_bool drain_queued; /* a drain_functor is on its way to the loop */
+    atomic_bool gave_up;      /* the TCP client stopped trying */
+
+    pthread_rwlock_t conn_lock; /* guards conn for other threads */
+    net_conn_t *conn;           /* written by the loop under the write lock */
+    pthread_mutex_t wait_mu;
+    net_buf_t waiting;          /* frames accepted while not connected */
 
     /* Loop thread only. */
-    net_conn_t *conn;
-    net_buf_t waiting;        /* frames accepted while not connected */
-    bool gave_up;             /* the TCP client stopped trying */
     struct call **table;
     size_t table_size, outstanding;
+    net_timer_id_t tick;
 
     atomic_ullong calls, completed, late, timeouts, disconnected;
 };
@@ -62,6 +92,32 @@ void net_rpc_client_options_init(struct net_rpc_client_options *opt)
     opt->client.reconnect = true;
     opt->max_frame = NET__RPC_DEFAULT_MAX_FRAME;
     opt->max_outstanding = 65536;
+}
+
+static void client_ref(net_rpc_client_t *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
+
+static void client_unref(net_rpc_client_t *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    net__wq_drain(&c->intake); /* calls pushed after free ran: never started */
+    pthread_rwlock_destroy(&c->conn_lock);
+    pthread_mutex_destroy(&c->wait_mu);
+    net_buf_destroy(&c->waiting);
+    free(c);
+}
+
+/* Queues fn(c) on the loop with a reference; returns false if it could not. */
+static bool queue_with_ref(net_rpc_client_t *c, net_loop_fn fn)
+{
+    client_ref(c);
+    if (net_loop_queue_in_loop(c->loop, fn, c) == 0)
+        return true;
+    client_unref(c);
+    return false;
 }
 
 /* ---- the outstanding-call table (loop thread) ------------------------------------ */
@@ -89,17 +145,14 @@ static void table_grow(net_rpc_client_t *c)
     c->table_size = size;
 }
 
-static bool table_insert(net_rpc_client_t *c, struct call *k)
+static void table_insert(net_rpc_client_t *c, struct call *k)
 {
     if (c->outstanding >= c->table_size)
-        table_grow(c);
-    if (!c->table_size)
-        return false;
+        table_grow(c); /* the first table exists since new: this cannot fail */
     struct call **b = bucket(c, k->id);
     k->next = *b;
     *b = k;
     c->outstanding++;
-    return true;
 }
 
 static struct call *table_take(net_rpc_client_t *c, uint64_t id)
@@ -117,7 +170,12 @@ static struct call *table_take(net_rpc_client_t *c, uint64_t id)
     return NULL;
 }
 
-/* ---- completing calls -------------------------------------------------------------- */
+/* ---- completing calls (loop thread) ------------------------------------------------ */
+
+static void call_free(struct call *k)
+{
+    net__wq_node_free(k->node);
+}
 
 static void complete(net_rpc_client_t *c, struct call *k, uint32_t status, const void *body,
                      size_t len)
@@ -131,21 +189,7 @@ static void complete(net_rpc_client_t *c, struct call *k, uint32_t status, const
     else if (status == NET_RPC_DISCONNECTED)
         atomic_fetch_add_explicit(&c->disconnected, 1, memory_order_relaxed);
     k->done(c, status, body, len, k->arg);
-    free(k);
-}
-
-/* Ends every outstanding call with status (connection lost, stop). */
-static void fail_all(net_rpc_client_t *c, uint32_t status)
-{
-    for (size_t i = 0; i < c->table_size && c->outstanding; i++) {
-        while (c->table[i]) {
-            struct call *k = c->table[i];
-            c->table[i] = k->next;
-            c->outstanding--;
-            complete(c, k, status, NULL, 0);
-        }
-    }
-    net_buf_retrieve_all(&c->waiting);
+    call_free(k);
 }
 
 static void call_timed_out(void *arg)
@@ -157,111 +201,221 @@ static void call_timed_out(void *arg)
         complete(c, k, NET_RPC_TIMEOUT, NULL, 0);
 }
 
-/* ---- flushing submissions (loop thread) ----------------------------------------------- */
-
-static void client_unref(net_rpc_client_t *c)
+static void arm_timer(net_rpc_client_t *c, struct call *k)
 {
-    if (atomic_fetch_sub(&c->refs, 1) != 1)
-        return;
-    pthread_mutex_destroy(&c->mu);
-    free(c);
+    net_timer_id_t t = net_loop_run_at(c->loop, k->deadline_ms, call_timed_out, k);
+    k->timer = t > 0 ? t : 0; /* without a timer the call still ends on loss or stop */
 }
 
-static void start_call(net_rpc_client_t *c, struct call *k)
+/* Moves every started call into the table (or ends it now). */
+static void drain_intake(net_rpc_client_t *c)
 {
-    if (k->early_status || atomic_load(&c->stopped)) {
-        complete(c, k, k->early_status ? k->early_status : NET_RPC_CANCELLED, NULL, 0);
-        return;
-    }
-    if (!table_insert(c, k)) {
-        complete(c, k, NET_RPC_OVERLOADED, NULL, 0);
-        return;
-    }
-    if (k->timeout_ms) {
-        net_timer_id_t t = net_loop_run_after(c->loop, k->timeout_ms, call_timed_out, k);
-        k->timer = t > 0 ? t : 0;
+    struct net__wq_node *last, *n = net__wq_take(&c->intake, &last);
+    for (struct net__wq_node *next; n; n = next) {
+        next = atomic_load_explicit(&n->next, memory_order_relaxed);
+        struct call *k = (struct call *)(void *)n->data;
+        if (k->early_status) {
+            complete(c, k, k->early_status, NULL, 0);
+            continue;
+        }
+        table_insert(c, k);
+        if (k->deadline_ms)
+            arm_timer(c, k);
     }
 }
 
-/* Keeps frames until the connection is up; a client that gave up connecting
- * tries again, so a call is never stranded. */
-static void wait_for_connection(net_rpc_client_t *c, net_buf_t *frames)
+/* Ends every outstanding call with status (connection lost, stop). Frames
+ * still waiting go first: a call started after that has its frame kept for
+ * the next connection, and a call ended here whose frame stays only earns a
+ * late (dropped, counted) reply. */
+static void fail_all(net_rpc_client_t *c, uint32_t status)
 {
-    if (net_buf_append(&c->waiting, net_buf_peek(frames), net_buf_readable(frames)) < 0)
-        NET__LOG_RL(NET_LOG_ERROR, "rpc client: no memory for waiting calls");
-    if (c->gave_up) {
-        c->gave_up = false;
-        net_client_connect(c->tcp);
-    }
-}
-
-static void flush(void *arg)
-{
-    net_rpc_client_t *c = arg;
-    pthread_mutex_lock(&c->mu);
-    net_buf_t frames = c->submit_buf;
-    struct call *k = c->submit_head;
-    net_buf_init(&c->submit_buf);
-    c->submit_head = c->submit_tail = NULL;
-    c->flush_queued = false;
-    pthread_mutex_unlock(&c->mu);
-
-    for (struct call *next; k; k = next) {
-        next = k->next;
-        start_call(c, k);
-    }
-    /* Frames of calls that ended early (stopped, over the limit) were never
-     * encoded, so everything in `frames` belongs to a call in the table. */
-    if (atomic_load(&c->stopped) || !net_buf_readable(&frames)) {
-        /* nothing to send */
-    } else if (c->conn) {
-        net_conn_send_buf(c->conn, &frames); /* on failure the down callback fails the calls */
-    } else {
-        wait_for_connection(c, &frames);
-    }
-    net_buf_destroy(&frames);
-}
-
-static void flush_functor(void *arg)
-{
-    flush(arg);
-    client_unref(arg);
-}
-
-/* ---- submitting (any thread) ----------------------------------------------------------- */
-
-static int submit(net_rpc_client_t *c, struct call *k, const char *method, size_t mlen,
-                  const void *body, size_t len)
-{
-    pthread_mutex_lock(&c->mu);
-    int rc = 0;
-    if (!k->early_status)
-        rc = net__rpc_encode_request(&c->submit_buf, k->id, method, mlen, body, len);
-    if (rc == 0) {
-        if (c->submit_tail)
-            c->submit_tail->next = k;
-        else
-            c->submit_head = k;
-        c->submit_tail = k;
-    }
-    bool queue = rc == 0 && !c->flush_queued;
-    if (queue)
-        c->flush_queued = true;
-    pthread_mutex_unlock(&c->mu);
-    if (queue) {
-        atomic_fetch_add(&c->refs, 1);
-        if ((rc = net_loop_queue_in_loop(c->loop, flush_functor, c)) < 0) {
-            /* The call is in the list and will be flushed by the next call's
-             * functor or by free: report success, it will complete. */
-            NET__LOG_RL(NET_LOG_ERROR, "rpc client: cannot queue a flush: %s", net_strerror(rc));
-            pthread_mutex_lock(&c->mu);
-            c->flush_queued = false;
-            pthread_mutex_unlock(&c->mu);
-            client_unref(c);
-            rc = 0;
+    pthread_mutex_lock(&c->wait_mu);
+    net_buf_retrieve_all(&c->waiting);
+    pthread_mutex_unlock(&c->wait_mu);
+    drain_intake(c);
+    for (size_t i = 0; i < c->table_size && c->outstanding; i++) {
+        while (c->table[i]) {
+            struct call *k = c->table[i];
+            c->table[i] = k->next;
+            c->outstanding--;
+            complete(c, k, status, NULL, 0);
         }
     }
+}
+
+static void drain_functor(void *arg)
+{
+    net_rpc_client_t *c = arg;
+    atomic_store(&c->drain_queued, false); /* before draining: later pushes queue again */
+    if (c->table) /* NULL once freed */
+        drain_intake(c);
+    client_unref(c);
+}
+
+static void cancel_functor(void *arg)
+{
+    net_rpc_client_t *c = arg;
+    if (c->table)
+        fail_all(c, NET_RPC_CANCELLED);
+    client_unref(c);
+}
+
+/* ---- the tick (loop thread) ------------------------------------------------------- */
+
+static void stop_tick(net_rpc_client_t *c)
+{
+    if (c->tick > 0)
+        net_loop_cancel(c->loop, c->tick);
+    c->tick = 0;
+}
+
+static void tick_fired(void *arg)
+{
+    net_rpc_client_t *c = arg;
+    drain_intake(c);
+    if (c->outstanding || !net__wq_empty(&c->intake))
+        return;
+    /* Idle: stop, then look again (a caller that saw tick_on still set
+     * relied on us; seq_cst pairs with its exchange as in conn_write.c). */
+    stop_tick(c);
+    atomic_store(&c->tick_on, false);
+    if (!net__wq_empty(&c->intake) && !atomic_exchange(&c->tick_on, true))
+        c->tick = net_loop_run_every(c->loop, TICK_MS, tick_fired, c);
+}
+
+static void start_tick_functor(void *arg)
+{
+    net_rpc_client_t *c = arg;
+    if (c->table && c->tick <= 0) {
+        c->tick = net_loop_run_every(c->loop, TICK_MS, tick_fired, c);
+        if (c->tick < 0)
+            atomic_store(&c->tick_on, false); /* the next call with a timeout tries again */
+    }
+    client_unref(c);
+}
+
+/* ---- the connection ------------------------------------------------------------------- */
+
+static void reconnect_functor(void *arg)
+{
+    net_rpc_client_t *c = arg;
+    atomic_store(&c->kick_queued, false);
+    if (c->tcp && !atomic_load(&c->stopped) && atomic_exchange(&c->gave_up, false))
+        net_client_connect(c->tcp);
+    client_unref(c);
+}
+
+/* Keeps the frame until a connection comes; a client that gave up
+ * connecting is asked to try again, so a call is never stranded. Caller
+ * holds the read lock, so the loop cannot hand out `waiting` meanwhile. */
+static int wait_for_connection(net_rpc_client_t *c, const struct iovec *iov, int n)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->wait_mu);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = net_buf_append(&c->waiting, iov[i].iov_base, iov[i].iov_len);
+    pthread_mutex_unlock(&c->wait_mu);
+    if (atomic_load(&c->gave_up) && !atomic_exchange(&c->kick_queued, true) &&
+        !queue_with_ref(c, reconnect_functor))
+        atomic_store(&c->kick_queued, false);
     return rc;
+}
+
+static int send_frame(net_rpc_client_t *c, const struct iovec *iov, int n)
+{
+    pthread_rwlock_rdlock(&c->conn_lock);
+    int rc = c->conn ? net__conn_sendv(c->conn, iov, n) : wait_for_connection(c, iov, n);
+    pthread_rwlock_unlock(&c->conn_lock);
+    /* -ENOTCONN: the connection is going; its down callback ends the call. */
+    return rc == -ENOTCONN ? 0 : rc;
+}
+
+static void set_conn(net_rpc_client_t *c, net_conn_t *conn)
+{
+    pthread_rwlock_wrlock(&c->conn_lock);
+    net_conn_t *old = c->conn;
+    c->conn = conn;
+    pthread_rwlock_unlock(&c->conn_lock);
+    if (old)
+        net_conn_unref(old);
+}
+
+/* ---- starting calls (any thread) ------------------------------------------------------ */
+
+/* After the call is on the intake: only the loop may end it now. A failure
+ * to send is reported through early_status only while the loop cannot have
+ * seen the call; otherwise the loop is asked to look (drain_functor) and
+ * the failure becomes the call's outcome there (table_take finds it). */
+static void start_timeout_tick(net_rpc_client_t *c)
+{
+    if (!atomic_load(&c->tick_on) && !atomic_exchange(&c->tick_on, true) &&
+        !queue_with_ref(c, start_tick_functor))
+        atomic_store(&c->tick_on, false);
+}
+
+struct failed_send {
+    net_rpc_client_t *c;
+    uint64_t id;
+    uint32_t status;
+};
+
+static void failed_send_functor(void *arg)
+{
+    struct failed_send *f = arg;
+    net_rpc_client_t *c = f->c;
+    if (c->table) {
+        drain_intake(c);
+        struct call *k = table_take(c, f->id);
+        if (k)
+            complete(c, k, f->status, NULL, 0);
+    }
+    client_unref(c);
+    free(f);
+}
+
+/* The frame could not be queued (no memory, output limit): end the call
+ * on the loop with status. If even that cannot be queued, the call ends
+ * with its timeout, the connection's loss or the client's stop. */
+static void fail_sent_call(net_rpc_client_t *c, uint64_t id, uint32_t status)
+{
+    struct failed_send *f = malloc(sizeof *f);
+    if (!f) {
+        NET__LOG_RL(NET_LOG_ERROR, "rpc client: call %llu could not be sent or failed",
+                    (unsigned long long)id);
+        return;
+    }
+    *f = (struct failed_send){.c = c, .id = id, .status = status};
+    client_ref(c);
+    if (net_loop_queue_in_loop(c->loop, failed_send_functor, f) < 0) {
+        client_unref(c);
+        free(f);
+    }
+}
+
+static uint64_t deadline_after(uint64_t now_ms, uint64_t timeout_ms)
+{
+    return timeout_ms > UINT64_MAX - now_ms ? UINT64_MAX : now_ms + timeout_ms;
+}
+
+static struct call *call_new(net_rpc_client_t *c, uint64_t timeout_ms, net_rpc_done_fn done,
+                             void *arg)
+{
+    struct net__wq_node *n = net__wq_node_alloc(sizeof(struct call));
+    if (!n)
+        return NULL;
+    struct call *k = (struct call *)(void *)n->data;
+    /* On the loop thread the iteration's cached time saves a clock read per
+     * call (the deadline is then at most one iteration early). */
+    uint64_t now = timeout_ms == 0                     ? 0
+                   : net_loop_in_loop_thread(c->loop) ? net__loop_now_ms(c->loop)
+                                                      : net_now_ms();
+    *k = (struct call){.node = n, .id = atomic_fetch_add(&c->next_id, 1),
+                       .deadline_ms = timeout_ms ? deadline_after(now, timeout_ms) : 0,
+                       .done = done, .arg = arg, .client = c};
+    if (timeout_ms && !k->deadline_ms)
+        k->deadline_ms = 1;
+    return k;
 }
 
 int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
@@ -271,22 +425,38 @@ int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
     if (!client || !done || mlen == 0 || mlen > NET__RPC_MAX_METHOD || (body_len && !body) ||
         body_len > UINT32_MAX)
         return -EINVAL;
-    if (atomic_load(&client->stopped))
+    net_rpc_client_t *c = client;
+    if (atomic_load(&c->stopped))
         return -ESHUTDOWN;
-    struct call *k = malloc(sizeof *k);
+    struct call *k = call_new(c, timeout_ms, done, arg);
     if (!k)
         return -ENOMEM;
-    *k = (struct call){.id = atomic_fetch_add(&client->next_id, 1), .timeout_ms = timeout_ms,
-                       .done = done, .arg = arg, .client = client};
-    if (atomic_fetch_add(&client->admitted, 1) >= client->opt.max_outstanding)
+    uint64_t id = k->id;
+    atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
+    bool over = atomic_fetch_add(&c->admitted, 1) >= c->opt.max_outstanding;
+    if (over)
         k->early_status = NET_RPC_OVERLOADED; /* memory stays bounded */
-    atomic_fetch_add_explicit(&client->calls, 1, memory_order_relaxed);
-    int rc = submit(client, k, method, mlen, body, body_len);
-    if (rc < 0) {
-        atomic_fetch_sub(&client->admitted, 1);
-        free(k);
+    net__wq_push(&c->intake, k->node); /* k belongs to the loop from here */
+    if (over) {
+        /* Refused calls must end soon, not with the next response. */
+        if (!atomic_exchange(&c->drain_queued, true) && !queue_with_ref(c, drain_functor))
+            atomic_store(&c->drain_queued, false);
+        return 0;
     }
-    return rc;
+    struct net__rpc_header h = {.version = NET__RPC_VERSION, .type = NET__RPC_TYPE_REQUEST,
+                                .method_len = (uint16_t)mlen, .call_id = id,
+                                .body_len = (uint32_t)body_len};
+    uint8_t hdr[NET__RPC_HEADER_LEN];
+    net__rpc_header_pack(hdr, &h);
+    struct iovec iov[3] = {{hdr, sizeof hdr}, {(void *)method, mlen}, {(void *)body, body_len}};
+    int rc = send_frame(c, iov, body_len ? 3 : 2);
+    if (rc < 0)
+        fail_sent_call(c, id, rc == -ENOBUFS ? NET_RPC_OVERLOADED : NET_RPC_INTERNAL);
+    else if (timeout_ms)
+        start_timeout_tick(c);
+    if (atomic_load(&c->stopped))
+        queue_with_ref(c, cancel_functor); /* raced with stop: end it CANCELLED */
+    return 0;
 }
 
 /* ---- the connection ------------------------------------------------------------------- */
@@ -308,6 +478,7 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
     struct net__rpc_frame f;
     const char *reason = NULL;
     int rc;
+    drain_intake(c); /* every call these responses answer is in the table now */
     while ((rc = net__rpc_decode(in, c->opt.max_frame, &f, &reason)) > 0) {
         if (f.hdr.type != NET__RPC_TYPE_RESPONSE) {
             rc = -EPROTO;
@@ -329,18 +500,24 @@ static void on_connection(net_conn_t *conn, void *arg)
 {
     net_rpc_client_t *c = arg;
     if (net_conn_connected(conn)) {
+        /* Publish the connection and take the waiting frames in one step,
+         * so that every frame goes either into `waiting` or to the queue. */
+        pthread_rwlock_wrlock(&c->conn_lock);
         c->conn = net_conn_ref(conn);
-        if (net_buf_readable(&c->waiting))
-            net_conn_send_buf(conn, &c->waiting);
-        net_buf_destroy(&c->waiting);
+        pthread_mutex_lock(&c->wait_mu);
+        net_buf_t frames = c->waiting;
+        net_buf_init(&c->waiting);
+        pthread_mutex_unlock(&c->wait_mu);
+        pthread_rwlock_unlock(&c->conn_lock);
+        if (net_buf_readable(&frames))
+            net_conn_send_buf(conn, &frames); /* on failure the down callback fails the calls */
+        net_buf_destroy(&frames);
         return;
     }
     if (!c->opt.client.reconnect)
-        c->gave_up = true;
-    if (c->conn == conn) {
-        net_conn_unref(c->conn);
-        c->conn = NULL;
-    }
+        atomic_store(&c->gave_up, true);
+    if (c->conn == conn)
+        set_conn(c, NULL);
     fail_all(c, atomic_load(&c->stopped) ? NET_RPC_CANCELLED : NET_RPC_DISCONNECTED);
 }
 
@@ -349,7 +526,7 @@ static void on_connect_failed(net_client_t *tcp, int err, bool will_retry, void 
     (void)tcp;
     net_rpc_client_t *c = arg;
     if (!will_retry)
-        c->gave_up = true;
+        atomic_store(&c->gave_up, true);
     if (c->outstanding && err != NET_ECANCELLED)
         NET__LOG_RL(NET_LOG_INFO, "rpc client: connect failed (%s): %zu calls fail",
                     net_strerror(err), c->outstanding);
@@ -377,7 +554,16 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
     if (!c->opt.max_frame)
         c->opt.max_frame = NET__RPC_DEFAULT_MAX_FRAME;
     atomic_init(&c->next_id, 1);
-    pthread_mutex_init(&c->mu, NULL);
+    atomic_init(&c->intake.head, NULL);
+    /* Writers first: with callers holding the read lock back to back, a
+     * reader-preferring lock could keep the loop from ever publishing a
+     * new connection. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&c->conn_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&c->wait_mu, NULL);
     /* The first table now, so that inserting a call can never fail (a
      * failed grow later only makes chains longer). */
     table_grow(c);
@@ -433,13 +619,10 @@ void net_rpc_client_free(net_rpc_client_t *client)
         return;
     atomic_store(&client->stopped, true);
     net_client_free(client->tcp); /* runs the down callback: calls fail */
-    flush(client);                /* submissions not yet flushed: CANCELLED */
-    fail_all(client, NET_RPC_CANCELLED);
-    if (client->conn)
-        net_conn_unref(client->conn);
-    client->conn = NULL;
+    fail_all(client, NET_RPC_CANCELLED); /* and the calls not yet in the table */
+    stop_tick(client);
+    set_conn(client, NULL);
     client->tcp = NULL;
-    net_buf_destroy(&client->waiting);
     free(client->table);
     client->table = NULL;
     client->table_size = 0;
@@ -458,10 +641,11 @@ void net_rpc_client_stats(net_rpc_client_t *client, struct net_rpc_client_stats 
 
 /* ---- synchronous calls ------------------------------------------------------------------ */
 
+/* The waiter sleeps on a semaphore: the loop's sem_post is one atomic plus,
+ * only if the waiter already sleeps, one futex wake, where a mutex and a
+ * condition variable add a lock round trip on both sides. */
 struct sync_call {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    bool finished;
+    sem_t done;
     uint32_t status;
     void *body;
     size_t len;
@@ -475,13 +659,10 @@ static void sync_done(net_rpc_client_t *c, uint32_t status, const void *body, si
     void *copy = len ? malloc(len) : NULL;
     if (copy)
         memcpy(copy, body, len);
-    pthread_mutex_lock(&s->mu);
     s->status = (len && !copy) ? NET_RPC_INTERNAL : status;
     s->body = copy;
     s->len = copy ? len : 0;
-    s->finished = true;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->mu); /* s may be gone after this line */
+    sem_post(&s->done); /* s may be gone after this line */
 }
 
 int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *body,
@@ -492,14 +673,17 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
         return -EINVAL;
     if (net_loop_in_loop_thread(client->loop))
         return NET_EWRONGTHREAD;
-    struct sync_call s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct sync_call s;
+    if (sem_init(&s.done, 0, 0) < 0)
+        return -errno;
     int rc = net_rpc_call(client, method, body, body_len, timeout_ms, sync_done, &s);
-    if (rc < 0)
+    if (rc < 0) {
+        sem_destroy(&s.done);
         return rc;
-    pthread_mutex_lock(&s.mu);
-    while (!s.finished)
-        pthread_cond_wait(&s.cond, &s.mu);
-    pthread_mutex_unlock(&s.mu);
+    }
+    while (sem_wait(&s.done) < 0 && errno == EINTR) {
+    }
+    sem_destroy(&s.done);
     *status = s.status;
     if (body_out)
         *body_out = s.body;
@@ -507,7 +691,5 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
         free(s.body);
     if (len_out)
         *len_out = s.len;
-    pthread_mutex_destroy(&s.mu);
-    pthread_cond_destroy(&s.cond);
     return 0;
 }

@@ -1,10 +1,11 @@
-/* A TCP connection (muduo's TcpConnection).
+/* A TCP connection (muduo's TcpConnection): its life, reading, closing and
+ * options. The write path is in conn_write.c.
  *
  * All socket I/O and all state changes except the first step of shutdown and
  * force_close happen on the connection's loop thread. The state is atomic so
  * that other threads can refuse work on a closed connection without touching
- * the loop. A connection never uses its fd after handle_close() closed it, so
- * a late send can never reach a reused descriptor. */
+ * the loop. A connection never uses its fd after net__conn_handle_close()
+ * closed it, so a late send can never reach a reused descriptor. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,42 +16,14 @@
 #include <unistd.h>
 
 #include "log_internal.h"
-#include "loop_internal.h"
-#include "tcp_conn_internal.h"
+#include "tcp_conn_impl.h"
 
 /* Buffers larger than this are released when they drain, so a burst (a slow
  * reader, a large message) does not pin memory for the connection's life. */
 #define BUF_KEEP_MAX (64 * 1024)
 #define DEFAULT_HIGH_WATER (64u * 1024 * 1024)
 
-struct net_conn {
-    atomic_int refs;
-    _Atomic int state;        /* net_conn_state_t */
-    atomic_bool closing;      /* force_close requested: deliver no more input */
-    net_loop_t *loop;
-    uint64_t id;
-    struct net__channel ch;
-    net_buf_t in, out;
-    struct net_conn_callbacks cbs;
-    net__conn_closed_fn closed;
-    void *owner;
-    _Atomic(void *) context;
-    atomic_size_t high_water;
-    atomic_ullong bytes_in, bytes_out;
-    atomic_size_t queued;
-    bool want_read;           /* the user has not stopped reading */
-    bool peer_eof;
-    bool write_shut;          /* shutdown(SHUT_WR) done: nothing more goes out */
-    struct net_conn_options opt;
-    uint64_t last_input_ms;
-    net_timer_id_t idle_timer, close_timer;
-    net_addr_t local, peer;
-    struct net__conn_link link; /* the owner's list */
-};
-
 static atomic_ullong next_conn_id = 1;
-
-static void handle_close(net_conn_t *conn);
 
 /* ---- options, refs, accessors ----------------------------------------- */
 
@@ -71,7 +44,7 @@ static void conn_free(net_conn_t *conn)
     if (atomic_load(&conn->state) != NET_CONN_DISCONNECTED && conn->ch.fd >= 0)
         close(conn->ch.fd);
     net_buf_destroy(&conn->in);
-    net_buf_destroy(&conn->out);
+    net__conn_output_discard(conn);
     free(conn);
 }
 
@@ -137,7 +110,7 @@ void net_conn_stats(const net_conn_t *conn, struct net_conn_stats *out)
 /* ---- deferred work ------------------------------------------------------ */
 
 /* Runs fn(conn) later on the loop thread, holding a reference meanwhile. */
-static int defer(net_conn_t *conn, net_loop_fn fn)
+int net__conn_defer(net_conn_t *conn, net_loop_fn fn)
 {
     net_conn_ref(conn);
     int rc = net_loop_queue_in_loop(conn->loop, fn, conn);
@@ -146,7 +119,7 @@ static int defer(net_conn_t *conn, net_loop_fn fn)
     return rc;
 }
 
-/* As defer(), but at once when already on the loop thread. */
+/* As net__conn_defer(), but at once when already on the loop thread. */
 static int in_loop(net_conn_t *conn, net_loop_fn fn)
 {
     net_conn_ref(conn);
@@ -164,6 +137,12 @@ static void write_complete_cb(void *arg)
     net_conn_unref(conn);
 }
 
+void net__conn_defer_write_complete(net_conn_t *conn)
+{
+    if (conn->cbs.on_write_complete)
+        net__conn_defer(conn, write_complete_cb);
+}
+
 struct high_water_event {
     net_conn_t *conn;
     size_t queued;
@@ -178,7 +157,7 @@ static void high_water_cb(void *arg)
     free(ev);
 }
 
-static void queue_high_water(net_conn_t *conn, size_t queued)
+void net__conn_queue_high_water(net_conn_t *conn, size_t queued)
 {
     struct high_water_event *ev = malloc(sizeof *ev);
     if (!ev)
@@ -193,7 +172,7 @@ static void queue_high_water(net_conn_t *conn, size_t queued)
 
 /* ---- interest ----------------------------------------------------------- */
 
-static void set_interest(net_conn_t *conn, unsigned interest)
+void net__conn_set_interest(net_conn_t *conn, unsigned interest)
 {
     if (conn->ch.interest == interest || conn->ch.poller_slot < 0)
         return;
@@ -204,19 +183,9 @@ static void set_interest(net_conn_t *conn, unsigned interest)
                     (unsigned long long)conn->id, net_strerror(rc));
 }
 
-static unsigned read_interest(const net_conn_t *conn)
+unsigned net__conn_read_interest(const net_conn_t *conn)
 {
     return conn->want_read && !conn->peer_eof ? NET_READABLE : 0u;
-}
-
-static bool writing(const net_conn_t *conn)
-{
-    return conn->ch.interest & NET_WRITABLE;
-}
-
-static void update_queued(net_conn_t *conn)
-{
-    atomic_store_explicit(&conn->queued, net_buf_readable(&conn->out), memory_order_relaxed);
 }
 
 /* ---- closing ------------------------------------------------------------ */
@@ -230,7 +199,7 @@ static void cancel_timer(net_conn_t *conn, net_timer_id_t *id)
     *id = 0;
 }
 
-static void handle_close(net_conn_t *conn)
+void net__conn_handle_close(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
@@ -241,8 +210,7 @@ static void handle_close(net_conn_t *conn)
     cancel_timer(conn, &conn->idle_timer);
     cancel_timer(conn, &conn->close_timer);
     net_buf_destroy(&conn->in);
-    net_buf_destroy(&conn->out);
-    update_queued(conn);
+    net__conn_output_discard(conn);
     net_conn_ref(conn); /* the owner's hook may drop the last other reference */
     if (conn->cbs.on_connection)
         conn->cbs.on_connection(conn, conn->cbs.arg);
@@ -257,7 +225,7 @@ static bool expected_disconnect(int err)
 }
 
 /* A read or write error: log once, close once. */
-static void handle_error(net_conn_t *conn, int err, const char *op)
+void net__conn_handle_error(net_conn_t *conn, int err, const char *op)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
@@ -267,7 +235,7 @@ static void handle_error(net_conn_t *conn, int err, const char *op)
     else
         NET__LOG_RL(NET_LOG_WARN, "conn %llu: %s: %s", (unsigned long long)conn->id, op,
                     net_strerror(err));
-    handle_close(conn);
+    net__conn_handle_close(conn);
 }
 
 struct error_event {
@@ -278,13 +246,13 @@ struct error_event {
 static void error_cb(void *arg)
 {
     struct error_event *ev = arg;
-    handle_error(ev->conn, ev->err, "write");
+    net__conn_handle_error(ev->conn, ev->err, "write");
     net_conn_unref(ev->conn);
     free(ev);
 }
 
 /* A send on the loop thread failed: close later, not inside the send. */
-static void queue_error(net_conn_t *conn, int err)
+void net__conn_queue_error(net_conn_t *conn, int err)
 {
     atomic_store(&conn->closing, true);
     struct error_event *ev = malloc(sizeof *ev);
@@ -298,17 +266,17 @@ static void queue_error(net_conn_t *conn, int err)
     }
     NET__LOG_RL(NET_LOG_ERROR, "conn %llu: cannot queue close; closing now",
                 (unsigned long long)conn->id);
-    handle_close(conn);
+    net__conn_handle_close(conn);
 }
 
-static void shutdown_write(net_conn_t *conn)
+void net__conn_shutdown_write(net_conn_t *conn)
 {
     conn->write_shut = true;
     if (shutdown(conn->ch.fd, SHUT_WR) < 0 && errno != ENOTCONN)
         NET__LOG_RL(NET_LOG_INFO, "conn %llu: shutdown: %s", (unsigned long long)conn->id,
                     net_strerror(-errno));
     if (conn->peer_eof)
-        handle_close(conn); /* both directions are done */
+        net__conn_handle_close(conn); /* both directions are done */
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -322,15 +290,18 @@ static void release_if_large(net_buf_t *buf)
 static void handle_peer_eof(net_conn_t *conn)
 {
     conn->peer_eof = true;
-    set_interest(conn, conn->ch.interest & ~(unsigned)NET_READABLE);
+    net__conn_set_interest(conn, conn->ch.interest & ~(unsigned)NET_READABLE);
     if (conn->opt.half_close && net_conn_state(conn) == NET_CONN_CONNECTED) {
         if (conn->cbs.on_peer_eof)
             conn->cbs.on_peer_eof(conn, conn->cbs.arg);
         return;
     }
-    /* Flush what is queued first (muduo drops it, its #366). */
-    if (!writing(conn))
-        handle_close(conn);
+    /* Flush what is queued first (muduo drops it, its #366); the flush
+     * closes once the output is empty. */
+    if (conn->write_shut)
+        net__conn_handle_close(conn);
+    else
+        net__conn_flush_then_finish(conn);
 }
 
 static void handle_read(net_conn_t *conn)
@@ -348,152 +319,8 @@ static void handle_read(net_conn_t *conn)
     } else if (n == 0) {
         handle_peer_eof(conn);
     } else if (n != -EAGAIN && n != -EINTR) {
-        handle_error(conn, (int)n, "read");
+        net__conn_handle_error(conn, (int)n, "read");
     }
-}
-
-/* ---- writing ------------------------------------------------------------ */
-
-static void output_drained(net_conn_t *conn)
-{
-    set_interest(conn, read_interest(conn));
-    release_if_large(&conn->out);
-    if (conn->cbs.on_write_complete)
-        defer(conn, write_complete_cb);
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTING)
-        shutdown_write(conn);
-    else if (conn->peer_eof && !conn->opt.half_close)
-        handle_close(conn);
-}
-
-static void handle_write(net_conn_t *conn)
-{
-    if (!writing(conn))
-        return;
-    ssize_t n = send(conn->ch.fd, net_buf_peek(&conn->out), net_buf_readable(&conn->out),
-                     MSG_NOSIGNAL);
-    if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            handle_error(conn, -errno, "write");
-        return;
-    }
-    atomic_fetch_add_explicit(&conn->bytes_out, (unsigned long long)n, memory_order_relaxed);
-    net_buf_retrieve(&conn->out, (size_t)n);
-    update_queued(conn);
-    if (net_buf_readable(&conn->out) == 0)
-        output_drained(conn);
-}
-
-/* Queues the bytes the socket did not take; reports a high-water crossing. */
-static int queue_output(net_conn_t *conn, const char *data, size_t len)
-{
-    size_t old = net_buf_readable(&conn->out);
-    size_t mark = atomic_load_explicit(&conn->high_water, memory_order_relaxed);
-    int rc = net_buf_append(&conn->out, data, len);
-    if (rc < 0) {
-        /* Part of the message may be on the wire: the stream is broken. */
-        queue_error(conn, rc);
-        return rc;
-    }
-    update_queued(conn);
-    if (mark && old < mark && old + len >= mark && conn->cbs.on_high_water)
-        queue_high_water(conn, old + len);
-    set_interest(conn, read_interest(conn) | NET_WRITABLE);
-    return 0;
-}
-
-static int send_in_loop(net_conn_t *conn, const char *data, size_t len)
-{
-    /* DISCONNECTING is fine until the write side is shut: a send that another
-     * thread queued before its own shutdown() must go out before the FIN
-     * (net_conn_send() refuses new sends once shutdown was called). */
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTED || conn->write_shut ||
-        atomic_load(&conn->closing))
-        return -ENOTCONN;
-    size_t done = 0;
-    if (!writing(conn)) {
-        ssize_t n = send(conn->ch.fd, data, len, MSG_NOSIGNAL);
-        if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            int err = -errno;
-            queue_error(conn, err);
-            return err;
-        }
-        done = n > 0 ? (size_t)n : 0;
-        atomic_fetch_add_explicit(&conn->bytes_out, done, memory_order_relaxed);
-        if (done == len) {
-            if (conn->cbs.on_write_complete)
-                defer(conn, write_complete_cb);
-            return 0;
-        }
-    }
-    return queue_output(conn, data + done, len - done);
-}
-
-/* ---- cross-thread send ---------------------------------------------------- */
-
-struct send_task {
-    net_conn_t *conn;
-    net_buf_t buf;
-};
-
-static void send_task_run(void *arg)
-{
-    struct send_task *t = arg;
-    send_in_loop(t->conn, net_buf_peek(&t->buf), net_buf_readable(&t->buf));
-    net_conn_unref(t->conn);
-    net_buf_destroy(&t->buf);
-    free(t);
-}
-
-/* Hands buf's storage (not a copy of it) to the loop. */
-static int send_task_queue(net_conn_t *conn, net_buf_t *buf)
-{
-    struct send_task *t = malloc(sizeof *t);
-    if (!t)
-        return -ENOMEM;
-    t->conn = net_conn_ref(conn);
-    t->buf = *buf;
-    int rc = net_loop_queue_in_loop(conn->loop, send_task_run, t);
-    if (rc < 0) {
-        net_conn_unref(conn);
-        free(t);
-        return rc;
-    }
-    net_buf_init(buf);
-    return 0;
-}
-
-int net_conn_send(net_conn_t *conn, const void *data, size_t len)
-{
-    if (!conn || (!data && len))
-        return -EINVAL;
-    if (!net_conn_connected(conn))
-        return -ENOTCONN;
-    if (len == 0)
-        return 0;
-    if (net_loop_in_loop_thread(conn->loop))
-        return send_in_loop(conn, data, len);
-    net_buf_t copy = NET_BUF_INIT;
-    int rc = net_buf_append(&copy, data, len);
-    if (rc == 0 && (rc = send_task_queue(conn, &copy)) < 0)
-        net_buf_destroy(&copy);
-    return rc;
-}
-
-int net_conn_send_buf(net_conn_t *conn, net_buf_t *buf)
-{
-    if (!conn || !buf)
-        return -EINVAL;
-    if (!net_conn_connected(conn))
-        return -ENOTCONN;
-    if (net_buf_readable(buf) == 0)
-        return 0;
-    if (!net_loop_in_loop_thread(conn->loop))
-        return send_task_queue(conn, buf);
-    int rc = send_in_loop(conn, net_buf_peek(buf), net_buf_readable(buf));
-    if (rc == 0)
-        net_buf_retrieve_all(buf);
-    return rc;
 }
 
 /* ---- shutdown, close, read control ------------------------------------------ */
@@ -501,8 +328,8 @@ int net_conn_send_buf(net_conn_t *conn, net_buf_t *buf)
 static void shutdown_in_loop(void *arg)
 {
     net_conn_t *conn = arg;
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTING && !writing(conn))
-        shutdown_write(conn);
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTING && !conn->write_shut)
+        net__conn_flush_then_finish(conn); /* shuts down once the output is empty */
     net_conn_unref(conn);
 }
 
@@ -513,13 +340,13 @@ int net_conn_shutdown(net_conn_t *conn)
         return -ENOTCONN;
     /* Deferred even on the loop thread: the shutdown may complete the close,
      * whose callback must not run inside this call. */
-    return defer(conn, shutdown_in_loop);
+    return net__conn_defer(conn, shutdown_in_loop);
 }
 
 static void force_close_in_loop(void *arg)
 {
     net_conn_t *conn = arg;
-    handle_close(conn);
+    net__conn_handle_close(conn);
     net_conn_unref(conn);
 }
 
@@ -527,20 +354,20 @@ int net_conn_force_close(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED || atomic_exchange(&conn->closing, true))
         return -ENOTCONN;
-    return defer(conn, force_close_in_loop);
+    return net__conn_defer(conn, force_close_in_loop);
 }
 
 void net__conn_close_in_loop(net_conn_t *conn)
 {
     atomic_store(&conn->closing, true);
-    handle_close(conn);
+    net__conn_handle_close(conn);
 }
 
 static void close_timer_fired(void *arg)
 {
     net_conn_t *conn = arg;
     conn->close_timer = 0;
-    handle_close(conn);
+    net__conn_handle_close(conn);
     net_conn_unref(conn);
 }
 
@@ -587,7 +414,7 @@ static void read_control_in_loop(net_conn_t *conn, bool on)
 {
     conn->want_read = on;
     if (net_conn_state(conn) != NET_CONN_DISCONNECTED)
-        set_interest(conn, read_interest(conn) | (conn->ch.interest & NET_WRITABLE));
+        net__conn_set_interest(conn, net__conn_read_interest(conn) | (conn->ch.interest & NET_WRITABLE));
 }
 
 static void stop_read_in_loop(void *arg)
@@ -651,7 +478,7 @@ static void handle_event(struct net__channel *ch, unsigned revents)
     net_conn_t *conn = net__container_of(ch, net_conn_t, ch);
     net_conn_ref(conn); /* a callback below may drop every other reference */
     if ((revents & NET_HUP) && !(revents & NET_READABLE))
-        handle_close(conn);
+        net__conn_handle_close(conn);
     /* The interest check: an earlier callback of this batch may have stopped
      * reading (stop_read) after the poller reported us readable. */
     bool readable = (revents & NET_READABLE) && (conn->ch.interest & NET_READABLE);
@@ -662,12 +489,12 @@ static void handle_event(struct net__channel *ch, unsigned revents)
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(ch->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        handle_error(conn, err ? -err : -EIO, "socket");
+        net__conn_handle_error(conn, err ? -err : -EIO, "socket");
     }
     if (readable && net_conn_state(conn) != NET_CONN_DISCONNECTED)
         handle_read(conn);
     if ((revents & NET_WRITABLE) && net_conn_state(conn) != NET_CONN_DISCONNECTED)
-        handle_write(conn);
+        net__conn_handle_write(conn);
     net_conn_unref(conn);
 }
 
@@ -676,7 +503,7 @@ static void idle_check(void *arg)
     net_conn_t *conn = arg;
     if (net_now_ms() - conn->last_input_ms >= conn->opt.idle_timeout_ms) {
         NET__LOG(NET_LOG_DEBUG, "conn %llu: idle, closing", (unsigned long long)conn->id);
-        handle_close(conn);
+        net__conn_handle_close(conn);
     }
 }
 
@@ -705,6 +532,7 @@ net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_option
     conn->loop = loop;
     conn->id = atomic_fetch_add(&next_conn_id, 1);
     net__channel_init(&conn->ch, fd, handle_event);
+    net__conn_output_init(conn);
     if (cbs)
         conn->cbs = *cbs;
     if (opt)
@@ -755,7 +583,7 @@ void net__conn_establish(net_conn_t *conn)
                     (unsigned long long)conn->id, conn->ch.fd, net_strerror(rc));
         struct net_conn_callbacks none = {0};
         conn->cbs = none; /* the user never saw it come up: no down either */
-        handle_close(conn);
+        net__conn_handle_close(conn);
         return;
     }
     conn->last_input_ms = net_now_ms();

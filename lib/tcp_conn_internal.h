@@ -2,6 +2,8 @@
 #ifndef NET__TCP_CONN_INTERNAL_H
 #define NET__TCP_CONN_INTERNAL_H
 
+#include <sys/uio.h>
+
 #include <net/tcp_conn.h>
 
 /* Runs once on the loop thread when the connection has closed, right after
@@ -24,6 +26,12 @@ void net__conn_establish(net_conn_t *conn);
 /* Closes at once on the loop thread (as net_conn_force_close, but
  * synchronously: callbacks run before this returns). Loop thread only. */
 void net__conn_close_in_loop(net_conn_t *conn);
+
+/* Sends the n pieces as one message (copied into one queue node). Unlike
+ * net_conn_send it never writes at once, on the loop thread either: the
+ * flush runs after the loop's current iteration, so messages made during
+ * one iteration leave in one writev. Returns as net_conn_send. Thread-safe. */
+int net__conn_sendv(net_conn_t *conn, const struct iovec *iov, int n);
 
 /* The owner passed to net__conn_new. Thread-safe. */
 void *net__conn_owner(const net_conn_t *conn);

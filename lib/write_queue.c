@@ -146,7 +146,7 @@ void net__wq_node_free(struct net__wq_node *n)
 bool net__wq_push(struct net__wq *q, struct net__wq_node *n)
 {
     atomic_store_explicit(&n->next, UNLINKED, memory_order_relaxed);
-    struct net__wq_node *prev = atomic_exchange_explicit(&q->head, n, memory_order_acq_rel);
+    struct net__wq_node *prev = atomic_exchange_explicit(&q->head, n, memory_order_seq_cst);
     atomic_store_explicit(&n->next, prev, memory_order_release);
     return prev == NULL;
 }

@@ -10,7 +10,9 @@
  * The consumer (the loop thread) takes the whole pushed stack with one
  * exchange and reverses it into FIFO order. Memory ordering:
  *   push:  n->next = UNLINKED (relaxed; n is not yet shared)
- *          prev = exchange(head, n, acq_rel)    -- publishes n's payload
+ *          prev = exchange(head, n, seq_cst)    -- publishes n's payload
+ *          (seq_cst, not just acq_rel: the connection's flush token pairs
+ *          this exchange with a later seq_cst load; see conn_write.c)
  *          n->next = prev (release)             -- links it
  *   take:  top = exchange(head, NULL, acq_rel)  -- acquires every payload
  *          for each node: next = load(n->next, acquire); while UNLINKED,
@@ -54,6 +56,12 @@ void net__wq_node_free(struct net__wq_node *n);
 /* Pushes n; returns true when the queue was empty before, i.e. the caller
  * must make sure a flush happens. Wait-free. Thread-safe. */
 bool net__wq_push(struct net__wq *q, struct net__wq_node *n);
+
+/* True when nothing is pushed (a seq_cst load of the head). Any thread. */
+static inline bool net__wq_empty(struct net__wq *q)
+{
+    return atomic_load_explicit(&q->head, memory_order_seq_cst) == NULL;
+}
 
 /* Takes everything pushed so far, oldest first, as a list linked through
  * `next` (NULL-terminated; *tail_out gets the last node). Returns NULL when

@@ -71,6 +71,16 @@ struct net_conn_options {
      * then the connection closes. True: the connection stays open for
      * writing; on_peer_eof runs and the user calls shutdown or force_close. */
     bool half_close;
+    /* Hard limit on queued output in bytes: a send that would queue more
+     * fails with -ENOBUFS and queues nothing. 0 (default): no limit; the
+     * high-water callback is the only brake. */
+    size_t max_output;
+    /* Default false: sends from other threads go through the connection's
+     * wait-free write queue (see net_conn_send). True: each such send is
+     * handed to the loop as a functor of its own (net_loop_queue_in_loop)
+     * carrying a copy, as in netloop's first versions: simpler, slower
+     * under many senders; kept for comparison (examples/xsend --path loop). */
+    bool xsend_via_loop;
 };
 
 /* Fills the defaults above. Thread-safe. */
@@ -85,10 +95,18 @@ NET_EXPORT void net_conn_unref(net_conn_t *conn);
 
 /* Sends len bytes (copied: data may be reused at once). On the loop thread
  * with nothing queued it writes at once and queues what the socket did not
- * take; from another thread it hands a copy to the loop. Bytes sent from one
- * thread arrive in the order sent. Returns 0, -ENOTCONN (closed or shutting
- * down), -ENOMEM, or the socket's errno (-EPIPE, -ECONNRESET: the connection
- * then closes). len 0 is a no-op returning 0.
+ * take. From another thread it pushes a copy onto the connection's
+ * wait-free write queue (no lock); the loop writes everything queued, from
+ * all threads, with few writev calls, and is woken at most once per batch.
+ * Bytes sent from one thread arrive in the order sent; sends from different
+ * threads interleave whole (a send's bytes are never split by another's).
+ * Queued bytes count towards the high-water mark and max_output as soon as
+ * the send accepts them.
+ * Returns 0, -ENOTCONN (closed, closing or shutting down), -ENOBUFS (would
+ * pass the max_output option; nothing queued), -ENOMEM, or on the loop
+ * thread the socket's errno (-EPIPE, -ECONNRESET: the connection then
+ * closes, later). A send from another thread racing with shutdown() or a
+ * close may return 0 and still be dropped. len 0 is a no-op returning 0.
  * Thread-safe. */
 NET_EXPORT int net_conn_send(net_conn_t *conn, const void *data, size_t len);
 

@@ -1,0 +1,413 @@
+/* The connection's write path (lib/conn_write.c): the wait-free write queue
+ * seen from the public API. Many senders share one wakeup, bytes are counted
+ * when a send accepts them (high water, output_queued, max_output), the
+ * run_in_loop path (xsend_via_loop) still works, and per-thread order holds
+ * on both paths. The end-to-end order and shutdown cases of the cross-thread
+ * path are in test_tcp.c (tcp_cross_thread_send_*).
+ *
+ * The server runs on a loop thread with one I/O thread, so the scenario's
+ * main thread is "another thread" for the connection. The peer is a blocking
+ * socket with receive timeouts. To look at the queue while the loop cannot
+ * drain it, a scenario parks the connection's loop inside a functor. */
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <net/addr.h>
+#include <net/loop.h>
+#include <net/loop_thread.h>
+#include <net/tcp_conn.h>
+#include <net/tcp_server.h>
+
+#include "harness.h"
+#include "loop_internal.h" /* net__loop_eventfd_writes */
+
+#define KiB 1024u
+#define WAIT_MS 20000
+#define SENDERS 4
+
+static struct {
+    struct net_server_options opt;
+    net_loop_thread_t *base;
+    net_server_t *server;
+    _Atomic(net_conn_t *) conn;
+    atomic_int ups, downs, write_completes, high_waters;
+    atomic_size_t high_water_queued;
+    atomic_bool parked, release, stopped;
+    int fd;
+} fx;
+
+/* ---- waiting ------------------------------------------------------------- */
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+#define WAIT_FOR(cond)                                                        \
+    do {                                                                      \
+        uint64_t wait_deadline_ = net_test_now_ms() + WAIT_MS;                \
+        while (!(cond)) {                                                     \
+            if (net_test_now_ms() > wait_deadline_)                           \
+                net_test_fail(__FILE__, __LINE__, "timed out waiting for %s", \
+                              #cond);                                         \
+            sleep_ms(1);                                                      \
+        }                                                                     \
+    } while (0)
+
+/* ---- the server ------------------------------------------------------------- */
+
+static void on_connection(net_conn_t *conn, void *arg)
+{
+    (void)arg;
+    if (net_conn_connected(conn)) {
+        atomic_store(&fx.conn, net_conn_ref(conn));
+        atomic_fetch_add(&fx.ups, 1);
+    } else {
+        atomic_fetch_add(&fx.downs, 1);
+    }
+}
+
+static void on_write_complete(net_conn_t *conn, void *arg)
+{
+    (void)conn;
+    (void)arg;
+    atomic_fetch_add(&fx.write_completes, 1);
+}
+
+static void on_high_water(net_conn_t *conn, size_t queued, void *arg)
+{
+    (void)conn;
+    (void)arg;
+    atomic_store(&fx.high_water_queued, queued);
+    atomic_fetch_add(&fx.high_waters, 1);
+}
+
+static void server_init(net_loop_t *loop, void *arg)
+{
+    (void)arg;
+    struct net_conn_callbacks cbs = {.on_connection = on_connection,
+                                     .on_write_complete = on_write_complete,
+                                     .on_high_water = on_high_water};
+    net_addr_t addr;
+    CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
+    CHECK_OK(net_server_new(loop, &addr, &fx.opt, &cbs, &fx.server));
+    CHECK_OK(net_server_start(fx.server));
+}
+
+static void options(void)
+{
+    net_server_options_init(&fx.opt);
+    fx.opt.io_threads = 1;
+}
+
+static int connect_blocking(const net_addr_t *addr, int rcvbuf)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    if (rcvbuf)
+        CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+    CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    CHECK_EQ(connect(fd, net_addr_sockaddr(addr), net_addr_len(addr)), 0);
+    return fd;
+}
+
+/* Starts the server with fx.opt and connects one peer; returns the server's
+ * side of the connection (not on this thread's loop). */
+static net_conn_t *start(int rcvbuf)
+{
+    CHECK_OK(net_loop_thread_start("base", server_init, NULL, &fx.base));
+    fx.fd = connect_blocking(net_server_addr(fx.server), rcvbuf);
+    WAIT_FOR(atomic_load(&fx.ups) == 1);
+    net_conn_t *conn = atomic_load(&fx.conn);
+    CHECK(!net_loop_in_loop_thread(net_conn_loop(conn)));
+    return conn;
+}
+
+static void server_stopped(net_server_t *server, void *arg)
+{
+    (void)server;
+    (void)arg;
+    atomic_store(&fx.stopped, true);
+}
+
+static void server_stop(void *arg)
+{
+    (void)arg;
+    CHECK_OK(net_server_stop(fx.server, 100, server_stopped, NULL));
+}
+
+static void server_free(void *arg)
+{
+    (void)arg;
+    CHECK_OK(net_server_free(fx.server));
+}
+
+static void finish(net_conn_t *conn)
+{
+    close(fx.fd);
+    WAIT_FOR(atomic_load(&fx.downs) == 1);
+    CHECK_EQ(net_conn_send(conn, "x", 1), -ENOTCONN);
+    net_conn_unref(conn);
+    net_loop_t *loop = net_loop_thread_loop(fx.base);
+    CHECK_OK(net_loop_run_in_loop(loop, server_stop, NULL));
+    WAIT_FOR(atomic_load(&fx.stopped));
+    CHECK_OK(net_loop_run_in_loop(loop, server_free, NULL));
+    net_loop_thread_stop(fx.base);
+}
+
+/* ---- parking the connection's loop ----------------------------------------- */
+
+static void park_fn(void *arg)
+{
+    (void)arg;
+    atomic_store(&fx.parked, true);
+    uint64_t deadline = net_test_now_ms() + WAIT_MS;
+    while (!atomic_load(&fx.release)) {
+        CHECK(net_test_now_ms() < deadline);
+        sleep_ms(1);
+    }
+}
+
+static void park(net_conn_t *conn)
+{
+    atomic_store(&fx.release, false);
+    atomic_store(&fx.parked, false);
+    CHECK_OK(net_loop_queue_in_loop(net_conn_loop(conn), park_fn, NULL));
+    WAIT_FOR(atomic_load(&fx.parked));
+}
+
+static void unpark(void)
+{
+    atomic_store(&fx.release, true);
+}
+
+/* ---- messages: (sender, seq) headers, checked per sender -------------------- */
+
+#define MSG_LEN 100
+
+static void encode(unsigned sender, uint32_t seq, unsigned char *m)
+{
+    m[0] = (unsigned char)sender;
+    memcpy(m + 1, &seq, sizeof seq);
+    for (size_t i = 5; i < MSG_LEN; i++)
+        m[i] = (unsigned char)(seq * 13u + sender + i);
+}
+
+struct sender {
+    pthread_t tid;
+    net_conn_t *conn;
+    unsigned id;
+    uint32_t count;
+};
+
+static void *sender_main(void *arg)
+{
+    struct sender *s = arg;
+    unsigned char m[MSG_LEN];
+    for (uint32_t seq = 0; seq < s->count; seq++) {
+        encode(s->id, seq, m);
+        CHECK_OK(net_conn_send(s->conn, m, sizeof m));
+        if (seq % 256 == 0)
+            sched_yield(); /* vary the interleaving */
+    }
+    return NULL;
+}
+
+static void run_senders(net_conn_t *conn, uint32_t per_sender)
+{
+    struct sender s[SENDERS];
+    for (unsigned i = 0; i < SENDERS; i++) {
+        s[i] = (struct sender){.conn = conn, .id = i, .count = per_sender};
+        CHECK_EQ(pthread_create(&s[i].tid, NULL, sender_main, &s[i]), 0);
+    }
+    for (unsigned i = 0; i < SENDERS; i++)
+        CHECK_EQ(pthread_join(s[i].tid, NULL), 0);
+}
+
+static void recv_exact(int fd, unsigned char *buf, size_t len)
+{
+    for (size_t got = 0; got < len;) {
+        ssize_t n = recv(fd, buf + got, len - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            net_test_fail(__FILE__, __LINE__, "recv: %zd (%s) after %zu of %zu bytes", n,
+                          n < 0 ? strerror(errno) : "EOF", got, len);
+        got += (size_t)n;
+    }
+}
+
+/* Reads SENDERS x per_sender messages: each sender's in order, all intact. */
+static void recv_messages(int fd, uint32_t per_sender)
+{
+    uint32_t next[SENDERS] = {0};
+    unsigned char m[MSG_LEN], want[MSG_LEN];
+    for (uint64_t i = 0; i < (uint64_t)SENDERS * per_sender; i++) {
+        recv_exact(fd, m, sizeof m);
+        unsigned id = m[0];
+        CHECK(id < SENDERS);
+        encode(id, next[id]++, want);
+        CHECK_MEM_EQ(m, want, sizeof m);
+    }
+    for (unsigned id = 0; id < SENDERS; id++)
+        CHECK_EQ(next[id], per_sender);
+}
+
+static size_t queued(net_conn_t *conn)
+{
+    struct net_conn_stats st;
+    net_conn_stats(conn, &st);
+    return st.output_queued;
+}
+
+/* ---- scenarios --------------------------------------------------------------- */
+
+/* 4 threads x 1000 sends while the loop cannot run: one flush functor and at
+ * most one eventfd write for all of them (the run_in_loop path needs 4000
+ * functors), and every byte counted as queued at once. */
+TEST(xsend_senders_share_one_wakeup)
+{
+    options();
+    net_conn_t *conn = start(0);
+    net_loop_t *loop = net_conn_loop(conn);
+    park(conn);
+    unsigned long long ev0 = net__loop_eventfd_writes(loop);
+    run_senders(conn, 1000);
+    CHECK(net__loop_eventfd_writes(loop) - ev0 <= 1);
+    CHECK_EQ(net_loop_queue_size(loop), 1);
+    CHECK_EQ(queued(conn), (size_t)SENDERS * 1000 * MSG_LEN);
+    unpark();
+    recv_messages(fx.fd, 1000);
+    WAIT_FOR(queued(conn) == 0);
+    WAIT_FOR(atomic_load(&fx.write_completes) >= 1);
+    finish(conn);
+}
+
+/* The first cross-thread path is still there behind its option: one functor
+ * per send, same guarantees. */
+TEST(xsend_via_loop_option_keeps_order)
+{
+    options();
+    fx.opt.conn.xsend_via_loop = true;
+    net_conn_t *conn = start(0);
+    net_loop_t *loop = net_conn_loop(conn);
+    park(conn);
+    run_senders(conn, 500);
+    CHECK_EQ(net_loop_queue_size(loop), SENDERS * 500);
+    unpark();
+    recv_messages(fx.fd, 500);
+    finish(conn);
+}
+
+/* Without the parked loop: senders race the flusher, which takes and
+ * releases the token many times. Nothing lost, duplicated or reordered. */
+TEST(xsend_4_threads_race_the_flusher)
+{
+    options();
+    net_conn_t *conn = start(0);
+    struct sender s[SENDERS];
+    for (unsigned i = 0; i < SENDERS; i++) {
+        s[i] = (struct sender){.conn = conn, .id = i, .count = 20000};
+        CHECK_EQ(pthread_create(&s[i].tid, NULL, sender_main, &s[i]), 0);
+    }
+    recv_messages(fx.fd, 20000); /* reads while they send: the socket never fills for long */
+    for (unsigned i = 0; i < SENDERS; i++)
+        CHECK_EQ(pthread_join(s[i].tid, NULL), 0);
+    WAIT_FOR(queued(conn) == 0);
+    struct pollfd p = {.fd = fx.fd, .events = POLLIN};
+    CHECK_EQ(poll(&p, 1, 50), 0); /* nothing after the last message */
+    finish(conn);
+}
+
+/* The high-water mark sees bytes when send accepts them, before the loop has
+ * written (or even looked at) any: brpc's #1107 counted at write time. */
+TEST(xsend_high_water_counts_at_enqueue)
+{
+    options();
+    fx.opt.conn.high_water_mark = 10 * KiB;
+    net_conn_t *conn = start(0);
+    park(conn);
+    unsigned char chunk[4 * KiB];
+    memset(chunk, 'h', sizeof chunk);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(net_conn_send(conn, chunk, sizeof chunk));
+    CHECK_EQ(queued(conn), 12 * KiB);
+    CHECK_EQ(atomic_load(&fx.high_waters), 0); /* runs on the loop, which is parked */
+    unpark();
+    WAIT_FOR(atomic_load(&fx.high_waters) == 1);
+    CHECK_EQ(atomic_load(&fx.high_water_queued), 12 * KiB);
+    unsigned char got[12 * KiB];
+    recv_exact(fx.fd, got, sizeof got);
+    for (size_t i = 0; i < sizeof got; i++)
+        CHECK_EQ(got[i], 'h');
+    WAIT_FOR(queued(conn) == 0);
+    CHECK_EQ(atomic_load(&fx.high_waters), 1); /* once per upward crossing */
+    finish(conn);
+}
+
+/* The max_output option: a send that would pass it fails with -ENOBUFS and
+ * queues nothing, so what arrives is exactly the accepted sends, whole. */
+#define MO_LIMIT (64 * KiB)
+#define MO_CHUNK (16 * KiB)
+
+struct loop_send {
+    net_conn_t *conn;
+    size_t len;
+    int rc;
+    atomic_bool done;
+};
+
+static void loop_send_fn(void *arg)
+{
+    struct loop_send *ls = arg;
+    static unsigned char big[MO_LIMIT + 1];
+    ls->rc = net_conn_send(ls->conn, big, ls->len);
+    atomic_store(&ls->done, true);
+}
+
+TEST(xsend_max_output_enobufs_queues_nothing)
+{
+    options();
+    fx.opt.conn.max_output = MO_LIMIT;
+    net_conn_t *conn = start(0);
+    park(conn); /* nothing drains: the limit is reached deterministically */
+    unsigned char chunk[MO_CHUNK];
+    int accepted = 0, rc;
+    while ((rc = net_conn_send(conn, chunk, sizeof chunk)) == 0) {
+        accepted++;
+        CHECK(accepted <= (int)(MO_LIMIT / MO_CHUNK));
+    }
+    CHECK_EQ(rc, -ENOBUFS);
+    CHECK_EQ(accepted, MO_LIMIT / MO_CHUNK);
+    CHECK_EQ(queued(conn), MO_LIMIT);
+    unpark();
+
+    /* On the loop thread, a send larger than the limit fails the same way. */
+    struct loop_send ls = {.conn = conn, .len = MO_LIMIT + 1};
+    CHECK_OK(net_loop_run_in_loop(net_conn_loop(conn), loop_send_fn, &ls));
+    WAIT_FOR(atomic_load(&ls.done));
+    CHECK_EQ(ls.rc, -ENOBUFS);
+
+    unsigned char *all = malloc(MO_LIMIT);
+    CHECK(all);
+    recv_exact(fx.fd, all, MO_LIMIT);
+    free(all);
+    WAIT_FOR(queued(conn) == 0);
+    CHECK_OK(net_conn_send(conn, chunk, sizeof chunk)); /* room again */
+    unsigned char again[MO_CHUNK];
+    recv_exact(fx.fd, again, sizeof again);
+    struct pollfd p = {.fd = fx.fd, .events = POLLIN};
+    CHECK_EQ(poll(&p, 1, 50), 0); /* the refused sends left nothing behind */
+    finish(conn);
+}
