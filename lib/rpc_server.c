@@ -20,6 +20,7 @@
 
 #include "log_internal.h"
 #include "rpc_codec.h"
+#include "tcp_conn_internal.h"
 #include "rpc_workers.h"
 
 #define TABLE_SIZE 64 /* handlers per server are few; chains stay short */
@@ -173,12 +174,14 @@ static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint
     if (ss && atomic_load_explicit(&ss->batching, memory_order_relaxed) &&
         net_loop_in_loop_thread(net_conn_loop(conn)))
         return net__rpc_encode_response(&ss->batch, id, status, body, len);
-    net_buf_t out = NET_BUF_INIT;
-    int rc = net__rpc_encode_response(&out, id, status, body, len);
-    if (rc == 0)
-        rc = net_conn_send_buf(conn, &out);
-    net_buf_destroy(&out);
-    return rc;
+    /* Header and body go straight into one write-queue node: no buffer of
+     * our own, one copy. */
+    struct net__rpc_header h = {.version = NET__RPC_VERSION, .type = NET__RPC_TYPE_RESPONSE,
+                                .call_id = id, .status = status, .body_len = (uint32_t)len};
+    uint8_t hdr[NET__RPC_HEADER_LEN];
+    net__rpc_header_pack(hdr, &h);
+    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
+    return net__conn_sendv(conn, iov, len ? 2 : 1);
 }
 
 int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t body_len)
@@ -186,13 +189,14 @@ int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t 
     if (!req || (body_len && !body) || body_len > UINT32_MAX || status >= NET__RPC_LOCAL_MIN)
         return -EINVAL;
     int rc = send_response(req->conn, req->session, req->call_id, status, body, body_len);
-    if (rc == -ENOMEM) {
+    if (rc == -ENOMEM || rc == -ENOBUFS) {
         /* The caller would wait forever for this reply: close instead. */
-        NET__LOG_RL(NET_LOG_ERROR, "rpc: no memory for a reply; closing the connection");
+        NET__LOG_RL(NET_LOG_ERROR, "rpc: no %s for a reply; closing the connection",
+                    rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
         net_conn_force_close(req->conn);
     }
     req_free(req);
-    return rc == -ENOMEM ? rc : 0; /* a dead connection is not the caller's error */
+    return rc == -ENOMEM || rc == -ENOBUFS ? rc : 0; /* a dead connection is not the caller's error */
 }
 
 const char *net_rpc_req_method(const net_rpc_req_t *req)

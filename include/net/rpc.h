@@ -100,8 +100,11 @@ NET_EXPORT const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server)
 
 /* Answers req with status and body (copied) and frees req: never use it
  * again. If the connection is gone the reply is dropped and 0 is still
- * returned. Returns 0; -ENOMEM (req is freed all the same, and the
- * connection is closed, since the caller would otherwise wait forever); or
+ * returned. A reply from another thread goes through the connection's
+ * wait-free write queue (no lock). Returns 0; -ENOMEM or -ENOBUFS (no
+ * memory, or the connection's max_output option is reached: req is freed
+ * all the same, and the connection is closed, since the caller would
+ * otherwise wait forever); or
  * -EINVAL for a NULL req, a NULL body with body_len > 0, body_len > 4 GiB - 1
  * or a local-only status (>= 0xFFFFFF00) -- then req is NOT freed: reply
  * again correctly. Thread-safe. */
@@ -148,12 +151,15 @@ NET_EXPORT int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
 
 /* Starts a call: method (1..255 bytes), body (copied), a timeout (0 = none)
  * and the callback that receives the outcome exactly once, later, on the
- * client's loop (never inside this call). Calls from many threads are
- * batched into few writes. Returns 0 when the call was accepted (the
+ * client's loop (never inside this call). The call is started on the
+ * calling thread without a lock: its frame goes onto the connection's
+ * wait-free write queue, and calls from many threads (or many calls made
+ * in one loop iteration) leave in few writes. Returns 0 when the call was accepted (the
  * callback will run), or -EINVAL / -ENOMEM / -ESHUTDOWN (client stopped) when
  * it was not (the callback will not run). A call made while disconnected,
  * or beyond max_outstanding, is accepted and ends with DISCONNECTED or
- * OVERLOADED. Thread-safe. */
+ * OVERLOADED; so is one whose frame the connection refuses (OVERLOADED when
+ * its max_output is reached, INTERNAL without memory). Thread-safe. */
 NET_EXPORT int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
                             size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done,
                             void *arg);
