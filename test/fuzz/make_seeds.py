@@ -69,6 +69,8 @@ def rpc_frames_seeds():
     write("rpc_frames", "request_method_len_256", stream(header(1, 256, 1, 0, 0), (7, 1)))
     write("rpc_frames", "response_with_method", stream(header(2, 1, 1, 0, 0) + b"x"))
     write("rpc_frames", "request_with_status", stream(header(1, 4, 1, 5, 0) + b"echo", (19, 1)))
+    write("rpc_frames", "request_status_split",
+          stream(header(1, 4, 1, 0x01000000, 0) + b"echo", (17, 1, 1, 1)))
     write("rpc_frames", "response_local_status", stream(header(2, 0, 1, 0xFFFFFF01, 0), (20,)))
     write("rpc_frames", "huge_body_len", stream(header(1, 4, 9, 0, 0xFFFFFFFF) + b"echo", (23, 1)))
     write("rpc_frames", "at_limit", stream(echo + echo, (30,), max_frame=30))
@@ -123,6 +125,9 @@ def buffer_seeds():
           + bytes([ENSURE, 0, 0x10, 0x00])                           # 4096: grows
           + bytes([SHRINK, 0, 0, 0, RELEASE, RETRIEVE_ALL, RELEASE])
           + bytes([APPEND_BIG, 0xFF, 0xFF, 9, SHRINK, 0, 0, 16, DESTROY]))
+    write("buffer", "small_appends_grow",
+          b"".join(op_append(bytes([65 + i]) * 100) for i in range(6))
+          + bytes([RETRIEVE, 0, 250]) + op_append(b"z" * 200))
     write("buffer", "prepend_fresh",
           bytes([PREPEND, 8, PREPEND, 1, RETRIEVE_ALL, PREPEND, 9, RELEASE, PREPEND, 3]))
     write("buffer", "read_fd",
