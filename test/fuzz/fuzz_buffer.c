@@ -481,12 +481,30 @@ static void op_read_fd(struct state *s)
         model_append(&s->m, data, (size_t)got);
 }
 
+/* offset(2), len(2): appends a run of the buffer's own readable bytes, as
+ * in net_buf_append(buf, net_buf_peek(buf) + off, n): the call may grow or
+ * compact the storage those bytes live in. */
+static void op_append_self(struct state *s)
+{
+    size_t off = take_count(s), n = take_count(s);
+    if (off > s->m.len || n > s->m.len - off || !room_for(s, n))
+        return;
+    uint8_t *copy = malloc(n ? n : 1);
+    FUZZ_CHECK(copy != NULL);
+    if (n)
+        memcpy(copy, model_bytes(&s->m) + off, n);
+    FUZZ_CHECK(net_buf_append(&s->buf, net_buf_peek(&s->buf) + off, n) == 0);
+    model_append(&s->m, copy, n);
+    free(copy);
+}
+
 typedef void (*op_fn)(struct state *);
 
 static const op_fn ops[] = {
     op_append, op_append_big, op_prepend, op_retrieve, op_find, op_retrieve_until,
     op_retrieve_all, op_retrieve_as_string, op_peek_read_int, op_put_int,
     op_ensure_writable, op_shrink, op_release, op_destroy, op_write_commit, op_read_fd,
+    op_append_self,
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
