@@ -11,7 +11,7 @@
 # and exits non-zero if any target crashed, leaked, hung or broke an
 # invariant; the input that did it is kept under DIR/fuzz-artifacts/.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 seconds=60
 builddir=build-fuzz
@@ -74,11 +74,13 @@ configure_and_build() {
 
 # The last value of a libFuzzer status field ("cov: 123") in the log.
 last_field() {
-    grep -o "$1: [0-9]*" "$2" | tail -1 | sed 's/.*: //'
+    v=$(grep -o "$1: [0-9]*" "$2" | tail -1 | sed 's/.*: //')
+    echo "${v:--}"
 }
 
 final_stat() {
-    sed -n "s/^stat::$1: *//p" "$2" | tail -1
+    v=$(sed -n "s/^stat::$1: *//p" "$2" | tail -1)
+    echo "${v:--}"
 }
 
 outcome() {
@@ -104,6 +106,8 @@ run_target() {
     dict=""
     started=$(date +%s)
     [ -f "test/fuzz/fuzz_$t.dict" ] && dict="-dict=test/fuzz/fuzz_$t.dict"
+    # $dict unquoted: empty means no argument at all.
+    # shellcheck disable=SC2086
     ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
         nice -n 10 "$exe" -max_total_time="$seconds" -detect_leaks=1 -max_len=4096 \
         -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
