@@ -242,15 +242,33 @@ int net_buf_ensure_writable(net_buf_t *buf, size_t n)
     return buf_make_space(buf, n);
 }
 
+/* Where p lies within the readable bytes, or SIZE_MAX if it does not point
+ * into them. Compared as integers, as in net_buf_retrieve_until(). */
+static size_t buf_readable_offset(const net_buf_t *buf, const void *p)
+{
+    if (!buf->data)
+        return SIZE_MAX;
+    uintptr_t start = (uintptr_t)(buf->data + buf->rd), at = (uintptr_t)p;
+    if (at < start || at - start >= buf_readable(buf))
+        return SIZE_MAX;
+    return at - start;
+}
+
 int net_buf_append(net_buf_t *buf, const void *data, size_t len)
 {
     if (!buf || (!data && len > 0))
         return -EINVAL;
     if (len == 0)
         return 0;
+    /* data may be the buffer's own readable bytes (e.g. repeating a prefix
+     * via peek()): growing frees them and compacting moves them, so they
+     * are found again by their offset from the readable start. */
+    size_t off = buf_readable_offset(buf, data);
     int rc = net_buf_ensure_writable(buf, len);
     if (rc < 0)
         return rc;
+    if (off != SIZE_MAX)
+        data = buf->data + buf->rd + off;
     memcpy(buf->data + buf->wr, data, len);
     buf->wr += len;
     return 0;

@@ -732,3 +732,41 @@ TEST(buf_read_fd_bad_fd_returns_ebadf)
     CHECK_EQ(net_buf_read_fd(&b, -1), -EBADF);
     CHECK_EQ(net_buf_capacity(&b), 0);
 }
+
+/* Regression, found by test/fuzz/fuzz_buffer.c: appending the buffer's own
+ * readable bytes (net_buf_peek() + off) read them after growth had freed
+ * them (heap-use-after-free), or after compaction had moved them (wrong
+ * bytes, silently). Both paths are taken here, checked against a copy. */
+TEST(buf_append_own_bytes_reg)
+{
+    net_buf_t b = NET_BUF_INIT;
+    char want[512];
+    size_t len = 120;
+    for (size_t i = 0; i < len; i++)
+        want[i] = (char)('a' + i % 26);
+    CHECK_OK(net_buf_append(&b, want, len));
+    CHECK_EQ(net_buf_writable(&b), 0); /* the next append must grow */
+    size_t cap = net_buf_capacity(&b);
+    CHECK_OK(net_buf_append(&b, net_buf_peek(&b) + 20, 100));
+    memcpy(want + len, want + 20, 100);
+    len += 100;
+    CHECK(net_buf_capacity(&b) > cap);
+    CHECK_CONTENT(&b, want, len);
+
+    /* Consume most of it and fill the tail: the next append then fits only
+     * by moving the readable bytes to the front. */
+    CHECK_OK(net_buf_retrieve(&b, 200));
+    memmove(want, want + 200, len - 200);
+    len -= 200;
+    size_t tail = net_buf_writable(&b);
+    memset(want + len, 'z', tail);
+    CHECK_OK(net_buf_append(&b, want + len, tail));
+    len += tail;
+    cap = net_buf_capacity(&b);
+    CHECK_OK(net_buf_append(&b, net_buf_peek(&b), len));
+    memcpy(want + len, want, len);
+    len *= 2;
+    CHECK_EQ(net_buf_capacity(&b), cap); /* compacted, not grown */
+    CHECK_CONTENT(&b, want, len);
+    net_buf_destroy(&b);
+}

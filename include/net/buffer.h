@@ -155,6 +155,8 @@ NET_EXPORT const char *net_buf_find_eol_at(const net_buf_t *buf, size_t offset);
 /* ---- Writing ---------------------------------------------------------- */
 
 /* Appends len bytes copied from data (data may be NULL only if len is 0).
+ * data may point into buf's own readable bytes (e.g. net_buf_peek(buf)),
+ * even when the append grows or compacts the storage.
  * Returns 0, -ENOMEM (nothing appended) or -EINVAL.
  * Not thread-safe: one thread at a time. */
 NET_EXPORT int net_buf_append(net_buf_t *buf, const void *data, size_t len);
