@@ -608,6 +608,8 @@ TEST(fault_tcp_connection_storm)
     CHECK_EQ(net_server_refused(server), 0);
     run_until_fds(loop, fd0);
     size_t heap1 = heap_in_use();
+    fprintf(stderr, "storm: heap in use %zu -> %zu bytes (0: not measured in this build)\n",
+            heap0, heap1);
     if (heap1 > heap0 + STORM_HEAP_SLACK)
         net_test_fail(__FILE__, __LINE__, "heap grew by %zu bytes over %d connections",
                       heap1 - heap0, cycles);
@@ -854,4 +856,116 @@ TEST(fault_tcp_emfile_storm_no_spin)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     close(cmd[1]);
     close(rep[0]);
+}
+
+/* =========================================================================== */
+/* A graceful stop in the middle of a storm                                     */
+/* =========================================================================== */
+
+/* Not in the issue's list, but the same storm hits a race the others do
+ * not: connections accepted just before the stop, still on their way to
+ * their I/O loop, while the stop half-closes and then force-closes the
+ * rest. The stop must complete exactly once, every connection that came up
+ * must go down once, and no descriptor may be left. Clients accept errors
+ * (refused, reset, EOF) only once the stop has been requested. */
+#define SS_THREADS STORM_THREADS /* storm_clients_done() waits for that many */
+#define SS_BEFORE_MS 300
+#define SS_AFTER_MS 50
+#define SS_MAX_CYCLES 200000 /* per thread; the time bounds end it first */
+
+static struct {
+    net_addr_t addr;
+    atomic_bool stop_requested, quit;
+    atomic_int ups, downs, cycles, failures_after_stop;
+} ss;
+
+static void ss_connection(net_conn_t *conn, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(net_conn_connected(conn) ? &ss.ups : &ss.downs, 1);
+}
+
+/* A failure is fine once the stop was requested (it was set before). */
+static void ss_failed(const char *what)
+{
+    if (!atomic_load(&ss.stop_requested))
+        net_test_fail(__FILE__, __LINE__, "%s before the stop: %s", what, strerror(errno));
+    atomic_fetch_add(&ss.failures_after_stop, 1);
+}
+
+static void ss_cycle(int j)
+{
+    int fd = raw_socket(0, 5000);
+    if (connect(fd, net_addr_sockaddr(&ss.addr), net_addr_len(&ss.addr)) < 0) {
+        ss_failed("connect");
+        CHECK(close(fd) == 0);
+        return;
+    }
+    char c = (char)j, back;
+    if (j % 4 == 0) {
+        ssize_t n = send(fd, &c, 1, MSG_NOSIGNAL);
+        if (n == 1)
+            n = recv(fd, &back, 1, 0);
+        if (n != 1)
+            ss_failed("echo");
+        else
+            CHECK_EQ(back, c);
+    }
+    if (j % 2)
+        CHECK(close(fd) == 0);
+    else
+        raw_reset(fd);
+    atomic_fetch_add(&ss.cycles, 1);
+}
+
+static void ss_client(void *arg)
+{
+    (void)arg;
+    for (int j = 0; j < SS_MAX_CYCLES && !atomic_load(&ss.quit); j++)
+        ss_cycle(j);
+}
+
+static void ss_quit_clients(void *arg)
+{
+    (void)arg;
+    atomic_store(&ss.quit, true);
+}
+
+TEST(fault_tcp_stop_during_storm)
+{
+    watchdog_start();
+    net_loop_t *loop;
+    CHECK_OK(net_loop_new(&loop));
+    int fd0 = count_open_fds();
+    struct net_conn_callbacks cbs = {.on_connection = ss_connection, .on_message = echo_message};
+    net_server_t *server = server_start(loop, 2, &cbs, NULL);
+    ss.addr = *net_server_addr(server);
+
+    struct job jobs[SS_THREADS];
+    for (int i = 0; i < SS_THREADS; i++)
+        job_start(&jobs[i], ss_client, NULL);
+    run_for(loop, SS_BEFORE_MS);
+    int before = atomic_load(&ss.cycles);
+    atomic_store(&ss.stop_requested, true);
+    int done = 0;
+    CHECK_OK(net_server_stop(server, 200, stopped, &done));
+    run_until(loop, int_positive, &done);
+    CHECK(net_loop_run_after(loop, SS_AFTER_MS, ss_quit_clients, NULL) > 0);
+    run_until(loop, storm_clients_done, jobs); /* the clients see refusals meanwhile */
+    for (int i = 0; i < SS_THREADS; i++)
+        CHECK_EQ(pthread_join(jobs[i].thread, NULL), 0);
+    run_for(loop, 50); /* a second stopped callback would run here */
+
+    fprintf(stderr, "stop during storm: %d cycles before the stop, %d in all, %d failures "
+            "after it; %d up, %d down\n", before, atomic_load(&ss.cycles),
+            atomic_load(&ss.failures_after_stop), atomic_load(&ss.ups), atomic_load(&ss.downs));
+    CHECK_EQ(done, 1);
+    CHECK(before > 0);
+    CHECK_EQ(net_server_connection_count(server), 0);
+    CHECK_EQ(atomic_load(&ss.ups), atomic_load(&ss.downs));
+    CHECK((uint64_t)atomic_load(&ss.ups) <= net_server_accepted(server));
+    CHECK_OK(net_server_free(server));
+    CHECK_EQ(atomic_load(&ss.ups), atomic_load(&ss.downs));
+    CHECK_EQ(count_open_fds(), fd0);
+    net_loop_free(loop);
 }
