@@ -835,12 +835,9 @@ TEST(fault_tcp_emfile_storm_no_spin)
     CHECK(open_conns <= EM_ROOM);
 
     /* The child let go: under the same low limit, a new client is served. */
-    /* Connections of the storm may still wait in the backlog while the
-     * acceptor pauses (it pauses 100 ms whenever a shed finds the backlog
-     * empty); they take descriptors for a moment when it resumes. Let them
-     * pass first: the point is that the server serves afterwards. */
-    run_until(loop, em_settled, server);
-    run_for(loop, 300);
+    /* At once: connections of the storm were shed as they came, so no pile
+     * of them waits in the backlog to exhaust us again (see
+     * fault_tcp_emfile_no_accept_pause_reg). */
     run_until(loop, em_settled, server);
     check_still_serves(loop, server, "served once descriptors are free");
     run_until(loop, em_settled, server);
@@ -967,5 +964,105 @@ TEST(fault_tcp_stop_during_storm)
     CHECK_OK(net_server_free(server));
     CHECK_EQ(atomic_load(&ss.ups), atomic_load(&ss.downs));
     CHECK_EQ(count_open_fds(), fd0);
+    net_loop_free(loop);
+}
+
+/* =========================================================================== */
+/* Regression: no accept pause after shedding into an empty backlog             */
+/* =========================================================================== */
+
+/* Out of descriptors, accept() fails with EMFILE even when the backlog is
+ * empty (the kernel allocates the descriptor first). The acceptor used to
+ * take the EAGAIN of its shedding accept for a failure and pause accepting
+ * for 100 ms after every batch. Connections arriving meanwhile piled up in
+ * the backlog instead of being shed, and once descriptors came back that
+ * pile was accepted in a burst that ran out of descriptors again: a good
+ * client arriving right behind it was shed although nothing was exhausted
+ * any more. Here: R connections exhaust the server, one more is shed, K
+ * more arrive (and stay open), the R close, and then a good client must be
+ * served. (Before the fix this fails whenever the steps fit in the 100 ms
+ * pause, as they do on an idle machine; with it, timing does not matter.) */
+#define EP_ROOM 8  /* descriptors the server may use */
+/* Connections arriving while exhausted. More than the descriptors that come
+ * back (the server's EP_ROOM and our EP_ROOM held ones): if they wait in
+ * the backlog, accepting them exhausts the server again in one burst. */
+#define EP_STALE 40
+
+static bool count_is(void *arg)
+{
+    struct { net_server_t *server; size_t n; } *c = arg;
+    return net_server_connection_count(c->server) == c->n;
+}
+
+static void run_until_count(net_loop_t *loop, net_server_t *server, size_t n)
+{
+    struct { net_server_t *server; size_t n; } c = {server, n};
+    run_until(loop, count_is, &c);
+}
+
+static void connect_or_fail(int fd, const net_addr_t *addr)
+{
+    if (connect(fd, net_addr_sockaddr(addr), net_addr_len(addr)) < 0)
+        net_test_fail(__FILE__, __LINE__, "connect: %s", strerror(errno));
+}
+
+static void ep_good_client_reads(void *arg)
+{
+    int fd = *(int *)arg;
+    char back[4];
+    size_t got = 0;
+    while (got < sizeof back) {
+        ssize_t n = recv(fd, back + got, sizeof back - got, 0);
+        if (n <= 0)
+            net_test_fail(__FILE__, __LINE__, "the good client was shed after recovery: %s",
+                          n ? strerror(errno) : "EOF");
+        got += (size_t)n;
+    }
+    CHECK_MEM_EQ(back, "good", 4);
+}
+
+TEST(fault_tcp_emfile_no_accept_pause_reg)
+{
+    watchdog_start();
+    net_loop_t *loop;
+    CHECK_OK(net_loop_new(&loop));
+    struct net_conn_callbacks cbs = {.on_message = echo_message};
+    net_server_t *server = server_start(loop, 0, &cbs, NULL);
+    const net_addr_t *addr = net_server_addr(server);
+
+    /* Every client socket is made before the limit drops. */
+    int held[EP_ROOM], extra, stale[EP_STALE], good;
+    for (int i = 0; i < EP_ROOM; i++)
+        held[i] = raw_socket(0, 10000);
+    for (int i = 0; i < EP_STALE; i++)
+        stale[i] = raw_socket(0, 10000);
+    extra = raw_socket(0, 10000);
+    good = raw_socket(0, 10000);
+    struct rlimit old;
+    CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+    struct rlimit low = {.rlim_cur = limit_leaving(EP_ROOM, old.rlim_cur), .rlim_max = old.rlim_max};
+    CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+
+    for (int i = 0; i < EP_ROOM; i++)
+        connect_or_fail(held[i], addr);
+    run_until_count(loop, server, EP_ROOM);     /* exhausted */
+    connect_or_fail(extra, addr);
+    run_for(loop, 10);                          /* shed */
+    for (int i = 0; i < EP_STALE; i++)
+        connect_or_fail(stale[i], addr);
+    run_for(loop, 10);                          /* shed too, unless paused */
+    for (int i = 0; i < EP_ROOM; i++)
+        CHECK(close(held[i]) == 0);
+    run_until_count(loop, server, 0);           /* descriptors are back */
+
+    connect_or_fail(good, addr);
+    CHECK(raw_write(good, "good", 4));
+    run_with_client(loop, ep_good_client_reads, &good);
+    CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+    CHECK(close(extra) == 0);
+    CHECK(close(good) == 0);
+    for (int i = 0; i < EP_STALE; i++)
+        CHECK(close(stale[i]) == 0);
+    server_stop_and_free(loop, server);
     net_loop_free(loop);
 }
