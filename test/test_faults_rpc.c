@@ -595,6 +595,51 @@ static bool sl_all_completed(void)
     return true;
 }
 
+struct sl_tally {
+    int by_status[3]; /* OK, SHUTTING_DOWN, DISCONNECTED */
+    int total, after;
+};
+
+static int sl_status_index(uint32_t status)
+{
+    switch (status) {
+    case NET_RPC_OK:
+        return 0;
+    case NET_RPC_SHUTTING_DOWN:
+        return 1;
+    case NET_RPC_DISCONNECTED:
+        return 2;
+    default:
+        return -1;
+    }
+}
+
+/* Every call issued ended once, with an allowed status for its kind and
+ * time. */
+static struct sl_tally sl_check_outcomes(void)
+{
+    struct sl_tally tally = {0};
+    for (int t = 0; t < SL_THREADS; t++) {
+        for (int i = 0; i < atomic_load(&sl.issued[t]); i++) {
+            struct sl_call *c = &sl.calls[t][i];
+            CHECK_EQ(atomic_load(&c->done), 1);
+            int k = sl_status_index(c->status);
+            if (k < 0)
+                net_test_fail(__FILE__, __LINE__, "call %d:%d ended with %s", t, i,
+                              net_rpc_status_name(c->status));
+            if (c->kind == SL_HOLD && k == 0)
+                net_test_fail(__FILE__, __LINE__, "held call %d:%d answered OK", t, i);
+            if (c->after_stop && k != 2)
+                net_test_fail(__FILE__, __LINE__, "call %d:%d after the stop ended with %s", t, i,
+                              net_rpc_status_name(c->status));
+            tally.by_status[k]++;
+            tally.after += c->after_stop;
+            tally.total++;
+        }
+    }
+    return tally;
+}
+
 TEST(fault_rpc_stop_under_load_8_threads)
 {
     watchdog_start();
@@ -616,31 +661,13 @@ TEST(fault_rpc_stop_under_load_8_threads)
     WAIT_UNTIL(sl_all_completed());
     sleep_ms(50); /* a second completion would show up here */
 
-    int by_status[3] = {0}, total = 0, after = 0;
-    for (int t = 0; t < SL_THREADS; t++) {
-        for (int i = 0; i < atomic_load(&sl.issued[t]); i++) {
-            struct sl_call *c = &sl.calls[t][i];
-            CHECK_EQ(atomic_load(&c->done), 1);
-            int k = c->status == NET_RPC_OK ? 0 : c->status == NET_RPC_SHUTTING_DOWN ? 1
-                    : c->status == NET_RPC_DISCONNECTED ? 2 : -1;
-            if (k < 0)
-                net_test_fail(__FILE__, __LINE__, "call %d:%d ended with %s", t, i,
-                              net_rpc_status_name(c->status));
-            if (c->kind == SL_HOLD && k == 0)
-                net_test_fail(__FILE__, __LINE__, "held call %d:%d answered OK", t, i);
-            if (c->after_stop && k != 2)
-                net_test_fail(__FILE__, __LINE__, "call %d:%d after the stop ended with %s", t, i,
-                              net_rpc_status_name(c->status));
-            by_status[k]++;
-            after += c->after_stop;
-            total++;
-        }
-    }
+    struct sl_tally tally = sl_check_outcomes();
     fprintf(stderr, "%d calls: %d OK, %d SHUTTING_DOWN, %d DISCONNECTED (%d made after the "
-            "stop)\n", total, by_status[0], by_status[1], by_status[2], after);
-    CHECK(by_status[0] > 0);
-    CHECK(after > 0);
-    CHECK(by_status[2] >= after);
+            "stop)\n", tally.total, tally.by_status[0], tally.by_status[1], tally.by_status[2],
+            tally.after);
+    CHECK(tally.by_status[0] > 0);
+    CHECK(tally.after > 0);
+    CHECK(tally.by_status[2] >= tally.after);
 
     client_down(&sl.clients[0]);
     client_down(&sl.clients[1]);

@@ -556,6 +556,20 @@ static bool storm_settled(void *server)
            atomic_load(&storm.downs) == ups;
 }
 
+/* Runs the storm (the loop serves meanwhile); returns how long it took. */
+static uint64_t storm_run(net_loop_t *loop)
+{
+    uint64_t t0 = net_test_now_ms();
+    storm.deadline = t0 + STORM_TIME_MS;
+    struct job jobs[STORM_THREADS];
+    for (int i = 0; i < STORM_THREADS; i++)
+        job_start(&jobs[i], storm_client, NULL);
+    run_until(loop, storm_clients_done, jobs);
+    for (int i = 0; i < STORM_THREADS; i++)
+        CHECK_EQ(pthread_join(jobs[i].thread, NULL), 0);
+    return net_test_now_ms() - t0;
+}
+
 static size_t heap_in_use(void)
 {
 #if defined(__GLIBC__) && !FAULTS_SANITIZED
@@ -583,15 +597,7 @@ TEST(fault_tcp_connection_storm)
     atomic_store(&storm.ups, (int)accepted0);
     atomic_store(&storm.downs, (int)accepted0);
 
-    uint64_t t0 = net_test_now_ms();
-    storm.deadline = t0 + STORM_TIME_MS;
-    struct job jobs[STORM_THREADS];
-    for (int i = 0; i < STORM_THREADS; i++)
-        job_start(&jobs[i], storm_client, NULL);
-    run_until(loop, storm_clients_done, jobs);
-    for (int i = 0; i < STORM_THREADS; i++)
-        CHECK_EQ(pthread_join(jobs[i].thread, NULL), 0);
-    uint64_t storm_ms = net_test_now_ms() - t0;
+    uint64_t storm_ms = storm_run(loop);
     run_until(loop, storm_settled, server);
 
     int cycles = atomic_load(&storm.cycles);
@@ -675,56 +681,75 @@ static bool em_child_was_shed(int fd)
     return recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
 }
 
-static void em_child(int cmd, int rep)
+/* Reads n bytes from the parent, waiting at most EM_CHILD_MAX_MS; exits
+ * with `code` if they do not come (the parent failed). */
+static void em_child_read(int cmd, void *p, size_t n, int code)
 {
-    struct em_report r = {0};
-    uint16_t port;
-    struct pollfd p = {.fd = cmd, .events = POLLIN};
-    if (poll(&p, 1, EM_CHILD_MAX_MS) != 1 || read(cmd, &port, sizeof port) != sizeof port)
-        _exit(2);
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = port,
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    static int held[EM_HOLD];
+    struct pollfd pfd = {.fd = cmd, .events = POLLIN};
+    if (poll(&pfd, 1, EM_CHILD_MAX_MS) != 1 || read(cmd, p, n) != (ssize_t)n)
+        _exit(code);
+}
+
+static void em_child_hold(const struct sockaddr_in *to, int *held, struct em_report *r)
+{
     for (int i = 0; i < EM_HOLD; i++) {
-        held[i] = em_child_connect(&to);
-        r.errors += held[i] < 0;
-        r.held += held[i] >= 0;
+        held[i] = em_child_connect(to);
+        r->errors += held[i] < 0;
+        r->held += held[i] >= 0;
     }
-    char h = 'H';
-    if (write(rep, &h, 1) != 1)
-        _exit(3);
+}
+
+/* Connects and resets at a bounded pace until the parent says stop. */
+static void em_child_storm(int cmd, const struct sockaddr_in *to, struct em_report *r)
+{
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     uint64_t deadline = net_test_now_ms() + EM_CHILD_MAX_MS;
     while (!em_child_stop_requested(cmd) && net_test_now_ms() < deadline) {
-        int fd = em_child_connect(&to);
+        int fd = em_child_connect(to);
         if (fd >= 0) {
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             close(fd);
-            r.storm_connects++;
+            r->storm_connects++;
         } else {
-            r.errors++;
+            r->errors++;
         }
         usleep(EM_PACE_US);
     }
+}
+
+static void em_child_release(const int *held, struct em_report *r)
+{
     for (int i = 0; i < EM_HOLD; i++) {
         if (held[i] < 0)
             continue;
         if (em_child_was_shed(held[i]))
-            r.shed++;
+            r->shed++;
         else
-            r.open++;
+            r->open++;
         close(held[i]);
     }
-    char stop;
-    if (read(cmd, &stop, 1) != 1)
-        _exit(6);
+}
+
+/* The child's life: port -> hold -> 'H' -> storm until 'S' -> release ->
+ * report -> wait for 'Q'. */
+static void em_child(int cmd, int rep)
+{
+    struct em_report r = {0};
+    uint16_t port;
+    em_child_read(cmd, &port, sizeof port, 2);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = port,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    static int held[EM_HOLD];
+    em_child_hold(&to, held, &r);
+    if (write(rep, "H", 1) != 1)
+        _exit(3);
+    em_child_storm(cmd, &to, &r);
+    em_child_release(held, &r);
+    char c;
+    em_child_read(cmd, &c, 1, 4); /* the 'S' */
     if (write(rep, &r, sizeof r) != sizeof r)
-        _exit(4);
-    char q;
-    p.fd = cmd;
-    poll(&p, 1, EM_CHILD_MAX_MS); /* until the parent is done with us */
-    if (read(cmd, &q, 1) < 0)
         _exit(5);
+    em_child_read(cmd, &c, 1, 6); /* the 'Q' */
     _exit(0);
 }
 
@@ -768,22 +793,87 @@ static void read_all(int fd, void *p, size_t n)
     CHECK_EQ(read(fd, p, n), (ssize_t)n);
 }
 
-TEST(fault_tcp_emfile_storm_no_spin)
+/* The child's end of the two pipes: cmd (parent to child), rep (back). */
+struct em_child_proc {
+    pid_t pid;
+    int cmd, rep;
+};
+
+/* Forks the child; must run while this process has no other thread. */
+static struct em_child_proc em_child_start(void)
 {
-    watchdog_start();
-    /* Fork first, while this process has no thread besides this one. */
     int cmd[2], rep[2];
     CHECK(pipe2(cmd, O_CLOEXEC) == 0 && pipe2(rep, O_CLOEXEC) == 0);
-    pid_t child = fork();
-    CHECK(child >= 0);
-    if (child == 0) {
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
         close(cmd[1]);
         close(rep[0]);
         em_child(cmd[0], rep[1]);
     }
     close(cmd[0]);
     close(rep[1]);
+    return (struct em_child_proc){pid, cmd[1], rep[0]};
+}
 
+static void em_child_send(const struct em_child_proc *c, const void *p, size_t n)
+{
+    CHECK_EQ(write(c->cmd, p, n), (ssize_t)n);
+}
+
+static void em_child_end(struct em_child_proc *c)
+{
+    em_child_send(c, "Q", 1);
+    int status;
+    CHECK_EQ(waitpid(c->pid, &status, 0), c->pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(c->cmd);
+    close(c->rep);
+}
+
+struct em_window {
+    int64_t cpu_ms;
+    uint64_t wall_ms;
+    unsigned long long iterations;
+};
+
+/* Runs the base loop for EM_WINDOW_MS and measures what it cost. */
+static struct em_window em_measure(net_loop_t *loop)
+{
+    int64_t cpu0 = cpu_ms_self();
+    uint64_t t0 = net_test_now_ms();
+    unsigned long long it0 = loop->iterations;
+    run_for(loop, EM_WINDOW_MS);
+    return (struct em_window){.cpu_ms = cpu_ms_self() - cpu0,
+                              .wall_ms = net_test_now_ms() - t0,
+                              .iterations = loop->iterations - it0};
+}
+
+static void em_check_no_spin(const struct em_window *w)
+{
+    if (w->cpu_ms * 2 >= (int64_t)w->wall_ms)
+        net_test_fail(__FILE__, __LINE__, "busy while out of descriptors: %lld ms CPU in %llu ms",
+                      (long long)w->cpu_ms, (unsigned long long)w->wall_ms);
+    if (w->iterations > EM_MAX_ITERATIONS)
+        net_test_fail(__FILE__, __LINE__, "the base loop spun: %llu iterations in %llu ms",
+                      w->iterations, (unsigned long long)w->wall_ms);
+}
+
+static void em_check_report(const struct em_report *r, size_t open_at_limit)
+{
+    CHECK_EQ(r->errors, 0);
+    CHECK_EQ(r->held, EM_HOLD);
+    CHECK(r->storm_connects > 0);
+    CHECK(r->shed > 0);                 /* the limit was reached */
+    CHECK_EQ(r->shed + r->open, EM_HOLD);
+    CHECK(r->open <= EM_ROOM);          /* nothing beyond the limit was kept */
+    CHECK(open_at_limit <= EM_ROOM);
+}
+
+TEST(fault_tcp_emfile_storm_no_spin)
+{
+    watchdog_start();
+    struct em_child_proc child = em_child_start();
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     struct net_conn_callbacks cbs = {.on_connection = em_connection, .on_message = echo_message};
@@ -795,48 +885,30 @@ TEST(fault_tcp_emfile_storm_no_spin)
     struct rlimit low = {.rlim_cur = limit_leaving(EM_ROOM, old.rlim_cur), .rlim_max = old.rlim_max};
     CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
 
-    uint16_t port = ((const struct sockaddr_in *)net_addr_sockaddr(net_server_addr(server)))->sin_port;
-    CHECK_EQ(write(cmd[1], &port, sizeof port), (ssize_t)sizeof port);
+    const net_addr_t *addr = net_server_addr(server);
+    uint16_t port = ((const struct sockaddr_in *)net_addr_sockaddr(addr))->sin_port;
+    em_child_send(&child, &port, sizeof port);
     char h;
-    read_all(rep[0], &h, 1); /* the held connections wait in the backlog */
+    read_all(child.rep, &h, 1); /* the held connections wait in the backlog */
     CHECK_EQ(h, 'H');
+    run_for(loop, 300);         /* accept until out of descriptors, then shed */
+    struct em_window w = em_measure(loop);
+    size_t open_at_limit = net_server_connection_count(server);
 
-    run_for(loop, 300); /* accept until out of descriptors, then shed */
-    int64_t cpu0 = cpu_ms_self();
-    uint64_t t0 = net_test_now_ms();
-    unsigned long long it0 = loop->iterations;
-    run_for(loop, EM_WINDOW_MS);
-    unsigned long long iterations = loop->iterations - it0;
-    int64_t cpu_ms = cpu_ms_self() - cpu0;
-    uint64_t wall_ms = net_test_now_ms() - t0;
-    uint64_t accepted = net_server_accepted(server);
-    size_t open_conns = net_server_connection_count(server);
-
-    char s = 'S';
-    CHECK_EQ(write(cmd[1], &s, 1), 1);
+    em_child_send(&child, "S", 1);
     struct em_report r;
-    read_all(rep[0], &r, sizeof r);
-    fprintf(stderr, "emfile: %lld ms CPU, %llu base loop iterations in %llu ms; accepted %llu, %zu open at the limit; "
-            "child: %d held (%d shed, %d open), %d storm connects, %d errors\n",
-            (long long)cpu_ms, iterations, (unsigned long long)wall_ms, (unsigned long long)accepted,
-            open_conns, r.held, r.shed, r.open, r.storm_connects, r.errors);
-    if (cpu_ms * 2 >= (int64_t)wall_ms)
-        net_test_fail(__FILE__, __LINE__, "busy while out of descriptors: %lld ms CPU in %llu ms",
-                      (long long)cpu_ms, (unsigned long long)wall_ms);
-    if (iterations > EM_MAX_ITERATIONS)
-        net_test_fail(__FILE__, __LINE__, "the base loop spun: %llu iterations in %llu ms",
-                      iterations, (unsigned long long)wall_ms);
-    CHECK_EQ(r.errors, 0);
-    CHECK_EQ(r.held, EM_HOLD);
-    CHECK(r.storm_connects > 0);
-    CHECK(r.shed > 0);                  /* the limit was reached */
-    CHECK_EQ(r.shed + r.open, EM_HOLD);
-    CHECK(r.open <= EM_ROOM);           /* nothing beyond the limit was kept */
-    CHECK(open_conns <= EM_ROOM);
+    read_all(child.rep, &r, sizeof r);
+    fprintf(stderr, "emfile: %lld ms CPU, %llu base loop iterations in %llu ms; accepted %llu, "
+            "%zu open at the limit; child: %d held (%d shed, %d open), %d storm connects, "
+            "%d errors\n", (long long)w.cpu_ms, w.iterations, (unsigned long long)w.wall_ms,
+            (unsigned long long)net_server_accepted(server), open_at_limit, r.held, r.shed,
+            r.open, r.storm_connects, r.errors);
+    em_check_no_spin(&w);
+    em_check_report(&r, open_at_limit);
 
-    /* The child let go: under the same low limit, a new client is served. */
-    /* At once: connections of the storm were shed as they came, so no pile
-     * of them waits in the backlog to exhaust us again (see
+    /* The child let go: under the same low limit, a new client is served at
+     * once. Connections of the storm were shed as they came, so no pile of
+     * them waits in the backlog to exhaust us again (see
      * fault_tcp_emfile_no_accept_pause_reg). */
     run_until(loop, em_settled, server);
     check_still_serves(loop, server, "served once descriptors are free");
@@ -846,13 +918,7 @@ TEST(fault_tcp_emfile_storm_no_spin)
     run_until_fds(loop, fd0);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
-    char q = 'Q';
-    CHECK_EQ(write(cmd[1], &q, 1), 1);
-    int status;
-    CHECK_EQ(waitpid(child, &status, 0), child);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    close(cmd[1]);
-    close(rep[0]);
+    em_child_end(&child);
 }
 
 /* =========================================================================== */
