@@ -307,9 +307,10 @@ static void sync_echo(struct client *c, const char *text)
 
 /* A raw client sends the first `split` bytes of a request and resets. The
  * partial frame must be dropped (never dispatched), the connection closed
- * (its descriptor goes), and the server must serve a real client. The last
- * round sends one whole frame and half of the next: exactly the whole one
- * is dispatched. */
+ * (its descriptor goes), and the server must serve a real client. Then
+ * one whole frame and half of the next (exactly the whole one is
+ * dispatched), and half of an 8 MiB frame (the 4 MiB buffered are freed:
+ * ASan's leak check). */
 static const size_t mid_frame_splits[] = {1, 4, 5, 6, 8, 16, 20, 23, 24, 25, 27, 28, 29,
                                           100, 200, 327};
 #define N_SPLITS (sizeof mid_frame_splits / sizeof *mid_frame_splits)
@@ -367,6 +368,18 @@ TEST(fault_rpc_rst_mid_frame)
     CHECK_EQ(atomic_load(&S.echoes), echoes + 2);
     net_buf_destroy(&two);
     net_buf_destroy(&frame);
+
+    /* Half of a large frame: the server buffers 4 MiB of an 8 MiB body. */
+    net_buf_t big = NET_BUF_INIT;
+    char *body = calloc(1, 8 * MiB);
+    CHECK(body != NULL);
+    CHECK_OK(net__rpc_encode_request(&big, 10, "echo", 4, body, 8 * MiB));
+    free(body);
+    echoes = atomic_load(&S.echoes);
+    send_part_and_reset(net_buf_peek(&big), net_buf_readable(&big) / 2, fd0);
+    net_buf_destroy(&big);
+    sync_echo(&c, "after half of a large frame");
+    CHECK_EQ(atomic_load(&S.echoes), echoes + 1);
 
     client_down(&c);
     server_down();

@@ -202,17 +202,20 @@ static void run_until_fds(net_loop_t *loop, int want)
 /* The server answers "BIG!" with one 32 MiB message; the client reads a
  * little of it and resets. The connection must close exactly once, with the
  * rest of its queue dropped and freed. Rounds alternate between a send on
- * the connection's loop and one from another thread (the base loop), and
- * read more or less before the reset. */
+ * the connection's loop and one from another thread (the base loop), read
+ * more or less before the reset, and in the last two the server half-closes
+ * right after the send, so the reset meets a shutdown still waiting for its
+ * output to drain. */
 #define BIG_LEN (32u * MiB)
-#define RW_ROUNDS 4
+#define RW_ROUNDS 6
 
-static const size_t rw_read_before_reset[RW_ROUNDS] = {1, 64 * KiB, MiB, 4 * MiB};
+static const size_t rw_read_before_reset[RW_ROUNDS] = {1, 64 * KiB, MiB, 4 * MiB, 1, MiB};
 
 static struct {
     net_loop_t *base;
     char *big;
     bool cross_thread;       /* this round: send from the base loop */
+    bool then_shutdown;      /* this round: half-close after the send (output pending) */
     atomic_int ups, downs, big_downs, big_sends;
     atomic_ullong big_id;    /* the connection asked for the big message */
     _Atomic(net_conn_t *) big_conn; /* a reference to it */
@@ -235,6 +238,8 @@ static void rw_send_big(net_conn_t *conn)
     int rc = net_conn_send(conn, rw.big, BIG_LEN);
     /* The peer may already be gone; anything else is a failure. */
     CHECK(rc == 0 || rc == -ENOTCONN || rc == -ECONNRESET || rc == -EPIPE);
+    if (rw.then_shutdown)
+        CHECK(net_conn_shutdown(conn) == 0 || rc != 0);
     atomic_fetch_add(&rw.big_sends, 1);
 }
 
@@ -299,6 +304,7 @@ TEST(fault_tcp_rst_mid_large_write)
 
     for (int round = 0; round < RW_ROUNDS; round++) {
         rw.cross_thread = round % 2 == 1;
+        rw.then_shutdown = round >= 4;
         atomic_store(&rw.big_downs, 0);
         atomic_store(&rw.big_sends, 0);
         struct rw_client_arg a = {*net_server_addr(server), rw_read_before_reset[round]};
