@@ -493,7 +493,8 @@ TEST(fault_rpc_rst_while_replying_from_threads)
  * answered from a timer), "work" (10%, a blocking handler on the worker
  * pool) and "hold" (5%, up to MAX_HELD / 2 of them: never answered before
  * the connection closes). After SL_BEFORE_MS the server stops with a drain of
- * SL_DRAIN_MS; the threads go on for SL_AFTER_MS after it has stopped. No
+ * SL_DRAIN_MS; the threads go on for SL_AFTER_MS after it has stopped
+ * (and until they made SL_THREADS calls between them). No
  * call has a timeout: every call must end exactly once with OK,
  * SHUTTING_DOWN or DISCONNECTED; a "hold" call never with OK; a call made
  * after the stop completed only with DISCONNECTED; and nothing hangs. */
@@ -517,7 +518,7 @@ struct sl_call {
 static struct {
     struct client clients[2];
     atomic_bool stop_done, quit;
-    atomic_int holds;
+    atomic_int holds, issued_after_stop;
     atomic_int issued[SL_THREADS], completed[SL_THREADS];
     struct sl_call calls[SL_THREADS][SL_MAX_CALLS];
 } sl;
@@ -577,6 +578,8 @@ static void *sl_caller(void *arg)
         struct sl_call *c = &sl.calls[t][i];
         c->kind = sl_pick(rng_next(&rng));
         c->after_stop = atomic_load(&sl.stop_done);
+        if (c->after_stop)
+            atomic_fetch_add(&sl.issued_after_stop, 1);
         char body[32];
         int len = snprintf(body, sizeof body, "%c%d:%d", (char)rng_next(&rng), t, i);
         if (c->kind == SL_WORK) { /* a reply of up to 64 KiB, from the worker pool */
@@ -667,7 +670,11 @@ TEST(fault_rpc_stop_under_load_8_threads)
     sleep_ms(SL_BEFORE_MS);
     server_stop(SL_DRAIN_MS);
     atomic_store(&sl.stop_done, true);
+    /* A thread whose window is full waits until the client's next connect
+     * attempt fails its calls (the retry backoff starts at 100 ms): wait
+     * for some calls after the stop rather than for a fixed time only. */
     sleep_ms(SL_AFTER_MS);
+    WAIT_UNTIL(atomic_load(&sl.issued_after_stop) >= SL_THREADS);
     atomic_store(&sl.quit, true);
     for (int t = 0; t < SL_THREADS; t++)
         CHECK_EQ(pthread_join(threads[t], NULL), 0);

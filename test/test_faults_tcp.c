@@ -438,6 +438,9 @@ TEST(fault_tcp_never_reading_reader)
     run_for(loop, 300);
     net_conn_stats(conn, &s2);
     uint64_t sent = atomic_load(&nr.sent);
+    fprintf(stderr, "never-reading: high water at %zu queued; %llu handed over, %llu on the wire, "
+            "%zu then %zu queued\n", atomic_load(&nr.hw_queued), (unsigned long long)sent,
+            (unsigned long long)s2.bytes_sent, s1.output_queued, s2.output_queued);
     CHECK_EQ(atomic_load(&nr.high_waters), 1);
     CHECK(atomic_load(&nr.hw_queued) >= NR_MARK);
     CHECK(s1.output_queued >= NR_MARK);
@@ -479,10 +482,12 @@ TEST(fault_tcp_never_reading_reader)
 #define STORM_TIME_MS SCALED(20000, 45000)
 #define STORM_THREADS 4
 #define STORM_SOURCES 200
-/* Growth of the heap in use over the storm: a leak of even 64 bytes per
- * connection would pass it. Checked in plain builds (glibc); sanitized
- * builds check leaks themselves. */
-#define STORM_HEAP_SLACK (256u * KiB)
+/* Growth of the heap in use over the storm (plain glibc builds; sanitized
+ * builds have LSan). The loops' queues may legitimately grow to hold a
+ * burst (an accept batch queues up to 4096 functors: 64 KiB per vector, two
+ * vectors per loop), so the slack is generous; a leak of 52 bytes or more
+ * per connection still exceeds it. */
+#define STORM_HEAP_SLACK MiB
 
 static struct {
     net_addr_t addr;
