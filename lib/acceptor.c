@@ -123,18 +123,28 @@ static void pause_accepting(struct net__acceptor *acc)
     net__loop_update_channel(acc->loop, &acc->ch);
 }
 
-/* EMFILE: refuse one connection with the spare descriptor. False if that
- * was not possible (then the caller pauses). */
-static bool shed_one(struct net__acceptor *acc)
+enum shed_result { SHED_ONE, SHED_NOTHING_PENDING, SHED_FAILED };
+
+/* EMFILE: refuse one connection with the spare descriptor. Out of
+ * descriptors, accept() fails even when the backlog is empty (the kernel
+ * takes the descriptor before it looks at the queue), so EAGAIN here only
+ * means that nothing is left to shed: the caller waits for readability as
+ * after any EAGAIN (level-triggered, so no spin). Pausing instead would let
+ * new connections pile up unshed and exhaust us again in one burst once
+ * descriptors come back. */
+static enum shed_result shed_one(struct net__acceptor *acc)
 {
     if (acc->spare_fd < 0)
-        return false;
+        return SHED_FAILED;
     close(acc->spare_fd);
     int fd = accept4(acc->ch.fd, NULL, NULL, SOCK_CLOEXEC);
+    bool empty = fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (fd >= 0)
         close(fd);
     acc->spare_fd = open_spare();
-    return fd >= 0 && acc->spare_fd >= 0;
+    if (acc->spare_fd < 0 || (fd < 0 && !empty))
+        return SHED_FAILED;
+    return empty ? SHED_NOTHING_PENDING : SHED_ONE;
 }
 
 static bool accept_failed(struct net__acceptor *acc, int err)
@@ -147,8 +157,14 @@ static bool accept_failed(struct net__acceptor *acc, int err)
     case EMFILE:
     case ENFILE:
         NET__LOG_RL(NET_LOG_ERROR, "accept: %s; refusing connections", net_strerror(-err));
-        if (shed_one(acc))
+        switch (shed_one(acc)) {
+        case SHED_ONE:
             return true;
+        case SHED_NOTHING_PENDING:
+            return false;
+        case SHED_FAILED:
+            break;
+        }
         break;
     default:
         NET__LOG_RL(NET_LOG_ERROR, "accept: %s; pausing %d ms", net_strerror(-err), PAUSE_MS);
