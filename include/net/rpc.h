@@ -156,9 +156,12 @@ NET_EXPORT int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
  * wait-free write queue, and calls from many threads (or many calls made
  * in one loop iteration) leave in few writes. Returns 0 when the call was accepted (the
  * callback will run), or -EINVAL / -ENOMEM / -ESHUTDOWN (client stopped) when
- * it was not (the callback will not run). A call made while disconnected,
- * or beyond max_outstanding, is accepted and ends with DISCONNECTED or
- * OVERLOADED; so is one whose frame the connection refuses (OVERLOADED when
+ * it was not (the callback will not run). A call made while disconnected
+ * is accepted and waits for the connection: it is sent when the client
+ * connects, or ends with DISCONNECTED when the next connect attempt fails
+ * (with the default backoff that may take up to retry_max_ms, 10 s; give
+ * calls a timeout to bound the wait). A call beyond max_outstanding is
+ * accepted and ends with OVERLOADED; so is one whose frame the connection refuses (OVERLOADED when
  * its max_output is reached, INTERNAL without memory). Thread-safe. */
 NET_EXPORT int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
                             size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done,
