@@ -5,8 +5,8 @@
  *   defaults C=1 D=128 T=1 S=64 N=5 W=0.5; N and W may have decimals
  *
  * Only 127.0.0.0/8 and [::1] are accepted (traffic stays on loopback), or,
- * with --netns, a private address (10/8, 172.16/12, 192.168/16, fc00::/7)
- * from a process in a network namespace other than PID 1's: for
+ * with --netns, a private IPv4 address (10/8, 172.16/12, 192.168/16) from a
+ * network namespace that is not PID 1's and has no default route: for
  * test/netns_test.sh, whose namespaces are joined only to each other.
  *
  * Async (default): C clients spread over min(T, C) loop threads; each client
@@ -40,11 +40,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include <net/loop_thread.h>
 #include <net/rpc.h>
+
+#include "netns_guard.h"
 
 enum {
     CALL_TIMEOUT_MS = 5000,
@@ -561,37 +562,6 @@ static int summarize(double measured, long stuck)
 
 /* ---- arguments ------------------------------------------------------------------------------ */
 
-static bool is_loopback(const net_addr_t *a)
-{
-    if (net_addr_family(a) == AF_INET)
-        return (ntohl(a->u.in4.sin_addr.s_addr) >> 24) == 127;
-    if (net_addr_family(a) == AF_INET6)
-        return IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr);
-    return false;
-}
-
-static bool is_private(const net_addr_t *a)
-{
-    if (net_addr_family(a) == AF_INET) {
-        uint32_t ip = ntohl(a->u.in4.sin_addr.s_addr);
-        return (ip >> 24) == 10 || (ip >> 20) == 0xAC1 || (ip >> 16) == 0xC0A8;
-    }
-    if (net_addr_family(a) == AF_INET6)
-        return (a->u.in6.sin6_addr.s6_addr[0] & 0xFE) == 0xFC;
-    return false;
-}
-
-/* True when this process is in another network namespace than PID 1 (the
- * host's, or the container's), so that a private address leads only to
- * namespaces someone made for the purpose. */
-static bool in_private_netns(void)
-{
-    struct stat self, init;
-    if (stat("/proc/self/ns/net", &self) < 0 || stat("/proc/1/ns/net", &init) < 0)
-        return false;
-    return self.st_ino != init.st_ino || self.st_dev != init.st_dev;
-}
-
 static bool parse_size(const char *text, size_t min, size_t max, size_t *out)
 {
     char *end;
@@ -618,7 +588,7 @@ static int usage(void)
     fprintf(stderr, "usage: rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]\n"
                     "                 [--size S] [--seconds N] [--warmup W] [--sync] [--netns]\n"
                     "  defaults C=1 D=128 T=1 S=64 N=5 W=0.5; loopback addresses only\n"
-                    "  (--netns: private addresses, from a network namespace other than PID 1's)\n");
+                    "  (--netns: private IPv4, from a namespace without a default route)\n");
     return 2;
 }
 
@@ -664,18 +634,9 @@ static int parse_args(int argc, char **argv)
         fprintf(stderr, "rpc_bench: bad address %s\n", target);
         return 2;
     }
-    if (g.netns && !is_loopback(&g.addr)) {
-        if (!is_private(&g.addr)) {
-            fprintf(stderr, "rpc_bench: %s is not a private address\n", target);
-            return 2;
-        }
-        if (!in_private_netns()) {
-            fprintf(stderr, "rpc_bench: --netns: this process is in PID 1's network namespace\n");
-            return 2;
-        }
-    } else if (!is_loopback(&g.addr)) {
-        fprintf(stderr, "rpc_bench: %s is not a loopback address (127.0.0.0/8 or [::1])\n",
-                target);
+    const char *why;
+    if (!netns_address_allowed(&g.addr, g.netns, &why)) {
+        fprintf(stderr, "rpc_bench: %s: %s\n", target, why);
         return 2;
     }
     return 0;
