@@ -55,6 +55,11 @@ warn() { line WARN "$@"; }
 fail() { line FAIL "$@"; failed=1; }
 
 cleanup() {
+    if [ "$failed" != 0 ]; then # what the servers said, for the failures above
+        for f in "$tmp"/*.err; do
+            [ -s "$f" ] && { echo "--- ${f##*/}"; tail -n 5 "$f"; }
+        done
+    fi
     for p in $pids; do kill "$p" 2>/dev/null; done
     for p in $pids; do wait "$p" 2>/dev/null; done
     for ns in "$ns_a" "$ns_b" "$ns_m"; do ip netns del "$ns" 2>/dev/null; done
@@ -266,11 +271,13 @@ check_link_cut() {
     pids="$pids $pid"
     wait_for "$tmp/linkcut.out" connected || { fail link_cut "rpc_linkcut did not connect"; return; }
     sleep 3
-    kill -USR1 "$pid"
+    # The marks sit inside the outage: USR1 after the link is down, USR2
+    # before it is up again.
     ip -n "$ns_a" link set "$if_a" down
+    kill -USR1 "$pid"
     sleep 3
-    ip -n "$ns_a" link set "$if_a" up
     kill -USR2 "$pid"
+    ip -n "$ns_a" link set "$if_a" up
     wait_exit "$pid" 60 || rc=$?
     out=$(grep '^rpc_linkcut calls=' "$tmp/linkcut.out")
     if [ $rc -eq 0 ]; then

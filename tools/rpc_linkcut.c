@@ -15,22 +15,30 @@
  * outstanding ones get MS + 2 s to end. A call that fails is followed by the
  * next one 20 ms later (a disconnected client fails calls at once).
  *
- * The caller cuts the link and says when: SIGUSR1 right before the cut,
- * SIGUSR2 right after the link is back. Every call has a record (issued,
- * ended, status, how many outcomes it got) and every OK reply must carry the
- * call's own tag. One line on stdout:
- *   rpc_linkcut calls=.. ok=.. timeout=.. disconnected=.. other=.. missing=..
- *     duplicates=.. bad_replies=.. failed_before_cut=.. at_cut=.. at_cut_ok=..
- *     at_cut_timeout=.. at_cut_disconnected=.. down_after_ms=..
- *     reconnect_ms=.. first_ok_after_up_ms=.. ok_after_up=..
- * (at_cut: calls outstanding when SIGUSR1 came; down_after_ms: from SIGUSR1
- * to the client seeing the connection gone; reconnect_ms and
- * first_ok_after_up_ms: from SIGUSR2; -1 when it did not happen.)
+ * The caller cuts the link and says when: SIGUSR1 right after the link went
+ * down, SIGUSR2 right before it comes back up, so that the time between the
+ * marks is all "down". Every call has a record (issued, ended, status, how
+ * many outcomes it got) and every OK reply must carry the call's own tag.
+ * One line on stdout, `rpc_linkcut calls=.. ok=.. timeout=.. ...` with:
+ *   at_cut        calls outstanding at SIGUSR1 (at_cut_ok/_timeout/
+ *                 _disconnected: how they ended; last_ok_at_cut_ms: when the
+ *                 last of those that succeeded did, from SIGUSR1)
+ *   stranded      of those, the ones still outstanding 500 ms after SIGUSR1
+ *                 (a reply already past the cut arrives sooner);
+ *                 stranded_ok: how many of them succeeded (must be 0)
+ *   failed_in_cut calls started before SIGUSR2 that ended TIMEOUT or
+ *                 DISCONNECTED (must be > 0: the cut was felt)
+ *   ok_while_down calls that succeeded from 500 ms after SIGUSR1 to SIGUSR2
+ *                 (must be 0: nothing crosses a cut link)
+ *   down_after_ms from SIGUSR1 to the client seeing the connection gone
+ *   reconnect_ms, first_ok_after_up_ms  from SIGUSR2 to connected again, to
+ *                 the first success of a call started after SIGUSR2
+ *   (-1 when it did not happen)
  * Exit 0 when: no call is missing or ended twice, every status is OK,
  * TIMEOUT or DISCONNECTED, every reply is right, no call failed before the
- * cut, at least one call outstanding at the cut failed, the client was
- * connected again and at least 100 calls started after SIGUSR2 succeeded.
- * Otherwise 1, with the reasons on stderr; usage errors exit 2. */
+ * cut, the three "must" above hold, the client was connected again and at
+ * least 100 calls started after SIGUSR2 succeeded. Otherwise 1, with the
+ * reasons on stderr; usage errors exit 2. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -52,6 +60,7 @@ enum {
     DRAIN_GRACE_MS = 2000,
     CONNECT_WAIT_MS = 5000,
     MIN_OK_AFTER_UP = 100,
+    CUT_GRACE_MS = 500, /* replies already past the cut arrive within this */
 };
 
 enum phase { RUN, DRAIN, TEARDOWN };
@@ -266,8 +275,9 @@ static void run(void)
 struct tally {
     uint64_t ok, timeout, disconnected, other, missing, duplicates, bad_replies;
     uint64_t failed_before_cut, at_cut, at_cut_ok, at_cut_timeout, at_cut_disconnected;
+    uint64_t stranded, stranded_ok, failed_in_cut, ok_while_down;
     uint64_t ok_after_up;
-    uint64_t first_ok_after_up_ns;
+    uint64_t first_ok_after_up_ns, last_ok_at_cut_ns;
 };
 
 static void count_status(uint32_t status, uint64_t *ok, uint64_t *timeout, uint64_t *disc,
@@ -283,17 +293,38 @@ static void count_status(uint32_t status, uint64_t *ok, uint64_t *timeout, uint6
         (*other)++;
 }
 
+/* The calls the cut caught: outstanding when it came. Those still
+ * outstanding CUT_GRACE_MS later (their replies were not already on the
+ * way) are stranded and cannot succeed. */
+static void tally_at_cut(struct tally *t, const struct record *r, uint64_t down)
+{
+    if (r->issued_ns >= down || r->ended_ns < down)
+        return;
+    t->at_cut++;
+    count_status(r->status, &t->at_cut_ok, &t->at_cut_timeout, &t->at_cut_disconnected, NULL);
+    if (r->status == NET_RPC_OK && r->ended_ns > t->last_ok_at_cut_ns)
+        t->last_ok_at_cut_ns = r->ended_ns;
+    if (r->ended_ns >= down + CUT_GRACE_MS * 1000000u) {
+        t->stranded++;
+        t->stranded_ok += r->status == NET_RPC_OK;
+    }
+}
+
+/* Every ended call (a record with an outcome), against the marks: SIGUSR1
+ * after the link went down, SIGUSR2 before it comes back. */
 static void tally_cut(struct tally *t, const struct record *r, uint64_t down, uint64_t up)
 {
-    bool ended = r->outcomes > 0;
-    if (ended && r->ended_ns < down && r->status != NET_RPC_OK)
+    bool ok = r->status == NET_RPC_OK;
+    if (r->ended_ns < down && !ok)
         t->failed_before_cut++;
-    if (r->issued_ns < down && (!ended || r->ended_ns >= down)) {
-        t->at_cut++;
-        count_status(r->status, &t->at_cut_ok, &t->at_cut_timeout, &t->at_cut_disconnected,
-                     NULL);
-    }
-    if (up && r->issued_ns >= up && ended && r->status == NET_RPC_OK) {
+    tally_at_cut(t, r, down);
+    if (!up)
+        return;
+    if (!ok && r->issued_ns < up)
+        t->failed_in_cut++;
+    if (ok && r->ended_ns >= down + CUT_GRACE_MS * 1000000u && r->ended_ns < up)
+        t->ok_while_down++;
+    if (ok && r->issued_ns >= up) {
         t->ok_after_up++;
         if (!t->first_ok_after_up_ns || r->ended_ns < t->first_ok_after_up_ns)
             t->first_ok_after_up_ns = r->ended_ns;
@@ -341,8 +372,10 @@ static int verdict(const struct tally *t)
     ok &= verdict_line(t->bad_replies == 0, "replies that are not the call's echo");
     ok &= verdict_line(cut, "no SIGUSR1/SIGUSR2: the link was not cut");
     ok &= verdict_line(t->failed_before_cut == 0, "calls failed before the cut");
-    ok &= verdict_line(t->at_cut_timeout + t->at_cut_disconnected > 0,
-                       "no call outstanding at the cut failed: was the link cut?");
+    ok &= verdict_line(t->failed_in_cut > 0, "no call failed while the link was down: was it "
+                       "cut?");
+    ok &= verdict_line(t->stranded_ok == 0, "calls stranded by the cut succeeded");
+    ok &= verdict_line(t->ok_while_down == 0, "calls succeeded while the link was down");
     ok &= verdict_line(g.reconnected_ns != 0, "the client did not reconnect");
     ok &= verdict_line(t->ok_after_up >= MIN_OK_AFTER_UP, "too few calls succeeded after "
                        "the link came back");
@@ -354,7 +387,9 @@ static void print_tally(const struct tally *t)
     uint64_t down = atomic_load(&g.down_ns), up = atomic_load(&g.up_ns);
     printf("rpc_linkcut calls=%zu ok=%llu timeout=%llu disconnected=%llu other=%llu "
            "missing=%llu duplicates=%llu bad_replies=%llu failed_before_cut=%llu at_cut=%llu "
-           "at_cut_ok=%llu at_cut_timeout=%llu at_cut_disconnected=%llu down_after_ms=%.0f "
+           "at_cut_ok=%llu at_cut_timeout=%llu at_cut_disconnected=%llu last_ok_at_cut_ms=%.1f "
+           "stranded=%llu stranded_ok=%llu failed_in_cut=%llu ok_while_down=%llu "
+           "down_after_ms=%.0f "
            "reconnect_ms=%.0f first_ok_after_up_ms=%.0f ok_after_up=%llu\n",
            g.issued, (unsigned long long)t->ok, (unsigned long long)t->timeout,
            (unsigned long long)t->disconnected, (unsigned long long)t->other,
@@ -362,7 +397,9 @@ static void print_tally(const struct tally *t)
            (unsigned long long)t->bad_replies, (unsigned long long)t->failed_before_cut,
            (unsigned long long)t->at_cut, (unsigned long long)t->at_cut_ok,
            (unsigned long long)t->at_cut_timeout, (unsigned long long)t->at_cut_disconnected,
-           ms_since(down, g.disconnected_ns), ms_since(up, g.reconnected_ns),
+           ms_since(down, t->last_ok_at_cut_ns), (unsigned long long)t->stranded,
+           (unsigned long long)t->stranded_ok, (unsigned long long)t->failed_in_cut,
+           (unsigned long long)t->ok_while_down, ms_since(down, g.disconnected_ns), ms_since(up, g.reconnected_ns),
            ms_since(up, t->first_ok_after_up_ns), (unsigned long long)t->ok_after_up);
 }
 
