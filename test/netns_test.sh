@@ -33,6 +33,7 @@
 #                   exactly once with OK, TIMEOUT or DISCONNECTED, some of
 #                   those outstanding at the cut fail, the client reconnects
 #                   and calls succeed again
+#   servers_stop    both servers stop on SIGTERM and exit 0
 # Exit 0 when nothing failed, 1 otherwise, 77 (skip) when not root, when
 # namespaces cannot be made, or when neither netem nor linkemu can shape.
 set -u
@@ -174,6 +175,7 @@ start_server() { # NAME PORT BINARY ARGS...
     ip netns exec "$ns_a" timeout 300 "$b/examples/$bin" --listen "$ip_a:$port" "$@" \
         >"$tmp/$name.out" 2>"$tmp/$name.err" &
     pids="$pids $!"
+    eval "${name}_pid=$!"
     wait_for "$tmp/$name.out" listening || { echo "FAIL: $bin did not start"; exit 1; }
 }
 
@@ -266,7 +268,7 @@ check_link_cut() {
     # Started directly (ip netns exec execs it, so $! is rpc_linkcut itself)
     # and not under timeout(1), which the marking signals would kill.
     ip netns exec "$ns_b" "$b/tools/rpc_linkcut" "$ip_a:2008" --netns --depth 64 \
-        --timeout 2000 --idle 1000 --seconds 12 >"$tmp/linkcut.out" 2>"$tmp/linkcut.err" &
+        --timeout 2000 --idle "${NETNS_LINKCUT_IDLE:-1000}" --seconds 12 >"$tmp/linkcut.out" 2>"$tmp/linkcut.err" &
     pid=$!
     pids="$pids $pid"
     wait_for "$tmp/linkcut.out" connected || { fail link_cut "rpc_linkcut did not connect"; return; }
@@ -287,6 +289,23 @@ check_link_cut() {
     fi
 }
 
+# SIGTERM to both servers: each must stop gracefully and exit 0 (under
+# the sanitizers, a leak or an error report makes that fail).
+check_servers_stop() {
+    local name pid rc bad=""
+    for name in echo rpc; do
+        eval "pid=\$${name}_pid"
+        kill -TERM "$pid" 2>/dev/null
+        rc=0; wait_exit "$pid" 10 || rc=$?
+        [ $rc -eq 0 ] || bad="$bad ${name}_server exit $rc: $(tail -n 3 "$tmp/$name.err" | tr '\n' ' ')"
+    done
+    if [ -z "$bad" ]; then
+        pass servers_stop "echo_server and rpc_server stopped on SIGTERM with exit 0"
+    else
+        fail servers_stop "$bad"
+    fi
+}
+
 # ---- the run ------------------------------------------------------------------------
 
 preflight
@@ -303,6 +322,7 @@ check_rpc_bench
 measure_rtt
 check_depth64
 check_link_cut
+check_servers_stop
 if [ "$shaper" = linkemu ]; then # its counters: what the link did
     kill "$linkemu_pid" 2>/dev/null; wait "$linkemu_pid" 2>/dev/null; cat "$tmp/linkemu.err"
 fi
