@@ -14,6 +14,8 @@
 #     a <-> m <-> b and linkemu in a third namespace "m" forwarding frames
 #     between them with the same delay, loss and reordering.
 # NETNS_SHAPER=netem or =linkemu forces one (skipping if it is unavailable).
+# For experiments: NETNS_DELAY_MS, NETNS_LOSS_PCT, NETNS_REORDER_PCT (0
+# turns reordering off; netem needs a delay for it) change the link.
 #
 # Checks, one line each (PASS/FAIL/WARN and the figures):
 #   no_route_out    the namespaces have no route but their own /24
@@ -44,7 +46,8 @@ ns_a=netloop-a-$tag ns_b=netloop-b-$tag ns_m=netloop-m-$tag
 if_a=nla$tag if_b=nlb$tag if_ma=nlma$tag if_mb=nlmb$tag
 subnet=10.201.$((tag % 250 + 1))
 ip_a=$subnet.1 ip_b=$subnet.2
-delay_ms=10 loss_pct=1 reorder_pct=25 reorder_corr=50
+delay_ms=${NETNS_DELAY_MS:-10} loss_pct=${NETNS_LOSS_PCT:-1}
+reorder_pct=${NETNS_REORDER_PCT:-25} reorder_corr=50
 tmp=$(mktemp -d)
 pids=""
 failed=0
@@ -95,7 +98,10 @@ address_ends() {
 }
 
 netem_args() {
-    echo "delay ${delay_ms}ms reorder ${reorder_pct}% ${reorder_corr}% loss ${loss_pct}%"
+    local args="delay ${delay_ms}ms"
+    [ "$reorder_pct" != 0 ] && args="$args reorder ${reorder_pct}% ${reorder_corr}%"
+    [ "$loss_pct" != 0 ] && args="$args loss ${loss_pct}%"
+    echo "$args"
 }
 
 # True when netem can be added to the veth in a (trying modprobe once).
@@ -241,7 +247,7 @@ measure_rtt() {
 }
 
 check_depth64() {
-    local runs=${NETNS_RATIO_RUNS:-1} out rate ratio i verdict
+    local runs=${NETNS_RATIO_RUNS:-1} out rate ratio nominal i verdict
     [ -n "$rtt_us" ] || { fail depth64 "no RTT measured"; return; }
     for i in $(seq "$runs"); do
         if ! out=$(bench --depth 64 --seconds 5); then
@@ -249,10 +255,11 @@ check_depth64() {
             continue
         fi
         rate=$(field calls/s "$out")
+        nominal=$(awk -v r="$rate" -v d="$delay_ms" 'BEGIN { printf "%.2f", r / (64 / (2 * d / 1e3)) }')
         ratio=$(awk -v r="$rate" -v t="$rtt_us" 'BEGIN { printf "%.2f", r / (64 / (t / 1e6)) }')
         verdict=$(awk -v x="$ratio" 'BEGIN { print (x >= 0.9) ? "ok" : "low" }')
         local figures="run $i/$runs: calls/s=$rate depth/RTT=$(awk -v t="$rtt_us" \
-            'BEGIN { printf "%.0f", 64 / (t / 1e6) }') ratio=$ratio (target 0.90) p99=$(field p99 "$out")"
+            'BEGIN { printf "%.0f", 64 / (t / 1e6) }') ratio=$ratio (target 0.90; against the nominal $((2 * delay_ms)) ms: $nominal) p99=$(field p99 "$out")"
         if [ "$verdict" = ok ]; then
             pass depth64 "$figures"
         elif [ "${NETNS_STRICT_RATIO:-0}" = 1 ]; then

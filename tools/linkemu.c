@@ -21,6 +21,11 @@
  * filled in, and the header carries that state to the other side intact.
  * A frame lost is therefore a whole super-frame, as with netem.
  *
+ * The delay counts from the kernel's receive stamp (SO_TIMESTAMPNS), so a
+ * late read does not add to it; but a process that is not scheduled sends
+ * late all the same. The counters say how late: lag_avg_us and lag_max_us,
+ * over the frames sent, after the moment they were due.
+ *
  * Counters per direction on stderr when it ends (SIGTERM, SIGINT, the time
  * limit, or an interface that goes away). Exit 0, 1 on a setup error, 2 on
  * a usage error. */
@@ -59,6 +64,7 @@ struct direction {
     size_t queued;
     double last_reorder_rnd;
     uint64_t received, lost, reordered, delayed, overflow, sent, send_errors;
+    uint64_t lag_sum_ns, lag_max_ns; /* sent later than due, over `sent` */
 };
 
 static struct {
@@ -77,11 +83,16 @@ static void on_stop_signal(int signo)
     stop_requested = 1;
 }
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ns(void)
+{
+    return clock_ns(CLOCK_MONOTONIC);
 }
 
 /* xorshift64*: reproducible from --seed, good enough for coin flips. */
@@ -127,6 +138,7 @@ static int open_port(const char *ifname)
                               .sll_ifindex = (int)index};
     struct packet_mreq promisc = {.mr_ifindex = (int)index, .mr_type = PACKET_MR_PROMISC};
     if (set_int_opt(fd, SOL_PACKET, PACKET_VNET_HDR, 1) < 0 ||
+        set_int_opt(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1) < 0 ||
         set_int_opt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1) < 0 ||
         bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0 ||
         setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &promisc, sizeof promisc) < 0) {
@@ -139,16 +151,25 @@ static int open_port(const char *ifname)
 
 /* ---- the two queues ---------------------------------------------------------- */
 
-/* Send errors (the far veth down, say) lose the frame, as a cable would. */
-static void transmit(struct direction *d, const unsigned char *data, size_t len)
+/* Send errors (the far veth down, say) lose the frame, as a cable would.
+ * The lag (how late after `due_ns` it leaves) says how faithful we are: a
+ * starved process delays frames more than it was asked to. */
+static void transmit(struct direction *d, const unsigned char *data, size_t len, uint64_t due_ns)
 {
-    if (send(d->out_fd, data, len, 0) < 0)
+    uint64_t now = now_ns(), lag = now > due_ns ? now - due_ns : 0;
+    if (send(d->out_fd, data, len, 0) < 0) {
         d->send_errors++;
-    else
-        d->sent++;
+        return;
+    }
+    d->sent++;
+    d->lag_sum_ns += lag;
+    if (lag > d->lag_max_ns)
+        d->lag_max_ns = lag;
 }
 
-static void enqueue(struct direction *d, const unsigned char *data, size_t len, uint64_t now)
+/* `arrived` is when the kernel received the frame: the delay counts from
+ * there, not from when this process got round to reading it. */
+static void enqueue(struct direction *d, const unsigned char *data, size_t len, uint64_t arrived)
 {
     struct frame *f;
     if (d->queued >= opt.limit || !(f = malloc(sizeof *f + len))) {
@@ -156,7 +177,7 @@ static void enqueue(struct direction *d, const unsigned char *data, size_t len, 
         return;
     }
     f->next = NULL;
-    f->due_ns = now + opt.delay_ns;
+    f->due_ns = arrived + opt.delay_ns;
     f->len = len;
     memcpy(f->data, data, len);
     if (d->tail)
@@ -178,7 +199,7 @@ static void flush_due(struct direction *d, uint64_t now)
         if (!d->head)
             d->tail = NULL;
         d->queued--;
-        transmit(d, f->data, f->len);
+        transmit(d, f->data, f->len, f->due_ns);
         free(f);
     }
 }
@@ -195,7 +216,8 @@ static void discard_queue(struct direction *d)
 }
 
 /* One frame off the wire: lost, sent at once (reordered), or queued. */
-static void handle_frame(struct direction *d, const unsigned char *data, size_t len, uint64_t now)
+static void handle_frame(struct direction *d, const unsigned char *data, size_t len,
+                         uint64_t arrived)
 {
     d->received++;
     if (opt.loss > 0 && uniform() < opt.loss) {
@@ -204,24 +226,48 @@ static void handle_frame(struct direction *d, const unsigned char *data, size_t 
     }
     if (opt.reorder > 0 && correlated_chance(&d->last_reorder_rnd, opt.reorder, opt.corr)) {
         d->reordered++;
-        transmit(d, data, len);
+        transmit(d, data, len, arrived);
         return;
     }
-    enqueue(d, data, len, now);
+    enqueue(d, data, len, arrived);
+}
+
+/* When the frame reached the socket, on CLOCK_MONOTONIC, from its
+ * SO_TIMESTAMPNS stamp (CLOCK_REALTIME); now when it has none. */
+static uint64_t arrival_time(struct msghdr *msg)
+{
+    uint64_t now = now_ns(), real_now = clock_ns(CLOCK_REALTIME);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS)
+            continue;
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(c), sizeof ts);
+        uint64_t stamp = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        uint64_t waited = real_now > stamp ? real_now - stamp : 0;
+        return waited < now ? now - waited : now;
+    }
+    return now;
 }
 
 /* Reads what is waiting on d->in_fd. False when the interface is gone. */
 static bool drain_input(struct direction *d, unsigned char *buf)
 {
     for (int i = 0; i < 256; i++) { /* a bound, so that the other side gets its turn */
-        ssize_t n = recv(d->in_fd, buf, FRAME_MAX, MSG_TRUNC);
+        union {
+            char space[CMSG_SPACE(sizeof(struct timespec))];
+            struct cmsghdr align;
+        } control;
+        struct iovec iov = {.iov_base = buf, .iov_len = FRAME_MAX};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                             .msg_controllen = sizeof control.space};
+        ssize_t n = recvmsg(d->in_fd, &msg, MSG_TRUNC);
         if (n < 0)
             return errno == EAGAIN || errno == EINTR || errno == ENETDOWN;
         if ((size_t)n > FRAME_MAX) {
             d->overflow++; /* larger than any frame veth sends: not ours to mend */
             continue;
         }
-        handle_frame(d, buf, (size_t)n, now_ns());
+        handle_frame(d, buf, (size_t)n, arrival_time(&msg));
     }
     return true;
 }
@@ -268,11 +314,13 @@ static void print_counters(const struct direction *d)
 {
     fprintf(stderr,
             "linkemu %s: received=%llu lost=%llu reordered=%llu delayed=%llu overflow=%llu "
-            "sent=%llu send_errors=%llu\n",
+            "sent=%llu send_errors=%llu lag_avg_us=%.0f lag_max_us=%.0f\n",
             d->name, (unsigned long long)d->received, (unsigned long long)d->lost,
             (unsigned long long)d->reordered, (unsigned long long)d->delayed,
             (unsigned long long)d->overflow, (unsigned long long)d->sent,
-            (unsigned long long)d->send_errors);
+            (unsigned long long)d->send_errors,
+            d->sent ? (double)d->lag_sum_ns / (double)d->sent / 1e3 : 0.0,
+            (double)d->lag_max_ns / 1e3);
 }
 
 /* ---- arguments --------------------------------------------------------------- */
