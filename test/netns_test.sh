@@ -58,6 +58,7 @@ pass() { line PASS "$@"; }
 warn() { line WARN "$@"; }
 fail() { line FAIL "$@"; failed=1; }
 
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
     if [ "$failed" != 0 ]; then # what the servers said, for the failures above
         for f in "$tmp"/*.err; do
@@ -97,27 +98,22 @@ address_ends() {
     ip -n "$ns_a" link set "$if_a" up && ip -n "$ns_b" link set "$if_b" up
 }
 
-netem_args() {
-    local args="delay ${delay_ms}ms"
-    [ "$reorder_pct" != 0 ] && args="$args reorder ${reorder_pct}% ${reorder_corr}%"
-    [ "$loss_pct" != 0 ] && args="$args loss ${loss_pct}%"
-    echo "$args"
-}
+netem=(delay "${delay_ms}ms")
+[ "$reorder_pct" != 0 ] && netem+=(reorder "${reorder_pct}%" "${reorder_corr}%")
+[ "$loss_pct" != 0 ] && netem+=(loss "${loss_pct}%")
 
 # True when netem can be added to the veth in a (trying modprobe once).
 netem_works() {
     command -v tc >/dev/null || return 1
-    # shellcheck disable=SC2046
-    in_a tc qdisc add dev "$if_a" root netem $(netem_args) 2>/dev/null && return 0
+    in_a tc qdisc add dev "$if_a" root netem "${netem[@]}" 2>/dev/null && return 0
     command -v modprobe >/dev/null && modprobe sch_netem 2>/dev/null &&
-        in_a tc qdisc add dev "$if_a" root netem $(netem_args) 2>/dev/null
+        in_a tc qdisc add dev "$if_a" root netem "${netem[@]}" 2>/dev/null
 }
 
 setup_netem() {
     ip link add "$if_a" netns "$ns_a" type veth peer name "$if_b" netns "$ns_b" || return 1
     netem_works || return 2
-    # shellcheck disable=SC2046
-    in_b tc qdisc add dev "$if_b" root netem $(netem_args) || return 1
+    in_b tc qdisc add dev "$if_b" root netem "${netem[@]}" || return 1
     address_ends
 }
 
@@ -211,16 +207,21 @@ check_echo() { # NAME COUNT SIZE
     fi
 }
 
+rpc_call() { in_b timeout 30 "$b/tools/rpc_call" "$@"; }
+
 check_rpc_call() {
-    local call="timeout 30 $b/tools/rpc_call" rc out
-    out=$(in_b $call "$ip_a:2008" echo hello 2>&1)
+    local rc out
+    out=$(rpc_call "$ip_a:2008" echo hello 2>&1)
     [ "$out" = hello ] || { fail rpc_call "echo printed '$out'"; return; }
     head -c 262144 /dev/urandom >"$tmp/body"
-    in_b $call "$ip_a:2008" echo - <"$tmp/body" >"$tmp/reply" 2>&1 &&
-        cmp -s "$tmp/body" "$tmp/reply" || { fail rpc_call "256 KiB echo differs"; return; }
-    rc=0; in_b $call "$ip_a:2008" no_such_method x >/dev/null 2>&1 || rc=$?
+    if ! rpc_call "$ip_a:2008" echo - <"$tmp/body" >"$tmp/reply" 2>&1 ||
+       ! cmp -s "$tmp/body" "$tmp/reply"; then
+        fail rpc_call "256 KiB echo failed or differs"
+        return
+    fi
+    rc=0; rpc_call "$ip_a:2008" no_such_method x >/dev/null 2>&1 || rc=$?
     [ $rc -eq 1 ] || { fail rpc_call "unknown method: exit $rc, want 1"; return; }
-    rc=0; in_b $call --timeout 100 "$ip_a:2008" sleep 2000 >/dev/null 2>&1 || rc=$?
+    rc=0; rpc_call --timeout 100 "$ip_a:2008" sleep 2000 >/dev/null 2>&1 || rc=$?
     [ $rc -eq 3 ] || { fail rpc_call "timeout: exit $rc, want 3"; return; }
     pass rpc_call "echo, 256 KiB echo byte-exact, remote error exit 1, TIMEOUT exit 3"
 }
@@ -246,8 +247,14 @@ measure_rtt() {
     pass rtt "p50=${rtt_us}us (nominal $((2 * delay_ms)) ms) from: $out"
 }
 
+# The share of depth/RTT reached: calls/s $1 against 64 calls per round trip
+# of $2 microseconds. $3: printf format.
+depth_ratio() {
+    awk -v r="$1" -v t="$2" -v f="$3" 'BEGIN { printf f, r * t / 1e6 / 64 }'
+}
+
 check_depth64() {
-    local runs=${NETNS_RATIO_RUNS:-1} out rate ratio nominal i verdict
+    local runs=${NETNS_RATIO_RUNS:-1} out rate i figures
     [ -n "$rtt_us" ] || { fail depth64 "no RTT measured"; return; }
     for i in $(seq "$runs"); do
         if ! out=$(bench --depth 64 --seconds 5); then
@@ -255,12 +262,11 @@ check_depth64() {
             continue
         fi
         rate=$(field calls/s "$out")
-        nominal=$(awk -v r="$rate" -v d="$delay_ms" 'BEGIN { printf "%.2f", r / (64 / (2 * d / 1e3)) }')
-        ratio=$(awk -v r="$rate" -v t="$rtt_us" 'BEGIN { printf "%.2f", r / (64 / (t / 1e6)) }')
-        verdict=$(awk -v x="$ratio" 'BEGIN { print (x >= 0.9) ? "ok" : "low" }')
-        local figures="run $i/$runs: calls/s=$rate depth/RTT=$(awk -v t="$rtt_us" \
-            'BEGIN { printf "%.0f", 64 / (t / 1e6) }') ratio=$ratio (target 0.90; against the nominal $((2 * delay_ms)) ms: $nominal) p99=$(field p99 "$out")"
-        if [ "$verdict" = ok ]; then
+        figures="run $i/$runs: calls/s=$rate RTT=${rtt_us}us"
+        figures="$figures ratio=$(depth_ratio "$rate" "$rtt_us" %.2f) (target 0.90;"
+        figures="$figures against the nominal $((2 * delay_ms)) ms:"
+        figures="$figures $(depth_ratio "$rate" $((2000 * delay_ms)) %.2f)) p99=$(field p99 "$out")"
+        if awk -v x="$(depth_ratio "$rate" "$rtt_us" %.6f)" 'BEGIN { exit !(x >= 0.9) }'; then
             pass depth64 "$figures"
         elif [ "${NETNS_STRICT_RATIO:-0}" = 1 ]; then
             fail depth64 "$figures"
