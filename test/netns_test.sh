@@ -337,6 +337,9 @@ check_depth64
 check_link_cut
 check_servers_stop
 if [ "$shaper" = linkemu ]; then # its counters: what the link did
-    kill "$linkemu_pid" 2>/dev/null; wait "$linkemu_pid" 2>/dev/null; cat "$tmp/linkemu.err"
+    kill "$linkemu_pid" 2>/dev/null
+    rc=0; wait "$linkemu_pid" || rc=$?
+    cat "$tmp/linkemu.err"
+    [ $rc -eq 0 ] || fail linkemu "linkemu exited with $rc"
 fi
 exit $failed
