@@ -1,10 +1,13 @@
 /* rpc_bench: calls/s and latency of an NRPC/1 server's `echo` method.
  *
  *   rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]
- *             [--size S] [--seconds N] [--warmup W] [--sync]
+ *             [--size S] [--seconds N] [--warmup W] [--sync] [--netns]
  *   defaults C=1 D=128 T=1 S=64 N=5 W=0.5; N and W may have decimals
  *
- * Only 127.0.0.0/8 and [::1] are accepted (traffic stays on loopback).
+ * Only 127.0.0.0/8 and [::1] are accepted (traffic stays on loopback), or,
+ * with --netns, a private IPv4 address (10/8, 172.16/12, 192.168/16) from a
+ * network namespace that is not PID 1's and has no default route: for
+ * test/netns_test.sh, whose namespaces are joined only to each other.
  *
  * Async (default): C clients spread over min(T, C) loop threads; each client
  * keeps D calls outstanding, and every completion starts the next call from
@@ -41,6 +44,8 @@
 
 #include <net/loop_thread.h>
 #include <net/rpc.h>
+
+#include "netns_guard.h"
 
 enum {
     CALL_TIMEOUT_MS = 5000,
@@ -93,6 +98,7 @@ static struct {
     size_t conns, depth, threads, size;
     double seconds, warmup;
     bool sync;
+    bool netns;                  /* private addresses from a private netns */
     unsigned char *pattern;      /* the body's bytes after the tag */
     size_t nloops, nworkers;
     net_loop_thread_t **loops;
@@ -556,15 +562,6 @@ static int summarize(double measured, long stuck)
 
 /* ---- arguments ------------------------------------------------------------------------------ */
 
-static bool is_loopback(const net_addr_t *a)
-{
-    if (net_addr_family(a) == AF_INET)
-        return (ntohl(a->u.in4.sin_addr.s_addr) >> 24) == 127;
-    if (net_addr_family(a) == AF_INET6)
-        return IN6_IS_ADDR_LOOPBACK(&a->u.in6.sin6_addr);
-    return false;
-}
-
 static bool parse_size(const char *text, size_t min, size_t max, size_t *out)
 {
     char *end;
@@ -589,8 +586,9 @@ static bool parse_seconds(const char *text, double min, double *out)
 static int usage(void)
 {
     fprintf(stderr, "usage: rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]\n"
-                    "                 [--size S] [--seconds N] [--warmup W] [--sync]\n"
-                    "  defaults C=1 D=128 T=1 S=64 N=5 W=0.5; loopback addresses only\n");
+                    "                 [--size S] [--seconds N] [--warmup W] [--sync] [--netns]\n"
+                    "  defaults C=1 D=128 T=1 S=64 N=5 W=0.5; loopback addresses only\n"
+                    "  (--netns: private IPv4, from a namespace without a default route)\n");
     return 2;
 }
 
@@ -618,6 +616,8 @@ static int parse_args(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sync") == 0) {
             g.sync = true;
+        } else if (strcmp(argv[i], "--netns") == 0) {
+            g.netns = true;
         } else if (strncmp(argv[i], "--", 2) == 0 && i + 1 < argc) {
             if (!parse_option(argv[i], argv[i + 1]))
                 return usage();
@@ -634,9 +634,9 @@ static int parse_args(int argc, char **argv)
         fprintf(stderr, "rpc_bench: bad address %s\n", target);
         return 2;
     }
-    if (!is_loopback(&g.addr)) {
-        fprintf(stderr, "rpc_bench: %s is not a loopback address (127.0.0.0/8 or [::1])\n",
-                target);
+    const char *why;
+    if (!netns_address_allowed(&g.addr, g.netns, &why)) {
+        fprintf(stderr, "rpc_bench: %s: %s\n", target, why);
         return 2;
     }
     return 0;
