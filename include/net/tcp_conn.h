@@ -64,7 +64,11 @@ struct net_conn_callbacks {
 /* Per-connection settings; servers and clients take them in their options. */
 struct net_conn_options {
     size_t high_water_mark;  /* bytes; 0 disables. Default 64 MiB */
-    uint32_t idle_timeout_ms; /* close after this long without input; 0 = never (default) */
+    /* Close after this long without input, checked by one repeating timer
+     * per connection: the close comes 1x to 2x the timeout after the last
+     * input. 0 = never (default). Without it (or keepalive) a connection
+     * whose network path dies silently is noticed only when a write fails. */
+    uint32_t idle_timeout_ms;
     bool tcp_nodelay;        /* default true */
     bool keepalive;          /* SO_KEEPALIVE, default false */
     /* Default false: when the peer half-closes, queued output is flushed and
