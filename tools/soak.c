@@ -1574,7 +1574,7 @@ static int parse_args(int argc, char **argv)
     double threads = 4;
     g.seconds = 30, g.interval = 2;
     g.seed = (unsigned long long)time(NULL) * 2654435761u ^ (unsigned long long)getpid();
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end;
         bool ok = v != NULL;
@@ -1590,7 +1590,6 @@ static int parse_args(int argc, char **argv)
             ok = false;
         if (!ok)
             return usage();
-        i++;
     }
     g.threads = (int)threads;
     return 0;
