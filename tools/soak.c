@@ -45,6 +45,7 @@
  * `soak: FAIL reason` (exit 1); usage errors exit 2. */
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <malloc.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -92,6 +93,8 @@ enum {
     RSS_MARGIN_KIB = 4096,   /* growth allowed: max(this, RSS_MARGIN_PCT% of baseline) */
     RSS_MARGIN_PCT = 20,
     FD_SLACK = 2,            /* descriptors allowed beyond the baseline */
+    HEAP_MARGIN_KIB = 1024,  /* heap in use: max(this, HEAP_MARGIN_PCT% of baseline) */
+    HEAP_MARGIN_PCT = 10,
     MAX_REPORTS = 20,        /* failures described on stderr */
     MIN_WARMUP_S = 5,
 };
@@ -255,6 +258,19 @@ static long rss_kib(void)
         resident = -1;
     fclose(f);
     return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Bytes malloc has handed out and not got back, in KiB, or -1 where that is
+ * unknown. With every connection closed this must come back to the baseline:
+ * RSS may stay higher (a fragmented heap is not returned), this may not. */
+static long heap_in_use_kib(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33) && !SOAK_SANITIZED
+    struct mallinfo2 mi = mallinfo2();
+    return (long)((mi.uordblks + mi.hblkhd) / 1024);
+#else
+    return -1;
+#endif
 }
 
 /* Open descriptors, not counting the one that reads the directory. */
@@ -1331,7 +1347,7 @@ static void *load_main(void *arg)
 }
 
 struct figures {
-    long rss_kib;
+    long rss_kib, heap_kib;
     int fds;
 };
 
@@ -1374,6 +1390,7 @@ static bool settle(struct figures *out)
         if (now_ms() - still_since >= 500) {
             out->fds = fds;
             out->rss_kib = rss_kib();
+            out->heap_kib = heap_in_use_kib();
             return true;
         }
     }
@@ -1401,10 +1418,10 @@ static bool quiesce(int running_threads, struct figures *out)
 
 static void print_sample(double elapsed)
 {
-    printf("soak: t=%.1fs rss=%ldKiB fds=%d open=%lld echo_conns=%zu connects=%llu "
+    printf("soak: t=%.1fs rss=%ldKiB heap=%ldKiB fds=%d open=%lld echo_conns=%zu connects=%llu "
            "echoed=%.1fMiB calls=%llu interrupted=%llu cancelled=%llu resets=%llu "
            "drops=%llu errors=%llu\n",
-           elapsed, rss_kib(), fd_count(), (long long)atomic_load(&g.c.open),
+           elapsed, rss_kib(), heap_in_use_kib(), fd_count(), (long long)atomic_load(&g.c.open),
            net_server_connection_count(g.echo), get(&g.c.connects),
            (double)get(&g.c.bytes_echoed) / (1 << 20), get(&g.c.calls),
            get(&g.c.calls_interrupted), get(&g.c.calls_cancelled), get(&g.c.resets),
@@ -1412,10 +1429,20 @@ static void print_sample(double elapsed)
     fflush(stdout);
 }
 
+static long margin_kib(long baseline, long min_kib, long pct)
+{
+    long m = baseline * pct / 100;
+    return m > min_kib ? m : min_kib;
+}
+
 static long rss_margin_kib(long baseline)
 {
-    long pct = baseline * RSS_MARGIN_PCT / 100;
-    return pct > RSS_MARGIN_KIB ? pct : RSS_MARGIN_KIB;
+    return margin_kib(baseline, RSS_MARGIN_KIB, RSS_MARGIN_PCT);
+}
+
+static long heap_margin_kib(long baseline)
+{
+    return margin_kib(baseline, HEAP_MARGIN_KIB, HEAP_MARGIN_PCT);
 }
 
 /* The reason to fail, or NULL. */
@@ -1440,6 +1467,10 @@ static const char *verdict(bool have_baseline, const struct figures *base,
                end->rss_kib > base->rss_kib + rss_margin_kib(base->rss_kib)) {
         snprintf(text, cap, "RSS grew from %ld KiB to %ld KiB (margin %ld KiB)", base->rss_kib,
                  end->rss_kib, rss_margin_kib(base->rss_kib));
+    } else if (have_baseline && base->heap_kib >= 0 &&
+               end->heap_kib > base->heap_kib + heap_margin_kib(base->heap_kib)) {
+        snprintf(text, cap, "heap in use grew from %ld KiB to %ld KiB (margin %ld KiB)",
+                 base->heap_kib, end->heap_kib, heap_margin_kib(base->heap_kib));
     } else {
         return NULL;
     }
@@ -1460,8 +1491,9 @@ static void print_result(const char *reason, bool have_baseline, const struct fi
            get(&g.c.calls_interrupted), get(&g.c.calls_cancelled), get(&g.c.resets),
            get(&g.c.server_drops));
     if (have_baseline)
-        printf("rss_kib=%ld->%ld%s fds=%d->%d\n", base->rss_kib, end->rss_kib,
-               SOAK_SANITIZED ? "(unchecked:sanitizer)" : "", base->fds, end->fds);
+        printf("rss_kib=%ld->%ld%s heap_kib=%ld->%ld fds=%d->%d\n", base->rss_kib, end->rss_kib,
+               SOAK_SANITIZED ? "(unchecked:sanitizer)" : "", base->heap_kib, end->heap_kib,
+               base->fds, end->fds);
     else
         printf("(run shorter than the warm-up: growth not checked)\n");
 }
@@ -1517,8 +1549,15 @@ static void stop_load(struct load *loads)
 {
     atomic_store(&g.stop, true);
     request_pause(false);
-    for (int i = 0; i < g.threads; i++) {
+    for (int i = 0; i < g.threads; i++)
         pthread_join(loads[i].tid, NULL);
+}
+
+/* After the last measurement, so that it sees the same buffers as the
+ * baseline did. */
+static void free_load(struct load *loads)
+{
+    for (int i = 0; i < g.threads; i++) {
         free(loads[i].out);
         free(loads[i].in);
     }
@@ -1541,8 +1580,8 @@ static bool run(double warmup, struct figures *base)
         if (want_baseline && !have_baseline && now >= warm) {
             if (!(have_baseline = quiesce(g.threads, base)))
                 break;
-            printf("soak: baseline after %.1fs warm-up: rss=%ldKiB fds=%d\n",
-                   (double)(now - t0) / 1000, base->rss_kib, base->fds);
+            printf("soak: baseline after %.1fs warm-up: rss=%ldKiB heap=%ldKiB fds=%d\n",
+                   (double)(now - t0) / 1000, base->rss_kib, base->heap_kib, base->fds);
         }
         if (now >= next) {
             print_sample((double)(now - t0) / 1000);
@@ -1610,9 +1649,10 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("soak: seed=%llu seconds=%g threads=%d warmup=%.1fs rss_margin=max(%dKiB,%d%%)%s "
-           "fd_slack=%d\n",
+           "heap_margin=max(%dKiB,%d%%)%s fd_slack=%d\n",
            g.seed, g.seconds, g.threads, warmup, RSS_MARGIN_KIB, RSS_MARGIN_PCT,
-           SOAK_SANITIZED ? "(not applied: sanitizer)" : "", FD_SLACK);
+           SOAK_SANITIZED ? "(not applied: sanitizer)" : "", HEAP_MARGIN_KIB, HEAP_MARGIN_PCT,
+           heap_in_use_kib() < 0 ? "(unknown here)" : "", FD_SLACK);
     struct figures base = {0}, end = {0};
     struct load *loads = start_load();
     bool have_baseline = run(warmup, &base);
@@ -1620,7 +1660,9 @@ int main(int argc, char **argv)
     bool settled = quiesce(0, &end);
     print_sample((double)g.seconds);
     if (settled)
-        printf("soak: after the load: rss=%ldKiB fds=%d\n", end.rss_kib, end.fds);
+        printf("soak: after the load: rss=%ldKiB heap=%ldKiB fds=%d\n", end.rss_kib,
+               end.heap_kib, end.fds);
+    free_load(loads);
     teardown();
     char text[512];
     const char *reason = verdict(have_baseline && settled, &base, &end, text, sizeof text);
