@@ -273,6 +273,16 @@ static long heap_in_use_kib(void)
 #endif
 }
 
+/* "1234KiB", or "n/a" where the heap cannot be measured. */
+static const char *kib_text(long kib, char *buf, size_t cap)
+{
+    if (kib < 0)
+        snprintf(buf, cap, "n/a");
+    else
+        snprintf(buf, cap, "%ldKiB", kib);
+    return buf;
+}
+
 /* Open descriptors, not counting the one that reads the directory. */
 static int fd_count(void)
 {
@@ -1418,10 +1428,11 @@ static bool quiesce(int running_threads, struct figures *out)
 
 static void print_sample(double elapsed)
 {
-    printf("soak: t=%.1fs rss=%ldKiB heap=%ldKiB fds=%d open=%lld echo_conns=%zu connects=%llu "
+    char heap[32];
+    printf("soak: t=%.1fs rss=%ldKiB heap=%s fds=%d open=%lld echo_conns=%zu connects=%llu "
            "echoed=%.1fMiB calls=%llu interrupted=%llu cancelled=%llu resets=%llu "
            "drops=%llu errors=%llu\n",
-           elapsed, rss_kib(), heap_in_use_kib(), fd_count(), (long long)atomic_load(&g.c.open),
+           elapsed, rss_kib(), kib_text(heap_in_use_kib(), heap, sizeof heap), fd_count(), (long long)atomic_load(&g.c.open),
            net_server_connection_count(g.echo), get(&g.c.connects),
            (double)get(&g.c.bytes_echoed) / (1 << 20), get(&g.c.calls),
            get(&g.c.calls_interrupted), get(&g.c.calls_cancelled), get(&g.c.resets),
@@ -1493,7 +1504,7 @@ static void print_result(const char *reason, bool have_baseline, const struct fi
     if (have_baseline)
         printf("rss_kib=%ld->%ld%s heap_kib=%ld->%ld fds=%d->%d\n", base->rss_kib, end->rss_kib,
                SOAK_SANITIZED ? "(unchecked:sanitizer)" : "", base->heap_kib, end->heap_kib,
-               base->fds, end->fds);
+               base->fds, end->fds); /* heap -1: unknown (sanitizer or not glibc) */
     else
         printf("(run shorter than the warm-up: growth not checked)\n");
 }
@@ -1580,8 +1591,10 @@ static bool run(double warmup, struct figures *base)
         if (want_baseline && !have_baseline && now >= warm) {
             if (!(have_baseline = quiesce(g.threads, base)))
                 break;
-            printf("soak: baseline after %.1fs warm-up: rss=%ldKiB heap=%ldKiB fds=%d\n",
-                   (double)(now - t0) / 1000, base->rss_kib, base->heap_kib, base->fds);
+            char heap[32];
+            printf("soak: baseline after %.1fs warm-up: rss=%ldKiB heap=%s fds=%d\n",
+                   (double)(now - t0) / 1000, base->rss_kib,
+                   kib_text(base->heap_kib, heap, sizeof heap), base->fds);
         }
         if (now >= next) {
             print_sample((double)(now - t0) / 1000);
@@ -1659,12 +1672,12 @@ int main(int argc, char **argv)
     stop_load(loads);
     bool settled = quiesce(0, &end);
     print_sample((double)g.seconds);
+    char text[512];
     if (settled)
-        printf("soak: after the load: rss=%ldKiB heap=%ldKiB fds=%d\n", end.rss_kib,
-               end.heap_kib, end.fds);
+        printf("soak: after the load: rss=%ldKiB heap=%s fds=%d\n", end.rss_kib,
+               kib_text(end.heap_kib, text, sizeof text), end.fds);
     free_load(loads);
     teardown();
-    char text[512];
     const char *reason = verdict(have_baseline && settled, &base, &end, text, sizeof text);
     print_result(reason, have_baseline && settled, &base, &end);
     return reason ? 1 : 0;
