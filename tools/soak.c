@@ -38,17 +38,20 @@
  * and counters. After the warm-up (25% of the run, at least 5 s) the load
  * threads pause between episodes, every connection closes, and the RSS and
  * descriptor count are recorded as the baseline; at the end the same is
- * measured again with everything closed. At both points the RSS is read
- * after malloc_trim(0) (the figure before it is printed too), and the heap in
+ * measured again with everything closed. glibc's mmap and trim thresholds
+ * are pinned (mallopt) and the RSS is read after malloc_trim(0) (the figure
+ * before it is printed too), so that it follows memory in use; the heap in
  * use comes from mallinfo2(). The run fails if the RSS grew by more than
  * max(4 MiB, 20% of the baseline), the heap in use by more than max(1 MiB,
  * 10%) (neither is applied under sanitizers, whose allocators keep freed
- * memory in quarantine), or the descriptors by more than FD_SLACK. Last line: `soak: PASS ...` (exit 0) or
- * `soak: FAIL reason` (exit 1); usage errors exit 2. */
+ * memory in quarantine), or the descriptors by more than FD_SLACK.
+ *
+ * Last line: `soak: PASS ...` (exit 0) or `soak: FAIL reason` (exit 1);
+ * usage errors exit 2. */
 #include <arpa/inet.h>
 #include <dirent.h>
-#include <malloc.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
