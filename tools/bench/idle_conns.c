@@ -2,29 +2,38 @@
  * Standalone C11 + libc; no netloop.
  *
  *   idle_conns --connect 127.0.0.1:PORT --pid SERVER_PID [--connections N]
- *              [--settle-ms MS]
- *   defaults: N=10000, MS=1000.
+ *              [--settle-ms MS] [--max-bytes-per-conn B] [--sources S]
+ *   defaults: N=50000, MS=1000, B=0 (no limit), S=as few as the port range
+ *   allows.
  *
  * Reads VmRSS (and RssAnon, the heap part) of process PID from
  * /proc/PID/status, opens N connections to the echo server at PORT, sends one
  * 64-byte message on each and checks its echo (so the server has read and
  * written on every connection, as a real idle client would have), waits MS
- * milliseconds, reads the figures again and prints one line:
- *   idle_conns conns=N rss_before_kib=A rss_after_kib=B bytes_per_conn=X
- *       anon_bytes_per_conn=Y
- * with X = (B - A) * 1024 / N. Then it closes everything and exits 0; a
- * failed connect or a wrong echo exits 1.
+ * milliseconds, reads the figures again and counts the server's descriptors
+ * (/proc/PID/fd). Then, with all N still open, it sends a second, different
+ * message on every connection and checks every echo: all N connections are
+ * alive at the same time. One line:
+ *   idle_conns conns=N sources=S rss_before_kib=A rss_after_kib=B
+ *       bytes_per_conn=X anon_bytes_per_conn=Y server_fds=F echoed=E/2N
+ *       target=B PASS|FAIL
+ * with X = (B - A) * 1024 / N. Then it closes everything. Exit 0; 1 for a
+ * failed connect, a wrong or missing echo, or X above B; 2 for usage errors;
+ * 77 (skip) when this process may not have N descriptors (RLIMIT_NOFILE
+ * cannot be raised: not root, or fs.nr_open too low).
  *
  * Kernel socket memory is not in any process's RSS: the figure is the
- * server's own (user-space) cost. Beyond CONNS_PER_SOURCE connections the
- * source addresses are spread over 127.0.0.1, 127.0.0.2, ... (bind with
- * IP_BIND_ADDRESS_NO_PORT before connect), since one source address has only
- * the ~28000 ports of the ephemeral range towards one server address. The
- * server must be on loopback (127.0.0.0/8) and have a descriptor limit above
- * N itself. */
+ * server's own (user-space) cost. One source address has only the ports of
+ * net.ipv4.ip_local_port_range towards one server address, so the
+ * connections are spread over 127.0.0.1, 127.0.0.2, ... (bind with
+ * IP_BIND_ADDRESS_NO_PORT before connect), at most 3/4 of that range (and
+ * CONNS_PER_SOURCE) on each; --sources asks for more (round robin). The server must be on loopback (127.0.0.0/8) and
+ * have a descriptor limit above N itself (idle_memory.sh sees to that). */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +47,7 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-enum { MSG_LEN = 64, CONNS_PER_SOURCE = 20000, IO_TIMEOUT_S = 5 };
+enum { MSG_LEN = 64, CONNS_PER_SOURCE = 20000, IO_TIMEOUT_S = 5, MAX_SOURCES = 254 };
 
 struct rss {
     long vm_kib, anon_kib;
@@ -79,8 +88,21 @@ static int parse_addr(const char *s, struct sockaddr_in *out)
     return (ntohl(out->sin_addr.s_addr) >> 24) == 127 ? 0 : -1; /* loopback only */
 }
 
+static long read_long_file(const char *path, long fallback)
+{
+    long v = fallback;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1)
+            v = fallback;
+        fclose(f);
+    }
+    return v;
+}
+
 /* Room for n sockets plus stdio: the soft limit up to the hard one, or both
- * higher when we may (root). */
+ * higher when we may (root, and up to fs.nr_open). Returns 0, or -1 with
+ * errno (EPERM: not allowed). */
 static int raise_nofile(long n)
 {
     struct rlimit rl;
@@ -95,14 +117,97 @@ static int raise_nofile(long n)
     return setrlimit(RLIMIT_NOFILE, &rl);
 }
 
-static void pattern(unsigned char *p, long i)
+/* Connections per source address: 3/4 of the ephemeral port range (the rest
+ * is left to TIME_WAIT leftovers and other programs), at most
+ * CONNS_PER_SOURCE. */
+static long conns_per_source(void)
 {
-    for (int k = 0; k < MSG_LEN; k++)
-        p[k] = (unsigned char)(i * 7 + k);
+    long lo = 32768, hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &lo, &hi) != 2)
+            lo = 32768, hi = 60999;
+        fclose(f);
+    }
+    long per = (hi - lo + 1) * 3 / 4;
+    if (per > CONNS_PER_SOURCE)
+        per = CONNS_PER_SOURCE;
+    return per < 1 ? 1 : per;
 }
 
-/* Connection i: connect (from source sources[i % nsrc] if spreading), send
- * one message, read its echo. Returns the fd or -1 (message printed). */
+static long count_fds(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Message `round` (0 or 1) of connection i: distinct per connection and per
+ * round, so a stale or crossed echo shows. */
+static void pattern(unsigned char *p, long i, int round)
+{
+    for (int k = 0; k < MSG_LEN; k++)
+        p[k] = (unsigned char)(i * 7 + k + round * 131 + (i >> 8) * 13);
+}
+
+/* Reads exactly MSG_LEN bytes (blocking, SO_RCVTIMEO bounded) and compares
+ * them with what message `round` of connection i was. Returns 0 or -1
+ * (message printed). */
+static int read_echo(int fd, long i, int round)
+{
+    unsigned char want[MSG_LEN], in[MSG_LEN];
+    size_t got = 0;
+    while (got < MSG_LEN) {
+        ssize_t n = recv(fd, in + got, MSG_LEN - got, 0);
+        if (n <= 0) {
+            fprintf(stderr, "idle_conns: recv #%ld (message %d): %s\n", i, round + 1,
+                    n == 0 ? "connection closed" : strerror(errno));
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    pattern(want, i, round);
+    if (memcmp(in, want, MSG_LEN) != 0) {
+        fprintf(stderr, "idle_conns: connection #%ld: echo of message %d differs\n", i,
+                round + 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int send_message(int fd, long i, int round)
+{
+    unsigned char out[MSG_LEN];
+    pattern(out, i, round);
+    if (send(fd, out, MSG_LEN, MSG_NOSIGNAL) == MSG_LEN)
+        return 0;
+    fprintf(stderr, "idle_conns: send #%ld (message %d): %s\n", i, round + 1, strerror(errno));
+    return -1;
+}
+
+static int bind_source(int fd, long i, long nsrc)
+{
+    int one = 1;
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(1 + i % nsrc));
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) == 0)
+        return 0;
+    fprintf(stderr, "idle_conns: bind #%ld: %s\n", i, strerror(errno));
+    return -1;
+}
+
+/* Connection i: connect (from source 127.0.0.(1 + i % nsrc) if spreading),
+ * send message 1, read its echo. Returns the fd or -1 (message printed). */
 static int open_one(const struct sockaddr_in *dst, long i, long nsrc)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -113,117 +218,165 @@ static int open_one(const struct sockaddr_in *dst, long i, long nsrc)
     struct timeval tv = {IO_TIMEOUT_S, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (nsrc > 1) {
-        int one = 1;
-        struct sockaddr_in src = {.sin_family = AF_INET};
-        src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(1 + i % nsrc));
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
-            fprintf(stderr, "idle_conns: bind #%ld: %s\n", i, strerror(errno));
-            close(fd);
-            return -1;
-        }
+    if (nsrc > 1 && bind_source(fd, i, nsrc) < 0) {
+        close(fd);
+        return -1;
     }
-    const char *what = "connect";
-    unsigned char out[MSG_LEN], in[MSG_LEN];
-    pattern(out, i);
-    size_t got = 0;
-    if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0)
-        goto fail;
-    what = "send";
-    if (send(fd, out, MSG_LEN, MSG_NOSIGNAL) != MSG_LEN)
-        goto fail;
-    what = "recv";
-    while (got < MSG_LEN) {
-        ssize_t n = recv(fd, in + got, MSG_LEN - got, 0);
-        if (n <= 0) {
-            if (n == 0)
-                errno = ECONNRESET;
-            goto fail;
-        }
-        got += (size_t)n;
+    if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0) {
+        fprintf(stderr, "idle_conns: connect #%ld: %s\n", i, strerror(errno));
+        close(fd);
+        return -1;
     }
-    if (memcmp(in, out, MSG_LEN) != 0) {
-        fprintf(stderr, "idle_conns: connection #%ld: echo differs from what was sent\n", i);
+    if (send_message(fd, i, 0) < 0 || read_echo(fd, i, 0) < 0) {
         close(fd);
         return -1;
     }
     return fd;
-fail:
-    fprintf(stderr, "idle_conns: %s #%ld: %s\n", what, i, strerror(errno));
-    close(fd);
-    return -1;
+}
+
+/* With every connection open: message 2 on all of them, then every echo.
+ * Returns the number of correct echoes. */
+static long recheck_all(const int *fds, long n)
+{
+    long ok = 0;
+    for (long i = 0; i < n; i++)
+        if (send_message(fds[i], i, 1) < 0)
+            return ok;
+    for (long i = 0; i < n; i++)
+        if (read_echo(fds[i], i, 1) == 0)
+            ok++;
+    return ok;
 }
 
 static int usage(void)
 {
     fprintf(stderr, "usage: idle_conns --connect 127.0.0.1:PORT --pid SERVER_PID "
-                    "[--connections N] [--settle-ms MS]\n");
+                    "[--connections N] [--settle-ms MS] [--max-bytes-per-conn B] "
+                    "[--sources S]\n");
     return 2;
 }
 
-int main(int argc, char **argv)
+struct args {
+    const char *target;
+    int pid;
+    long conns, settle_ms, max_bytes, sources;
+};
+
+static int parse_args(int argc, char **argv, struct args *a)
 {
-    const char *target = NULL;
-    int pid = 0;
-    long conns = 10000, settle_ms = 1000;
+    a->target = NULL, a->pid = 0, a->conns = 50000, a->settle_ms = 1000, a->max_bytes = 0;
+    a->sources = 0;
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             return usage();
         if (strcmp(argv[i], "--connect") == 0)
-            target = argv[++i];
+            a->target = argv[++i];
         else if (strcmp(argv[i], "--pid") == 0)
-            pid = atoi(argv[++i]);
+            a->pid = atoi(argv[++i]);
         else if (strcmp(argv[i], "--connections") == 0)
-            conns = atol(argv[++i]);
+            a->conns = atol(argv[++i]);
         else if (strcmp(argv[i], "--settle-ms") == 0)
-            settle_ms = atol(argv[++i]);
+            a->settle_ms = atol(argv[++i]);
+        else if (strcmp(argv[i], "--max-bytes-per-conn") == 0)
+            a->max_bytes = atol(argv[++i]);
+        else if (strcmp(argv[i], "--sources") == 0)
+            a->sources = atol(argv[++i]);
         else
             return usage();
     }
-    struct sockaddr_in dst;
-    if (!target || pid <= 0 || conns < 1 || settle_ms < 0)
+    if (!a->target || a->pid <= 0 || a->conns < 1 || a->settle_ms < 0 || a->max_bytes < 0 ||
+        a->sources < 0 || a->sources > MAX_SOURCES)
         return usage();
-    if (parse_addr(target, &dst) < 0) {
-        fprintf(stderr, "idle_conns: %s: need 127.x.y.z:PORT (loopback only)\n", target);
+    return 0;
+}
+
+/* 0, or 77 with the reason when this process may not hold the sockets. */
+static int check_nofile(long conns)
+{
+    if (raise_nofile(conns) == 0)
+        return 0;
+    int err = errno;
+    long nr_open = read_long_file("/proc/sys/fs/nr_open", -1);
+    printf("idle_conns: SKIP: cannot raise RLIMIT_NOFILE to %ld (%s; fs.nr_open=%ld%s)\n",
+           conns + 64, strerror(err), nr_open,
+           err == EPERM ? ", raising the hard limit needs CAP_SYS_RESOURCE" : "");
+    return 77;
+}
+
+struct result {
+    struct rss before, after;
+    long opened, server_fds, rechecked;
+};
+
+/* Opens the connections, lets the server settle, measures, rechecks. */
+static int measure(const struct sockaddr_in *dst, const struct args *a, long nsrc, int *fds,
+                   struct result *r)
+{
+    for (; r->opened < a->conns; r->opened++)
+        if ((fds[r->opened] = open_one(dst, r->opened, nsrc)) < 0)
+            return 1;
+    struct timespec ts = {a->settle_ms / 1000, (a->settle_ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    if (read_rss(a->pid, &r->after) < 0) {
+        fprintf(stderr, "idle_conns: server %d is gone\n", a->pid);
+        return 1;
+    }
+    r->server_fds = count_fds(a->pid);
+    r->rechecked = recheck_all(fds, r->opened);
+    return r->rechecked == r->opened ? 0 : 1;
+}
+
+static int report(const struct args *a, long nsrc, const struct result *r)
+{
+    double per_conn = (double)(r->after.vm_kib - r->before.vm_kib) * 1024 / (double)a->conns;
+    bool over = a->max_bytes > 0 && per_conn > (double)a->max_bytes;
+    printf("idle_conns conns=%ld sources=%ld rss_before_kib=%ld rss_after_kib=%ld "
+           "bytes_per_conn=%.0f anon_bytes_per_conn=%.0f server_fds=%ld echoed=%ld/%ld",
+           a->conns, nsrc, r->before.vm_kib, r->after.vm_kib, per_conn,
+           (double)(r->after.anon_kib - r->before.anon_kib) * 1024 / (double)a->conns,
+           r->server_fds, r->opened + r->rechecked, 2 * a->conns);
+    if (a->max_bytes > 0)
+        printf(" target=%ld %s", a->max_bytes, over ? "FAIL" : "PASS");
+    printf("\n");
+    return over ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc;
+    struct sockaddr_in dst;
+    if (parse_addr(a.target, &dst) < 0) {
+        fprintf(stderr, "idle_conns: %s: need 127.x.y.z:PORT (loopback only)\n", a.target);
         return 2;
     }
-    if (raise_nofile(conns) < 0) {
-        fprintf(stderr, "idle_conns: cannot raise RLIMIT_NOFILE to %ld: %s\n", conns + 64,
-                strerror(errno));
-        return 1;
+    long per_source = conns_per_source();
+    long nsrc = (a.conns + per_source - 1) / per_source;
+    if (a.sources > nsrc)
+        nsrc = a.sources;
+    if (nsrc > MAX_SOURCES) {
+        printf("idle_conns: SKIP: %ld connections need %ld source addresses (%ld ports each)\n",
+               a.conns, nsrc, per_source);
+        return 77;
     }
-    int *fds = malloc((size_t)conns * sizeof *fds);
-    struct rss before, after;
-    if (!fds || read_rss(pid, &before) < 0) {
+    if ((rc = check_nofile(a.conns)) != 0)
+        return rc;
+    int *fds = malloc((size_t)a.conns * sizeof *fds);
+    struct result r = {0};
+    if (!fds || read_rss(a.pid, &r.before) < 0) {
         fprintf(stderr, "idle_conns: %s\n", fds ? "cannot read /proc/PID/status" : "no memory");
+        free(fds);
         return 1;
     }
-    long nsrc = (conns + CONNS_PER_SOURCE - 1) / CONNS_PER_SOURCE;
-    int rc = 0;
-    long opened = 0;
-    for (; opened < conns; opened++) {
-        if ((fds[opened] = open_one(&dst, opened, nsrc)) < 0) {
-            rc = 1;
-            break;
-        }
-    }
-    if (rc == 0) {
-        struct timespec ts = {settle_ms / 1000, (settle_ms % 1000) * 1000000};
-        nanosleep(&ts, NULL);
-        if (read_rss(pid, &after) < 0) {
-            fprintf(stderr, "idle_conns: server %d is gone\n", pid);
-            rc = 1;
-        }
-    }
-    if (rc == 0) {
-        printf("idle_conns conns=%ld rss_before_kib=%ld rss_after_kib=%ld bytes_per_conn=%.0f "
-               "anon_bytes_per_conn=%.0f\n",
-               conns, before.vm_kib, after.vm_kib,
-               (double)(after.vm_kib - before.vm_kib) * 1024 / (double)conns,
-               (double)(after.anon_kib - before.anon_kib) * 1024 / (double)conns);
-    }
-    for (long i = 0; i < opened; i++)
+    rc = measure(&dst, &a, nsrc, fds, &r);
+    if (rc == 0)
+        rc = report(&a, nsrc, &r);
+    else
+        fprintf(stderr, "idle_conns: FAIL after %ld of %ld connections, %ld of them rechecked\n",
+                r.opened, a.conns, r.rechecked);
+    for (long i = 0; i < r.opened; i++)
         close(fds[i]);
     free(fds);
     return rc;
