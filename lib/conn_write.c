@@ -246,6 +246,9 @@ static void output_drained(net_conn_t *conn)
         net__conn_handle_close(conn);
 }
 
+/* DISCONNECTING may still write until the write side is shut: a send that
+ * another thread queued before its own shutdown() must go out before the
+ * FIN (net_conn_send() refuses new sends once shutdown was called). */
 static bool can_write(const net_conn_t *conn)
 {
     return net_conn_state(conn) != NET_CONN_DISCONNECTED && !conn->write_shut &&
@@ -362,14 +365,6 @@ static int send_from_thread(net_conn_t *conn, const char *data, size_t len)
     return send_queued(conn, &iov, 1);
 }
 
-static bool can_send(const net_conn_t *conn)
-{
-    /* DISCONNECTING is fine until the write side is shut: a send that another
-     * thread queued before its own shutdown() must go out before the FIN
-     * (net_conn_send() refuses new sends once shutdown was called). */
-    return can_write(conn);
-}
-
 /* Writes with one send(); keeps what the socket did not take. Token held,
  * nothing pending or pushed. */
 static int write_direct(net_conn_t *conn, const char *data, size_t len)
@@ -407,7 +402,7 @@ static int write_direct(net_conn_t *conn, const char *data, size_t len)
  * behind what is (order). Callbacks never run inside. */
 static int send_in_loop(net_conn_t *conn, const char *data, size_t len)
 {
-    if (!can_send(conn))
+    if (!can_write(conn))
         return -ENOTCONN;
     if (conn->opt.max_output && len > conn->opt.max_output)
         return -ENOBUFS;
