@@ -1,9 +1,16 @@
 #!/bin/sh
-# Builds and runs the whole test suite in each configuration and prints one
-# closing line "N passed, N failed, N skipped" over all of them.
-#   ./tools/test.sh [CONFIG...]   CONFIG: plain asan tsan clang
-#                                 (default: plain asan tsan, and clang when installed)
-# Every scenario runs once with the epoll and once with the poll backend.
+# Builds and runs the whole test suite in each configuration, then the
+# fuzzers and the soak, and prints one closing line "N passed, N failed" over
+# all of them (skipped tests are counted on the line before it).
+#   ./tools/test.sh [CONFIG...]
+#   CONFIG: plain asan tsan clang   the Meson suite in that build
+#           fuzz                    tools/fuzz.sh, 60 s per libFuzzer target
+#                                   (one test per target)
+#           soak                    tools/soak for 30 s on the plain build
+#                                   (one test)
+#   default: plain asan tsan, clang when installed, then fuzz and soak.
+# Every scenario of the suite runs once with the epoll and once with the poll
+# backend.
 set -u
 cd "$(dirname "$0")/.."
 ./tools/deps.sh || exit 1
@@ -12,11 +19,48 @@ configs="$*"
 if [ -z "$configs" ]; then
     configs="plain asan tsan"
     command -v clang >/dev/null 2>&1 && configs="$configs clang"
+    configs="$configs fuzz soak"
 fi
 
 total_pass=0 total_fail=0 total_skip=0
+count() { # PASSED FAILED SKIPPED
+    total_pass=$((total_pass + $1)); total_fail=$((total_fail + $2)); total_skip=$((total_skip + $3))
+}
+
+# Each libFuzzer target is one test; fuzz.sh exits 77 when clang's libFuzzer
+# runtime is missing and cannot be installed (not root).
+run_fuzz() {
+    echo "=== fuzz (build-fuzz, 60 s per target)"
+    ./tools/fuzz.sh --seconds 60 >build-fuzz.run.log 2>&1
+    rc=$?
+    cat build-fuzz.run.log
+    if [ "$rc" -eq 77 ]; then
+        echo "fuzz: 0 passed, 0 failed, 3 skipped"; count 0 0 3; return
+    fi
+    p=$(grep -c '^fuzz_[a-z_]*: .*: ok$' build-fuzz.run.log)
+    f=$((3 - p))
+    echo "fuzz: $p passed, $f failed, 0 skipped"
+    count "$p" "$f" 0
+}
+
+# The soak needs the plain build's tools/soak (built here if missing).
+run_soak() {
+    echo "=== soak (build, 30 s)"
+    if [ ! -f build/build.ninja ]; then
+        CC=gcc meson setup build --buildtype=release >build.setup.log 2>&1 || {
+            cat build.setup.log; echo "soak: 0 passed, 1 failed, 0 skipped"; count 0 1 0; return; }
+    fi
+    if ninja -C build tools/soak >build.build.log 2>&1 &&
+        timeout 180 build/tools/soak --seconds 30 --interval 5 >build.soak.log 2>&1; then
+        tail -1 build.soak.log; echo "soak: 1 passed, 0 failed, 0 skipped"; count 1 0 0
+    else
+        tail -30 build.soak.log 2>/dev/null; echo "soak: 0 passed, 1 failed, 0 skipped"; count 0 1 0
+    fi
+}
 for config in $configs; do
     case "$config" in
+    fuzz) run_fuzz; continue ;;
+    soak) run_soak; continue ;;
     plain) dir=build; opts="--buildtype=release"; cc=gcc ;;
     asan) dir=build-asan; opts="-Db_sanitize=address,undefined -Db_lundef=false"; cc=gcc ;;
     tsan) dir=build-tsan; opts="-Db_sanitize=thread -Db_lundef=false"; cc=gcc ;;
@@ -57,7 +101,8 @@ PY
 )
     set -- $counts
     echo "$config: $1 passed, $2 failed, $3 skipped"
-    total_pass=$((total_pass + $1)); total_fail=$((total_fail + $2)); total_skip=$((total_skip + $3))
+    count "$1" "$2" "$3"
 done
-echo "$total_pass passed, $total_fail failed, $total_skip skipped"
+echo "$total_skip skipped"
+echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
