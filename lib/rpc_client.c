@@ -25,7 +25,6 @@
  * the client's stop. */
 #include <errno.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +35,7 @@
 #include "loop_internal.h"
 #include "rpc_codec.h"
 #include "tcp_conn_internal.h"
+#include "waitset.h"
 #include "write_queue.h"
 
 /* Longest delay between a call with a timeout and its timer being armed,
@@ -81,6 +81,11 @@ struct net_rpc_client {
     struct call **table;
     size_t table_size, outstanding;
     net_timer_id_t tick;
+
+    /* net_rpc_call_sync callers sleep here; the loop wakes those whose
+     * outcome it delivered once per batch (after each read). */
+    struct net__waitset sync_waiters;
+    bool in_batch; /* loop thread: inside on_message, wakes wait for its end */
 
     atomic_ullong calls, completed, late, timeouts, disconnected;
 };
@@ -479,6 +484,7 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
     const char *reason = NULL;
     int rc;
     drain_intake(c); /* every call these responses answer is in the table now */
+    c->in_batch = true;
     while ((rc = net__rpc_decode(in, c->opt.max_frame, &f, &reason)) > 0) {
         if (f.hdr.type != NET__RPC_TYPE_RESPONSE) {
             rc = -EPROTO;
@@ -494,6 +500,8 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
         fail_all(c, NET_RPC_PROTOCOL_ERROR);
         net_conn_force_close(conn);
     }
+    c->in_batch = false;
+    net__waitset_wake(&c->sync_waiters);
 }
 
 static void on_connection(net_conn_t *conn, void *arg)
@@ -554,6 +562,7 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
     if (!c->opt.max_frame)
         c->opt.max_frame = NET__RPC_DEFAULT_MAX_FRAME;
     atomic_init(&c->next_id, 1);
+    net__waitset_init(&c->sync_waiters);
     atomic_init(&c->intake.head, NULL);
     /* Writers first: with callers holding the read lock back to back, a
      * reader-preferring lock could keep the loop from ever publishing a
@@ -641,11 +650,11 @@ void net_rpc_client_stats(net_rpc_client_t *client, struct net_rpc_client_stats 
 
 /* ---- synchronous calls ------------------------------------------------------------------ */
 
-/* The waiter sleeps on a semaphore: the loop's sem_post is one atomic plus,
- * only if the waiter already sleeps, one futex wake, where a mutex and a
- * condition variable add a lock round trip on both sides. */
+/* The caller sleeps in the client's waitset (waitset.h): the loop marks
+ * its outcome ready and wakes it together with the other callers answered
+ * by the same read, in one system call. */
 struct sync_call {
-    sem_t done;
+    struct net__waiter waiter;
     uint32_t status;
     void *body;
     size_t len;
@@ -654,7 +663,6 @@ struct sync_call {
 static void sync_done(net_rpc_client_t *c, uint32_t status, const void *body, size_t len,
                       void *arg)
 {
-    (void)c;
     struct sync_call *s = arg;
     void *copy = len ? malloc(len) : NULL;
     if (copy)
@@ -662,7 +670,9 @@ static void sync_done(net_rpc_client_t *c, uint32_t status, const void *body, si
     s->status = (len && !copy) ? NET_RPC_INTERNAL : status;
     s->body = copy;
     s->len = copy ? len : 0;
-    sem_post(&s->done); /* s may be gone after this line */
+    net__waitset_mark(&c->sync_waiters, &s->waiter); /* s may be gone after this line */
+    if (!c->in_batch)
+        net__waitset_wake(&c->sync_waiters);
 }
 
 int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *body,
@@ -674,16 +684,11 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
     if (net_loop_in_loop_thread(client->loop))
         return NET_EWRONGTHREAD;
     struct sync_call s;
-    if (sem_init(&s.done, 0, 0) < 0)
-        return -errno;
+    net__waiter_init(&s.waiter);
     int rc = net_rpc_call(client, method, body, body_len, timeout_ms, sync_done, &s);
-    if (rc < 0) {
-        sem_destroy(&s.done);
+    if (rc < 0)
         return rc;
-    }
-    while (sem_wait(&s.done) < 0 && errno == EINTR) {
-    }
-    sem_destroy(&s.done);
+    net__waitset_wait(&client->sync_waiters, &s.waiter);
     *status = s.status;
     if (body_out)
         *body_out = s.body;
