@@ -8,7 +8,8 @@
  * for the descriptor exhaustion, in a child process (so that its sockets do
  * not count against the server's limit). Every loop of the scenarios is
  * bounded in count and in time, and a watchdog fails a scenario that hangs.
- * Sanitized builds scale the counts down (see SCALED in faults_common.h). */
+ * Sanitized builds scale the counts down (see SCALED in net_test_util.h). */
+#include <fcntl.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
@@ -23,102 +24,13 @@
 #include "faults_common.h"
 #include "loop_internal.h" /* the loop's iteration counter, for the spin detector */
 
-/* ---- the base loop -------------------------------------------------------------- */
-
-static void quit_loop(void *arg)
-{
-    net_loop_quit(arg);
-}
-
-/* Runs the loop for ms milliseconds. */
-static void run_for(net_loop_t *loop, uint64_t ms)
-{
-    CHECK(net_loop_run_after(loop, ms, quit_loop, loop) > 0);
-    CHECK_OK(net_loop_run(loop));
-}
-
-struct until {
-    net_loop_t *loop;
-    bool (*cond)(void *arg);
-    void *arg;
-    uint64_t deadline;
-};
-
-static void until_tick(void *p)
-{
-    struct until *u = p;
-    if (u->cond(u->arg) || net_test_now_ms() > u->deadline)
-        net_loop_quit(u->loop);
-}
-
-/* Runs the loop until cond(arg) holds (checked every millisecond on the loop
- * thread); fails if it does not within WAIT_MS. */
-static void run_until(net_loop_t *loop, bool (*cond)(void *), void *arg)
-{
-    struct until u = {loop, cond, arg, net_test_now_ms() + WAIT_MS};
-    net_timer_id_t id = net_loop_run_every(loop, 1, until_tick, &u);
-    CHECK(id > 0);
-    CHECK_OK(net_loop_run(loop));
-    CHECK_OK(net_loop_cancel(loop, id));
-    if (!cond(arg))
-        net_test_fail(__FILE__, __LINE__, "timed out running the loop until a condition");
-}
-
-/* ---- helper threads ------------------------------------------------------------ */
-
-struct job {
-    void (*fn)(void *arg);
-    void *arg;
-    pthread_t thread;
-    atomic_bool done;
-};
-
-static void *job_main(void *p)
-{
-    struct job *j = p;
-    j->fn(j->arg);
-    atomic_store(&j->done, true);
-    return NULL;
-}
-
-static void job_start(struct job *j, void (*fn)(void *), void *arg)
-{
-    j->fn = fn;
-    j->arg = arg;
-    atomic_init(&j->done, false);
-    CHECK_EQ(pthread_create(&j->thread, NULL, job_main, j), 0);
-}
-
-static bool job_done(void *arg)
-{
-    return atomic_load(&((struct job *)arg)->done);
-}
-
-/* Runs fn(arg) on a helper thread while the loop runs, until it returns. */
-static void run_with_client(net_loop_t *loop, void (*fn)(void *), void *arg)
-{
-    struct job j;
-    job_start(&j, fn, arg);
-    run_until(loop, job_done, &j);
-    CHECK_EQ(pthread_join(j.thread, NULL), 0);
-}
-
-struct echo_arg {
-    net_addr_t addr;
-    const char *msg;
-};
-
-static void echo_client(void *arg)
-{
-    struct echo_arg *e = arg;
-    raw_echo_once(&e->addr, e->msg);
-}
+/* ---- clients ----------------------------------------------------------------- */
 
 /* One echo round trip from a new client: the server still serves. */
 static void check_still_serves(net_loop_t *loop, net_server_t *server, const char *msg)
 {
-    struct echo_arg e = {*net_server_addr(server), msg};
-    run_with_client(loop, echo_client, &e);
+    struct net_test_echo e = {*net_server_addr(server), msg};
+    net_test_run_with_client(loop, net_test_echo_client, &e);
 }
 
 /* ---- the server ------------------------------------------------------------------- */
@@ -162,7 +74,7 @@ static void server_stop_and_free(net_loop_t *loop, net_server_t *server)
 {
     int done = 0;
     CHECK_OK(net_server_stop(server, 2000, stopped, &done));
-    run_until(loop, int_positive, &done);
+    net_test_run_until(loop, int_positive, &done);
     CHECK_EQ(done, 1);
     CHECK_OK(net_server_free(server));
 }
@@ -178,7 +90,7 @@ struct fd_goal {
 
 static bool fds_back(void *arg)
 {
-    return count_open_fds() == ((struct fd_goal *)arg)->want;
+    return net_test_count_open_fds() == ((struct fd_goal *)arg)->want;
 }
 
 /* Connections close asynchronously: waits (running the loop) until the
@@ -186,12 +98,12 @@ static bool fds_back(void *arg)
 static void run_until_fds(net_loop_t *loop, int want)
 {
     struct fd_goal g = {want};
-    uint64_t deadline = net_test_now_ms() + WAIT_MS;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_WAIT_MS;
     while (!fds_back(&g)) {
         if (net_test_now_ms() > deadline)
             net_test_fail(__FILE__, __LINE__, "%d descriptors open, expected %d",
-                          count_open_fds(), want);
-        run_for(loop, 5);
+                          net_test_count_open_fds(), want);
+        net_test_run_for(loop, 5);
     }
 }
 
@@ -273,14 +185,14 @@ struct rw_client_arg {
 static void rw_client(void *arg)
 {
     struct rw_client_arg *a = arg;
-    int fd = raw_connect(&a->addr, 64 * KiB); /* a small window: most stays queued */
-    CHECK(raw_write(fd, "BIG!", 4));
+    int fd = net_test_connect(&a->addr, 64 * KiB); /* a small window: most stays queued */
+    CHECK(net_test_send_all(fd, "BIG!", 4));
     char *buf = malloc(a->read_first);
     CHECK(buf != NULL);
-    raw_read_exact(fd, buf, a->read_first);
+    net_test_recv_exact(fd, buf, a->read_first);
     CHECK(stream_matches(buf, 0, a->read_first));
     free(buf);
-    raw_reset(fd);
+    net_test_close_reset(fd);
 }
 
 static bool rw_big_closed(void *arg)
@@ -291,7 +203,7 @@ static bool rw_big_closed(void *arg)
 
 TEST(fault_tcp_rst_mid_large_write)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     rw.base = loop;
@@ -300,7 +212,7 @@ TEST(fault_tcp_rst_mid_large_write)
     stream_fill(rw.big, 0, BIG_LEN);
     struct net_conn_callbacks cbs = {.on_connection = rw_connection, .on_message = rw_message};
     net_server_t *server = server_start(loop, 1, &cbs, NULL);
-    int fd0 = count_open_fds();
+    int fd0 = net_test_count_open_fds();
 
     for (int round = 0; round < RW_ROUNDS; round++) {
         rw.cross_thread = round % 2 == 1;
@@ -308,9 +220,9 @@ TEST(fault_tcp_rst_mid_large_write)
         atomic_store(&rw.big_downs, 0);
         atomic_store(&rw.big_sends, 0);
         struct rw_client_arg a = {*net_server_addr(server), rw_read_before_reset[round]};
-        run_with_client(loop, rw_client, &a);
-        run_until(loop, rw_big_closed, NULL);
-        run_for(loop, 100); /* a second close would show up here */
+        net_test_run_with_client(loop, rw_client, &a);
+        net_test_run_until(loop, rw_big_closed, NULL);
+        net_test_run_for(loop, 100); /* a second close would show up here */
         CHECK_EQ(atomic_load(&rw.big_downs), 1);
         CHECK_EQ(atomic_load(&rw.big_sends), 1);
         net_conn_t *conn = atomic_exchange(&rw.big_conn, NULL);
@@ -327,7 +239,7 @@ TEST(fault_tcp_rst_mid_large_write)
     }
 
     check_still_serves(loop, server, "still serving after resets");
-    run_until(loop, no_connections, server);
+    net_test_run_until(loop, no_connections, server);
     CHECK_EQ(atomic_load(&rw.ups), RW_ROUNDS + 1);
     CHECK_EQ(atomic_load(&rw.downs), RW_ROUNDS + 1);
     run_until_fds(loop, fd0);
@@ -412,7 +324,7 @@ static bool nr_down(void *arg)
 
 TEST(fault_tcp_never_reading_reader)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     stream_fill(nr.chunk, 0, NR_CHUNK);
@@ -423,19 +335,19 @@ TEST(fault_tcp_never_reading_reader)
                                      .on_message = echo_message,
                                      .on_high_water = nr_high_water};
     net_server_t *server = server_start(loop, 1, &cbs, &copt);
-    int fd0 = count_open_fds();
+    int fd0 = net_test_count_open_fds();
 
-    int fd = raw_connect(net_server_addr(server), 1); /* the kernel's minimum */
-    run_until(loop, nr_high_water_seen, NULL);
+    int fd = net_test_connect(net_server_addr(server), 1); /* the kernel's minimum */
+    net_test_run_until(loop, nr_high_water_seen, NULL);
     net_conn_t *conn = atomic_load(&nr.shared);
     CHECK(conn != NULL);
 
     /* The producer stopped; the queue must not grow, and every byte it
      * handed over is either on the wire or in the queue. */
-    run_for(loop, 100);
+    net_test_run_for(loop, 100);
     struct net_conn_stats s1, s2;
     net_conn_stats(conn, &s1);
-    run_for(loop, 300);
+    net_test_run_for(loop, 300);
     net_conn_stats(conn, &s2);
     uint64_t sent = atomic_load(&nr.sent);
     fprintf(stderr, "never-reading: high water at %zu queued; %llu handed over, %llu on the wire, "
@@ -451,8 +363,8 @@ TEST(fault_tcp_never_reading_reader)
 
     CHECK_OK(net_conn_force_close(conn));
     CHECK_EQ(net_conn_force_close(conn), -ENOTCONN);
-    run_until(loop, nr_down, NULL);
-    run_for(loop, 50);
+    net_test_run_until(loop, nr_down, NULL);
+    net_test_run_for(loop, 50);
     CHECK_EQ(atomic_load(&nr.downs), 1); /* once */
     CHECK_EQ(net_conn_state(conn), NET_CONN_DISCONNECTED);
     net_conn_stats(conn, &s2);
@@ -460,7 +372,7 @@ TEST(fault_tcp_never_reading_reader)
     CHECK_EQ(net_conn_send(conn, nr.chunk, NR_CHUNK), -ENOTCONN);
     net_conn_unref(conn);
     CHECK(close(fd) == 0);
-    run_until(loop, no_connections, server);
+    net_test_run_until(loop, no_connections, server);
     run_until_fds(loop, fd0);
     check_still_serves(loop, server, "served after a stuck reader");
     server_stop_and_free(loop, server);
@@ -504,7 +416,7 @@ static void storm_connection(net_conn_t *conn, void *arg)
 
 static int storm_connect(int j)
 {
-    int fd = raw_socket(0, 10000);
+    int fd = net_test_socket(AF_INET, 0, 10000);
     int one = 1;
     CHECK(setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) == 0);
     struct sockaddr_in src = {.sin_family = AF_INET,
@@ -521,8 +433,8 @@ static void storm_cycle(int j)
     char c = (char)j, back;
     switch (j % 8) {
     case 0: /* a round trip, then a graceful close */
-        CHECK(raw_write(fd, &c, 1));
-        raw_read_exact(fd, &back, 1);
+        CHECK(net_test_send_all(fd, &c, 1));
+        net_test_recv_exact(fd, &back, 1);
         CHECK_EQ(back, c);
         atomic_fetch_add(&storm.echoed, 1);
         /* fallthrough */
@@ -531,10 +443,10 @@ static void storm_cycle(int j)
         atomic_fetch_add(&storm.graceful, 1);
         break;
     case 2: /* a byte the server will echo into a reset */
-        CHECK(raw_write(fd, &c, 1));
+        CHECK(net_test_send_all(fd, &c, 1));
         /* fallthrough */
     default:
-        raw_reset(fd);
+        net_test_close_reset(fd);
         atomic_fetch_add(&storm.resets, 1);
         break;
     }
@@ -553,9 +465,9 @@ static void storm_client(void *arg)
 
 static bool storm_clients_done(void *arg)
 {
-    struct job *jobs = arg;
+    struct net_test_job *jobs = arg;
     for (int i = 0; i < STORM_THREADS; i++)
-        if (!job_done(&jobs[i]))
+        if (!net_test_job_done(&jobs[i]))
             return false;
     return true;
 }
@@ -572,18 +484,18 @@ static uint64_t storm_run(net_loop_t *loop)
 {
     uint64_t t0 = net_test_now_ms();
     storm.deadline = t0 + STORM_TIME_MS;
-    struct job jobs[STORM_THREADS];
+    struct net_test_job jobs[STORM_THREADS];
     for (int i = 0; i < STORM_THREADS; i++)
-        job_start(&jobs[i], storm_client, NULL);
-    run_until(loop, storm_clients_done, jobs);
+        net_test_job_start(&jobs[i], storm_client, NULL);
+    net_test_run_until(loop, storm_clients_done, jobs);
     for (int i = 0; i < STORM_THREADS; i++)
-        CHECK_EQ(pthread_join(jobs[i].thread, NULL), 0);
+        net_test_job_join(&jobs[i]);
     return net_test_now_ms() - t0;
 }
 
 static size_t heap_in_use(void)
 {
-#if defined(__GLIBC__) && !FAULTS_SANITIZED
+#if defined(__GLIBC__) && !NET_TEST_SANITIZED
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
 #else
@@ -593,7 +505,7 @@ static size_t heap_in_use(void)
 
 TEST(fault_tcp_connection_storm)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     struct net_conn_callbacks cbs = {.on_connection = storm_connection,
@@ -601,15 +513,15 @@ TEST(fault_tcp_connection_storm)
     net_server_t *server = server_start(loop, 2, &cbs, NULL);
     storm.addr = *net_server_addr(server);
     check_still_serves(loop, server, "warm-up"); /* the loops' lazy allocations */
-    run_until(loop, no_connections, server);
-    int fd0 = count_open_fds();
+    net_test_run_until(loop, no_connections, server);
+    int fd0 = net_test_count_open_fds();
     size_t heap0 = heap_in_use();
     uint64_t accepted0 = net_server_accepted(server);
     atomic_store(&storm.ups, (int)accepted0);
     atomic_store(&storm.downs, (int)accepted0);
 
     uint64_t storm_ms = storm_run(loop);
-    run_until(loop, storm_settled, server);
+    net_test_run_until(loop, storm_settled, server);
 
     int cycles = atomic_load(&storm.cycles);
     uint64_t accepted = net_server_accepted(server) - accepted0;
@@ -800,7 +712,7 @@ static rlim_t limit_leaving(int room, rlim_t max)
 static void read_all(int fd, void *p, size_t n)
 {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    CHECK(poll(&pfd, 1, WAIT_MS) == 1);
+    CHECK(poll(&pfd, 1, NET_TEST_WAIT_MS) == 1);
     CHECK_EQ(read(fd, p, n), (ssize_t)n);
 }
 
@@ -854,7 +766,7 @@ static struct em_window em_measure(net_loop_t *loop)
     int64_t cpu0 = cpu_ms_self();
     uint64_t t0 = net_test_now_ms();
     unsigned long long it0 = loop->iterations;
-    run_for(loop, EM_WINDOW_MS);
+    net_test_run_for(loop, EM_WINDOW_MS);
     return (struct em_window){.cpu_ms = cpu_ms_self() - cpu0,
                               .wall_ms = net_test_now_ms() - t0,
                               .iterations = loop->iterations - it0};
@@ -883,13 +795,13 @@ static void em_check_report(const struct em_report *r, size_t open_at_limit)
 
 TEST(fault_tcp_emfile_storm_no_spin)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     struct em_child_proc child = em_child_start();
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     struct net_conn_callbacks cbs = {.on_connection = em_connection, .on_message = echo_message};
     net_server_t *server = server_start(loop, 2, &cbs, NULL);
-    int fd0 = count_open_fds();
+    int fd0 = net_test_count_open_fds();
 
     struct rlimit old;
     CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
@@ -902,7 +814,7 @@ TEST(fault_tcp_emfile_storm_no_spin)
     char h;
     read_all(child.rep, &h, 1); /* the held connections wait in the backlog */
     CHECK_EQ(h, 'H');
-    run_for(loop, 300);         /* accept until out of descriptors, then shed */
+    net_test_run_for(loop, 300);         /* accept until out of descriptors, then shed */
     struct em_window w = em_measure(loop);
     size_t open_at_limit = net_server_connection_count(server);
 
@@ -921,9 +833,9 @@ TEST(fault_tcp_emfile_storm_no_spin)
      * once. Connections of the storm were shed as they came, so no pile of
      * them waits in the backlog to exhaust us again (see
      * fault_tcp_emfile_no_accept_pause_reg). */
-    run_until(loop, em_settled, server);
+    net_test_run_until(loop, em_settled, server);
     check_still_serves(loop, server, "served once descriptors are free");
-    run_until(loop, em_settled, server);
+    net_test_run_until(loop, em_settled, server);
 
     CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
     run_until_fds(loop, fd0);
@@ -969,7 +881,7 @@ static void ss_failed(const char *what)
 
 static void ss_cycle(int j)
 {
-    int fd = raw_socket(0, 5000);
+    int fd = net_test_socket(AF_INET, 0, 5000);
     if (connect(fd, net_addr_sockaddr(&ss.addr), net_addr_len(&ss.addr)) < 0) {
         ss_failed("connect");
         CHECK(close(fd) == 0);
@@ -988,7 +900,7 @@ static void ss_cycle(int j)
     if (j % 2)
         CHECK(close(fd) == 0);
     else
-        raw_reset(fd);
+        net_test_close_reset(fd);
     atomic_fetch_add(&ss.cycles, 1);
 }
 
@@ -1007,28 +919,28 @@ static void ss_quit_clients(void *arg)
 
 TEST(fault_tcp_stop_during_storm)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
-    int fd0 = count_open_fds();
+    int fd0 = net_test_count_open_fds();
     struct net_conn_callbacks cbs = {.on_connection = ss_connection, .on_message = echo_message};
     net_server_t *server = server_start(loop, 2, &cbs, NULL);
     ss.addr = *net_server_addr(server);
 
-    struct job jobs[SS_THREADS];
+    struct net_test_job jobs[SS_THREADS];
     for (int i = 0; i < SS_THREADS; i++)
-        job_start(&jobs[i], ss_client, NULL);
-    run_for(loop, SS_BEFORE_MS);
+        net_test_job_start(&jobs[i], ss_client, NULL);
+    net_test_run_for(loop, SS_BEFORE_MS);
     int before = atomic_load(&ss.cycles);
     atomic_store(&ss.stop_requested, true);
     int done = 0;
     CHECK_OK(net_server_stop(server, 200, stopped, &done));
-    run_until(loop, int_positive, &done);
+    net_test_run_until(loop, int_positive, &done);
     CHECK(net_loop_run_after(loop, SS_AFTER_MS, ss_quit_clients, NULL) > 0);
-    run_until(loop, storm_clients_done, jobs); /* the clients see refusals meanwhile */
+    net_test_run_until(loop, storm_clients_done, jobs); /* the clients see refusals meanwhile */
     for (int i = 0; i < SS_THREADS; i++)
-        CHECK_EQ(pthread_join(jobs[i].thread, NULL), 0);
-    run_for(loop, 50); /* a second stopped callback would run here */
+        net_test_job_join(&jobs[i]);
+    net_test_run_for(loop, 50); /* a second stopped callback would run here */
 
     fprintf(stderr, "stop during storm: %d cycles before the stop, %d in all, %d failures "
             "after it; %d up, %d down\n", before, atomic_load(&ss.cycles),
@@ -1040,7 +952,7 @@ TEST(fault_tcp_stop_during_storm)
     CHECK((uint64_t)atomic_load(&ss.ups) <= net_server_accepted(server));
     CHECK_OK(net_server_free(server));
     CHECK_EQ(atomic_load(&ss.ups), atomic_load(&ss.downs));
-    CHECK_EQ(count_open_fds(), fd0);
+    CHECK_EQ(net_test_count_open_fds(), fd0);
     net_loop_free(loop);
 }
 
@@ -1074,7 +986,7 @@ static bool count_is(void *arg)
 static void run_until_count(net_loop_t *loop, net_server_t *server, size_t n)
 {
     struct { net_server_t *server; size_t n; } c = {server, n};
-    run_until(loop, count_is, &c);
+    net_test_run_until(loop, count_is, &c);
 }
 
 static void connect_or_fail(int fd, const net_addr_t *addr)
@@ -1100,7 +1012,7 @@ static void ep_good_client_reads(void *arg)
 
 TEST(fault_tcp_emfile_no_accept_pause_reg)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     struct net_conn_callbacks cbs = {.on_message = echo_message};
@@ -1110,11 +1022,11 @@ TEST(fault_tcp_emfile_no_accept_pause_reg)
     /* Every client socket is made before the limit drops. */
     int held[EP_ROOM], extra, stale[EP_STALE], good;
     for (int i = 0; i < EP_ROOM; i++)
-        held[i] = raw_socket(0, 10000);
+        held[i] = net_test_socket(AF_INET, 0, 10000);
     for (int i = 0; i < EP_STALE; i++)
-        stale[i] = raw_socket(0, 10000);
-    extra = raw_socket(0, 10000);
-    good = raw_socket(0, 10000);
+        stale[i] = net_test_socket(AF_INET, 0, 10000);
+    extra = net_test_socket(AF_INET, 0, 10000);
+    good = net_test_socket(AF_INET, 0, 10000);
     struct rlimit old;
     CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
     struct rlimit low = {.rlim_cur = limit_leaving(EP_ROOM, old.rlim_cur), .rlim_max = old.rlim_max};
@@ -1124,17 +1036,17 @@ TEST(fault_tcp_emfile_no_accept_pause_reg)
         connect_or_fail(held[i], addr);
     run_until_count(loop, server, EP_ROOM);     /* exhausted */
     connect_or_fail(extra, addr);
-    run_for(loop, 10);                          /* shed */
+    net_test_run_for(loop, 10);                          /* shed */
     for (int i = 0; i < EP_STALE; i++)
         connect_or_fail(stale[i], addr);
-    run_for(loop, 10);                          /* shed too, unless paused */
+    net_test_run_for(loop, 10);                          /* shed too, unless paused */
     for (int i = 0; i < EP_ROOM; i++)
         CHECK(close(held[i]) == 0);
     run_until_count(loop, server, 0);           /* descriptors are back */
 
     connect_or_fail(good, addr);
-    CHECK(raw_write(good, "good", 4));
-    run_with_client(loop, ep_good_client_reads, &good);
+    CHECK(net_test_send_all(good, "good", 4));
+    net_test_run_with_client(loop, ep_good_client_reads, &good);
     CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
     CHECK(close(extra) == 0);
     CHECK(close(good) == 0);
