@@ -127,3 +127,75 @@ void net_test_rpc_client_down(struct net_test_rpc_client *c)
     c->thread = NULL;
     c->loop = NULL;
 }
+
+/* ---- requests kept unanswered ---------------------------------------------------- */
+
+void net_test_hold(struct net_test_held *h, net_rpc_req_t *req)
+{
+    pthread_mutex_lock(&h->mu);
+    CHECK(h->n < NET_TEST_MAX_HELD);
+    h->reqs[h->n++] = req;
+    pthread_mutex_unlock(&h->mu);
+    atomic_fetch_add(&h->total, 1);
+}
+
+int net_test_held_take(struct net_test_held *h, net_rpc_req_t **reqs)
+{
+    pthread_mutex_lock(&h->mu);
+    int n = h->n;
+    memcpy(reqs, h->reqs, (size_t)n * sizeof reqs[0]);
+    h->n = 0;
+    pthread_mutex_unlock(&h->mu);
+    return n;
+}
+
+int net_test_held_release(struct net_test_held *h, uint32_t status, const char *text)
+{
+    net_rpc_req_t *reqs[NET_TEST_MAX_HELD];
+    int n = net_test_held_take(h, reqs);
+    for (int i = 0; i < n; i++)
+        CHECK_EQ(net_rpc_reply(reqs[i], status, text, strlen(text)), 0);
+    return n;
+}
+
+/* ---- requests handed to other threads ------------------------------------------- */
+
+void net_test_handoff_push(struct net_test_handoff_queue *q, net_rpc_req_t *req,
+                           const void *body, size_t len)
+{
+    struct net_test_handoff *h = malloc(sizeof *h + len);
+    CHECK(h != NULL);
+    h->next = NULL;
+    h->req = req;
+    h->len = len;
+    if (len)
+        memcpy(h->body, body, len);
+    pthread_mutex_lock(&q->mu);
+    if (q->tail)
+        q->tail->next = h;
+    else
+        q->head = h;
+    q->tail = h;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+}
+
+struct net_test_handoff *net_test_handoff_pop(struct net_test_handoff_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->quit)
+        pthread_cond_wait(&q->cond, &q->mu);
+    struct net_test_handoff *h = q->head;
+    if (h && !(q->head = h->next))
+        q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    return h;
+}
+
+void net_test_handoff_quit(struct net_test_handoff_queue *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->quit = true;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mu);
+}

@@ -58,4 +58,57 @@ void net_test_rpc_client_up(struct net_test_rpc_client *c, const net_addr_t *add
 /* Frees the client (if any) on its loop and ends the loop thread. */
 void net_test_rpc_client_down(struct net_test_rpc_client *c);
 
+/* ---- requests kept unanswered ---------------------------------------------------- */
+
+#define NET_TEST_MAX_HELD 256
+
+/* Requests a method keeps until the scenario answers them. Initialize with
+ * NET_TEST_HELD_INIT. */
+struct net_test_held {
+    pthread_mutex_t mu;
+    net_rpc_req_t *reqs[NET_TEST_MAX_HELD];
+    int n;           /* held now */
+    atomic_int total; /* ever held */
+};
+
+#define NET_TEST_HELD_INIT {.mu = PTHREAD_MUTEX_INITIALIZER}
+
+/* Keeps req (from a method). Thread-safe. */
+void net_test_hold(struct net_test_held *h, net_rpc_req_t *req);
+/* Moves every held request to reqs (room for NET_TEST_MAX_HELD); returns
+ * how many. */
+int net_test_held_take(struct net_test_held *h, net_rpc_req_t **reqs);
+/* Answers every held request from the calling thread; returns how many. */
+int net_test_held_release(struct net_test_held *h, uint32_t status, const char *text);
+
+/* ---- requests handed to other threads ------------------------------------------- */
+
+/* A request and a copy of its body, queued for a thread that answers it. */
+struct net_test_handoff {
+    struct net_test_handoff *next;
+    net_rpc_req_t *req;
+    size_t len;
+    char body[];
+};
+
+/* FIFO from a method (on a loop) to replier threads. Initialize with
+ * NET_TEST_HANDOFF_QUEUE_INIT. */
+struct net_test_handoff_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct net_test_handoff *head, *tail;
+    bool quit;
+};
+
+#define NET_TEST_HANDOFF_QUEUE_INIT {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}
+
+/* Queues req with a copy of body. Thread-safe. */
+void net_test_handoff_push(struct net_test_handoff_queue *q, net_rpc_req_t *req,
+                           const void *body, size_t len);
+/* The oldest entry (the caller frees it), waiting for one; NULL once the
+ * queue is empty and net_test_handoff_quit was called. */
+struct net_test_handoff *net_test_handoff_pop(struct net_test_handoff_queue *q);
+/* Wakes every waiting pop; they return what is still queued, then NULL. */
+void net_test_handoff_quit(struct net_test_handoff_queue *q);
+
 #endif

@@ -16,7 +16,6 @@
 #include "rpc_fixture.h"
 #include "rpc_codec.h"
 
-#define MAX_HELD 256 /* "hold" requests kept unanswered at once */
 
 /* ---- the server under test --------------------------------------------------------- */
 
@@ -26,11 +25,8 @@ static struct net_test_rpc_server srv;
 static struct {
     atomic_int echoes;
     atomic_int dispatched, replied; /* "handoff" and "work" requests */
-
-    pthread_mutex_t mu;             /* guards held[] */
-    net_rpc_req_t *held[MAX_HELD];
-    int nheld;
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct net_test_held held;      /* "hold" requests */
+} S = {.held = NET_TEST_HELD_INIT};
 
 static void echo_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
@@ -58,23 +54,7 @@ static void later_method(net_rpc_req_t *req, const void *body, size_t len, void 
 static void hold_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)body, (void)len, (void)arg;
-    pthread_mutex_lock(&S.mu);
-    CHECK(S.nheld < MAX_HELD);
-    S.held[S.nheld++] = req;
-    pthread_mutex_unlock(&S.mu);
-}
-
-/* Answers every held request (their connections are closed: the replies go
- * nowhere, and must still free the requests). */
-static int held_release(void)
-{
-    pthread_mutex_lock(&S.mu);
-    int n = S.nheld;
-    for (int i = 0; i < n; i++)
-        CHECK_OK(net_rpc_reply(S.held[i], NET_RPC_OK, "late", 4));
-    S.nheld = 0;
-    pthread_mutex_unlock(&S.mu);
-    return n;
+    net_test_hold(&S.held, req);
 }
 
 /* ---- "handoff" and "work": replies from other threads ------------------------------ */
@@ -112,56 +92,27 @@ static void work_method(net_rpc_req_t *req, const void *body, size_t len, void *
 /* "handoff" queues the request to our own replier threads. */
 #define REPLIERS 2
 
-struct handoff {
-    struct handoff *next;
-    net_rpc_req_t *req;
-    uint32_t size;
-};
-
 static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    struct handoff *head, *tail;
-    bool quit;
+    struct net_test_handoff_queue q;
     pthread_t threads[REPLIERS];
-} H = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} H = {.q = NET_TEST_HANDOFF_QUEUE_INIT};
 
 static void handoff_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)arg;
     atomic_fetch_add(&S.dispatched, 1);
-    struct handoff *h = malloc(sizeof *h);
-    CHECK(h != NULL);
-    *h = (struct handoff){.req = req, .size = requested_size(body, len)};
-    pthread_mutex_lock(&H.mu);
-    if (H.tail)
-        H.tail->next = h;
-    else
-        H.head = h;
-    H.tail = h;
-    pthread_cond_signal(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    requested_size(body, len); /* checked here, on the loop */
+    net_test_handoff_push(&H.q, req, body, len);
 }
 
 static void *replier_main(void *arg)
 {
     uint64_t rng = 0x2545F4914F6CDD1Dull ^ (uintptr_t)arg;
-    pthread_mutex_lock(&H.mu);
-    for (;;) {
-        while (!H.head && !H.quit)
-            pthread_cond_wait(&H.cond, &H.mu);
-        struct handoff *h = H.head;
-        if (!h)
-            break;
-        if (!(H.head = h->next))
-            H.tail = NULL;
-        pthread_mutex_unlock(&H.mu);
+    for (struct net_test_handoff *h; (h = net_test_handoff_pop(&H.q));) {
         usleep((useconds_t)(rng_next(&rng) % 500)); /* land anywhere in the peer's life */
-        reply_sized(h->req, h->size);
+        reply_sized(h->req, requested_size(h->body, h->len));
         free(h);
-        pthread_mutex_lock(&H.mu);
     }
-    pthread_mutex_unlock(&H.mu);
     return NULL;
 }
 
@@ -175,10 +126,7 @@ static void repliers_start(void)
 /* Answers what is still queued, then ends the threads. */
 static void repliers_stop(void)
 {
-    pthread_mutex_lock(&H.mu);
-    H.quit = true;
-    pthread_cond_broadcast(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    net_test_handoff_quit(&H.q);
     for (int i = 0; i < REPLIERS; i++)
         CHECK_EQ(pthread_join(H.threads[i], NULL), 0);
 }
@@ -417,8 +365,8 @@ TEST(fault_rpc_rst_while_replying_from_threads)
 /* 8 threads call through 2 clients: 6 asynchronously (at most SL_WINDOW
  * outstanding each), 2 with call_sync, methods "echo" (60%), "later" (25%,
  * answered from a timer), "work" (10%, a blocking handler on the worker
- * pool) and "hold" (5%, up to MAX_HELD / 2 of them: never answered before
- * the connection closes). After SL_BEFORE_MS the server stops with a drain of
+ * pool) and "hold" (5%, up to NET_TEST_MAX_HELD / 2 of them: never
+ * answered before the connection closes). After SL_BEFORE_MS the server stops with a drain of
  * SL_DRAIN_MS; the threads go on for SL_AFTER_MS after it has stopped
  * (and until they made SL_THREADS calls between them). No
  * call has a timeout: every call must end exactly once with OK,
@@ -516,7 +464,7 @@ static void *sl_caller(void *arg)
             len = sizeof b;
         }
         const char *method = sl_methods[c->kind];
-        if (c->kind == SL_HOLD && atomic_fetch_add(&sl.holds, 1) >= MAX_HELD / 2)
+        if (c->kind == SL_HOLD && atomic_fetch_add(&sl.holds, 1) >= NET_TEST_MAX_HELD / 2)
             method = sl_methods[c->kind = SL_ECHO]; /* keep the held ones few */
         atomic_fetch_add(&sl.issued[t], 1);
         if (sync) {
@@ -619,6 +567,6 @@ TEST(fault_rpc_stop_under_load_8_threads)
     net_test_rpc_client_down(&sl.clients[1]);
     net_test_rpc_server_free(&srv, SL_DRAIN_MS);
     /* Into closed connections: the requests are freed all the same. */
-    CHECK(held_release() <= atomic_load(&sl.holds));
+    CHECK(net_test_held_release(&S.held, NET_RPC_OK, "late") <= atomic_load(&sl.holds));
     net_loop_thread_stop(srv.thread);
 }

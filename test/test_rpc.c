@@ -20,7 +20,7 @@
 #include "rpc_codec.h"
 #include "rpc_fixture.h"
 
-#define MAX_HELD 256   /* requests the test server keeps unanswered at once */
+#define MAX_SLEEPERS 256 /* "sleep" requests the test server keeps at once */
 
 /* A deterministic generator: a failing run can be replayed. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -64,19 +64,17 @@ static struct {
     atomic_int echoes;
     atomic_ullong echo_conn;   /* connection id of the last echo */
 
-    pthread_mutex_t mu;        /* guards held[] and sleepers[] */
-    net_rpc_req_t *held[MAX_HELD];
-    int nheld;
-    atomic_int held_total;     /* "hold" requests received */
+    struct net_test_held held; /* "hold" requests */
+    pthread_mutex_t mu;        /* guards sleepers[] */
     struct {
         net_rpc_req_t *req;
         net_timer_id_t timer;
-    } sleepers[MAX_HELD];
+    } sleepers[MAX_SLEEPERS];
     atomic_int sleeping;       /* "sleep" requests received */
 
     atomic_int blocking_started;
     atomic_bool echo_seen_by_client; /* lets a blocking handler return */
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} S = {.held = NET_TEST_HELD_INIT, .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void echo_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
@@ -112,9 +110,9 @@ static void sleep_method(net_rpc_req_t *req, const void *body, size_t len, void 
     }
     pthread_mutex_lock(&S.mu);
     int i = 0;
-    while (i < MAX_HELD && S.sleepers[i].req)
+    while (i < MAX_SLEEPERS && S.sleepers[i].req)
         i++;
-    CHECK(i < MAX_HELD);
+    CHECK(i < MAX_SLEEPERS);
     S.sleepers[i].req = req;
     S.sleepers[i].timer = net_loop_run_after(srv.loop, ms, sleep_wake, (void *)(intptr_t)i);
     CHECK(S.sleepers[i].timer > 0);
@@ -125,7 +123,7 @@ static void sleep_method(net_rpc_req_t *req, const void *body, size_t len, void 
 static void sleepers_flush_in_loop(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < MAX_HELD; i++) {
+    for (int i = 0; i < MAX_SLEEPERS; i++) {
         pthread_mutex_lock(&S.mu);
         net_rpc_req_t *req = S.sleepers[i].req;
         if (req && net_loop_cancel(srv.loop, S.sleepers[i].timer) == 0)
@@ -142,25 +140,12 @@ static void sleepers_flush_in_loop(void *arg)
 static void hold_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)body, (void)len, (void)arg;
-    pthread_mutex_lock(&S.mu);
-    CHECK(S.nheld < MAX_HELD);
-    S.held[S.nheld++] = req;
-    pthread_mutex_unlock(&S.mu);
-    atomic_fetch_add(&S.held_total, 1);
+    net_test_hold(&S.held, req);
 }
 
-/* Answers every held request from the calling thread; returns how many. */
 static int held_release(uint32_t status, const char *text)
 {
-    pthread_mutex_lock(&S.mu);
-    int n = S.nheld;
-    net_rpc_req_t *reqs[MAX_HELD];
-    memcpy(reqs, S.held, (size_t)n * sizeof reqs[0]);
-    S.nheld = 0;
-    pthread_mutex_unlock(&S.mu);
-    for (int i = 0; i < n; i++)
-        CHECK_EQ(net_rpc_reply(reqs[i], status, text, strlen(text)), 0);
-    return n;
+    return net_test_held_release(&S.held, status, text);
 }
 
 /* "block" (registered blocking, runs on a worker): sleeps 50 ms at a time
@@ -181,54 +166,22 @@ static void block_method(net_rpc_req_t *req, const void *body, size_t len, void 
 
 /* "handoff": the request goes to another thread, which answers with the
  * body reversed. */
-struct handoff {
-    struct handoff *next;
-    net_rpc_req_t *req;
-    size_t len;
-    char body[];
-};
-
 static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    struct handoff *head, *tail;
-    bool quit;
+    struct net_test_handoff_queue q;
     pthread_t thread;
     atomic_int replied;
-} H = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} H = {.q = NET_TEST_HANDOFF_QUEUE_INIT};
 
 static void handoff_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)arg;
-    struct handoff *h = malloc(sizeof *h + len);
-    CHECK(h != NULL);
-    h->next = NULL;
-    h->req = req;
-    h->len = len;
-    memcpy(h->body, body, len);
-    pthread_mutex_lock(&H.mu);
-    if (H.tail)
-        H.tail->next = h;
-    else
-        H.head = h;
-    H.tail = h;
-    pthread_cond_signal(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    net_test_handoff_push(&H.q, req, body, len);
 }
 
 static void *handoff_main(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&H.mu);
-    for (;;) {
-        while (!H.head && !H.quit)
-            pthread_cond_wait(&H.cond, &H.mu);
-        struct handoff *h = H.head;
-        if (!h)
-            break;
-        if (!(H.head = h->next))
-            H.tail = NULL;
-        pthread_mutex_unlock(&H.mu);
+    for (struct net_test_handoff *h; (h = net_test_handoff_pop(&H.q));) {
         for (size_t i = 0; i < h->len / 2; i++) {
             char t = h->body[i];
             h->body[i] = h->body[h->len - 1 - i];
@@ -237,9 +190,7 @@ static void *handoff_main(void *arg)
         CHECK_OK(net_rpc_reply(h->req, NET_RPC_OK, h->body, h->len));
         atomic_fetch_add(&H.replied, 1);
         free(h);
-        pthread_mutex_lock(&H.mu);
     }
-    pthread_mutex_unlock(&H.mu);
     return NULL;
 }
 
@@ -298,7 +249,7 @@ static void server_down(void)
     if (srv.server)
         net_test_rpc_server_free(&srv, 0);
     net_test_on_loop(srv.loop, sleepers_flush_in_loop, NULL);
-    CHECK_EQ(S.nheld, 0); /* the scenario answered what it held */
+    CHECK_EQ(S.held.n, 0); /* the scenario answered what it held */
     net_loop_thread_stop(srv.thread);
     srv.thread = NULL;
     srv.loop = NULL;
@@ -323,6 +274,15 @@ static void client_up(const net_addr_t *addr)
 static void client_down(void)
 {
     net_test_rpc_client_down(&C);
+}
+
+/* The server and a client with default options. */
+static void both_up(void)
+{
+    server_options();
+    server_up();
+    client_options();
+    client_up(&srv.addr);
 }
 
 static struct net_rpc_client_stats client_stats(void)
@@ -486,10 +446,7 @@ static size_t pack_header(uint8_t *out, uint8_t version, uint8_t type, uint16_t 
 TEST(rpc_echo_round_trip)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     struct outcome o = {0};
     call_text(&o, "echo", "hello, rpc");
@@ -514,10 +471,7 @@ TEST(rpc_echo_round_trip)
 TEST(rpc_unknown_method_keeps_connection)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     sync_echo("before");
     uint64_t conn = atomic_load(&S.echo_conn);
@@ -536,10 +490,7 @@ TEST(rpc_unknown_method_keeps_connection)
 TEST(rpc_statuses_pass_unchanged)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     /* Library codes, a reserved one, application codes up to the last one
      * below the local-only range: each arrives as sent, with its message. */
@@ -560,10 +511,7 @@ TEST(rpc_statuses_pass_unchanged)
 TEST(rpc_invalid_arguments_rejected)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     char long_name[300];
     memset(long_name, 'm', sizeof long_name);
@@ -755,10 +703,7 @@ TEST(rpc_frames_one_byte_at_a_time)
 TEST(rpc_random_bytes_at_server_bounded)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     for (int i = 0; i < 150; i++) {
         uint8_t junk[4096];
@@ -847,10 +792,7 @@ TEST(rpc_1000_pipelined_random_sizes)
 TEST(rpc_out_of_order_replies)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     struct outcome slow = {0}, fast = {0};
     call_text(&slow, "sleep", "200");
@@ -866,10 +808,7 @@ TEST(rpc_out_of_order_replies)
 TEST(rpc_timeout_then_late_reply_dropped_and_counted)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
     sync_echo("connected");
 
     struct outcome o = {0};
@@ -898,10 +837,7 @@ TEST(rpc_timeout_then_late_reply_dropped_and_counted)
 TEST(rpc_server_killed_calls_fail_disconnected)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     struct outcome o[IN_FLIGHT] = {0};
     for (int i = 0; i < IN_FLIGHT; i++)
@@ -923,10 +859,7 @@ TEST(rpc_server_killed_calls_fail_disconnected)
 TEST(rpc_client_stop_cancels_in_flight)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     struct outcome o[IN_FLIGHT] = {0};
     for (int i = 0; i < IN_FLIGHT; i++)
@@ -964,10 +897,7 @@ static void stop_on_loop_thread(void *arg)
 TEST(rpc_client_stop_on_loop_thread_completes_later)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     for (int i = 0; i < IN_FLIGHT; i++)
         call_text(&stop_on_loop[i], "sleep", "5000");
@@ -1088,10 +1018,7 @@ TEST(rpc_8_threads_10k_calls_one_client)
 TEST(rpc_8mib_bodies)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     size_t len = (size_t)8 << 20;
     char *body = malloc(len);
@@ -1156,10 +1083,7 @@ TEST(rpc_reply_from_other_thread)
 
     client_down();
     server_down();
-    pthread_mutex_lock(&H.mu);
-    H.quit = true;
-    pthread_cond_signal(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    net_test_handoff_quit(&H.q);
     pthread_join(H.thread, NULL);
 }
 
@@ -1175,12 +1099,12 @@ TEST(rpc_in_flight_limit_overloaded)
     struct outcome held[4] = {0}, fifth = {0}, echo = {0};
     for (int i = 0; i < 4; i++)
         call_text(&held[i], "hold", "wait");
-    WAIT_UNTIL(atomic_load(&S.held_total) == 4);
+    WAIT_UNTIL(atomic_load(&S.held.total) == 4);
     call_text(&fifth, "hold", "one too many");
     outcome_expect(&fifth, NET_RPC_OVERLOADED, "too many requests in flight");
     call_text(&echo, "echo", "also refused");
     outcome_expect(&echo, NET_RPC_OVERLOADED, "too many requests in flight");
-    CHECK_EQ(atomic_load(&S.held_total), 4); /* the handler never saw them */
+    CHECK_EQ(atomic_load(&S.held.total), 4); /* the handler never saw them */
 
     CHECK_EQ(held_release(NET_RPC_OK, "released"), 4);
     for (int i = 0; i < 4; i++)
@@ -1219,10 +1143,7 @@ TEST(rpc_blocking_handler_on_worker)
 TEST(rpc_server_graceful_stop)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     struct outcome slow[3] = {0}, late = {0};
     for (int i = 0; i < 3; i++)
@@ -1258,10 +1179,7 @@ static void call_sync_on_loop(void *arg)
 TEST(rpc_call_sync_on_loop_thread_rejected)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     net_test_on_loop(C.loop, call_sync_on_loop, NULL);
     CHECK_EQ(client_stats().calls, 0);
@@ -1290,7 +1208,7 @@ TEST(rpc_client_outstanding_limit)
      * refused while they were outstanding (never encoded nor sent). */
     for (int i = LIMIT; i < LIMIT_CALLS; i++)
         outcome_expect(&o[i], NET_RPC_OVERLOADED, "");
-    WAIT_UNTIL(atomic_load(&S.held_total) == LIMIT);
+    WAIT_UNTIL(atomic_load(&S.held.total) == LIMIT);
     CHECK_EQ(client_stats().outstanding, LIMIT);
     CHECK_EQ(client_stats().calls, LIMIT_CALLS);
     for (int i = 0; i < LIMIT; i++)
@@ -1301,7 +1219,7 @@ TEST(rpc_client_outstanding_limit)
         outcome_expect(&o[i], NET_RPC_OK, "done");
     CHECK_EQ(client_stats().outstanding, 0);
     sync_echo("admitted again");
-    CHECK_EQ(atomic_load(&S.held_total), LIMIT);
+    CHECK_EQ(atomic_load(&S.held.total), LIMIT);
 
     client_down();
     server_down();
@@ -1372,25 +1290,19 @@ TEST(rpc_connect_refused_fails_disconnected)
 
 static net_rpc_req_t *held_first(void)
 {
-    pthread_mutex_lock(&S.mu);
-    CHECK_EQ(S.nheld, 1);
-    net_rpc_req_t *req = S.held[0];
-    S.nheld = 0;
-    pthread_mutex_unlock(&S.mu);
-    return req;
+    net_rpc_req_t *reqs[NET_TEST_MAX_HELD];
+    CHECK_EQ(net_test_held_take(&S.held, reqs), 1);
+    return reqs[0];
 }
 
 TEST(rpc_reply_after_connection_closed_is_safe)
 {
     net_test_watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&srv.addr);
+    both_up();
 
     struct outcome o = {0};
     call_text(&o, "hold", "keep me");
-    WAIT_UNTIL(atomic_load(&S.held_total) == 1);
+    WAIT_UNTIL(atomic_load(&S.held.total) == 1);
     net_rpc_req_t *req = held_first();
     CHECK_EQ(strcmp(net_rpc_req_method(req), "hold"), 0);
     net_conn_t *conn = net_rpc_req_conn(req);
@@ -1414,7 +1326,7 @@ TEST(rpc_reply_after_server_free_is_safe)
 
     struct outcome o = {0};
     call_text(&o, "hold", "keep me");
-    WAIT_UNTIL(atomic_load(&S.held_total) == 1);
+    WAIT_UNTIL(atomic_load(&S.held.total) == 1);
     net_rpc_req_t *req = held_first();
     net_test_rpc_server_free(&srv, 0);
     outcome_expect(&o, NET_RPC_DISCONNECTED, "");
