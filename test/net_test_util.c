@@ -170,6 +170,19 @@ void net_test_run_with_client(net_loop_t *loop, void (*fn)(void *), void *arg)
     net_test_job_join(&j);
 }
 
+/* ---- server-side connections ------------------------------------------------------ */
+
+void net_test_keep_conn(net_conn_t *conn, void *keeper)
+{
+    struct net_test_conn_keeper *k = keeper;
+    if (net_conn_connected(conn)) {
+        atomic_store(&k->conn, net_conn_ref(conn));
+        atomic_fetch_add(&k->ups, 1);
+    } else {
+        atomic_fetch_add(&k->downs, 1);
+    }
+}
+
 /* ---- blocking client sockets ----------------------------------------------------- */
 
 int net_test_socket(int family, int rcvbuf, unsigned timeout_ms)

@@ -16,6 +16,7 @@
 
 #include <net/addr.h>
 #include <net/loop.h>
+#include <net/tcp_conn.h>
 
 #include "harness.h"
 
@@ -107,6 +108,18 @@ void net_test_job_join(struct net_test_job *j);
 
 /* Runs fn(arg) on a helper thread while the loop runs, until fn returns. */
 void net_test_run_with_client(net_loop_t *loop, void (*fn)(void *), void *arg);
+
+/* ---- server-side connections ------------------------------------------------------ */
+
+/* What a server's connection callback saw: the connection that came up last
+ * (with a reference the scenario drops) and how many came up and went down. */
+struct net_test_conn_keeper {
+    _Atomic(net_conn_t *) conn;
+    atomic_int ups, downs;
+};
+
+/* An on_connection callback whose arg is a struct net_test_conn_keeper. */
+void net_test_keep_conn(net_conn_t *conn, void *keeper);
 
 /* ---- blocking client sockets ----------------------------------------------------- */
 
