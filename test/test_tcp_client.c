@@ -228,21 +228,26 @@ static void setup_listening(void)
     server_listen(16, true);
 }
 
-static struct net_client_options retry_options(uint32_t initial_ms)
+/* Defaults, but the first backoff delay is initial_ms. */
+static struct net_client_options backoff_options(uint32_t initial_ms)
 {
     struct net_client_options opt;
     net_client_options_init(&opt);
-    opt.retry = true;
     opt.retry_initial_ms = initial_ms;
+    return opt;
+}
+
+static struct net_client_options retry_options(uint32_t initial_ms)
+{
+    struct net_client_options opt = backoff_options(initial_ms);
+    opt.retry = true;
     return opt;
 }
 
 static struct net_client_options reconnect_options(uint32_t initial_ms)
 {
-    struct net_client_options opt;
-    net_client_options_init(&opt);
+    struct net_client_options opt = backoff_options(initial_ms);
     opt.reconnect = true;
-    opt.retry_initial_ms = initial_ms;
     return opt;
 }
 
