@@ -26,56 +26,23 @@
 #include <net/tcp_conn.h>
 #include <net/tcp_server.h>
 
-#include "harness.h"
+#include "net_test_util.h"
 #include "loop_internal.h" /* net__loop_eventfd_writes */
 
-#define KiB 1024u
-#define WAIT_MS 20000
 #define SENDERS 4
 
 static struct {
     struct net_server_options opt;
     net_loop_thread_t *base;
     net_server_t *server;
-    _Atomic(net_conn_t *) conn;
-    atomic_int ups, downs, write_completes, high_waters;
+    struct net_test_conn_keeper keeper;
+    atomic_int write_completes, high_waters;
     atomic_size_t high_water_queued;
     atomic_bool parked, release, stopped;
     int fd;
 } fx;
 
-/* ---- waiting ------------------------------------------------------------- */
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
-
-#define WAIT_FOR(cond)                                                        \
-    do {                                                                      \
-        uint64_t wait_deadline_ = net_test_now_ms() + WAIT_MS;                \
-        while (!(cond)) {                                                     \
-            if (net_test_now_ms() > wait_deadline_)                           \
-                net_test_fail(__FILE__, __LINE__, "timed out waiting for %s", \
-                              #cond);                                         \
-            sleep_ms(1);                                                      \
-        }                                                                     \
-    } while (0)
-
 /* ---- the server ------------------------------------------------------------- */
-
-static void on_connection(net_conn_t *conn, void *arg)
-{
-    (void)arg;
-    if (net_conn_connected(conn)) {
-        atomic_store(&fx.conn, net_conn_ref(conn));
-        atomic_fetch_add(&fx.ups, 1);
-    } else {
-        atomic_fetch_add(&fx.downs, 1);
-    }
-}
 
 static void on_write_complete(net_conn_t *conn, void *arg)
 {
@@ -95,9 +62,10 @@ static void on_high_water(net_conn_t *conn, size_t queued, void *arg)
 static void server_init(net_loop_t *loop, void *arg)
 {
     (void)arg;
-    struct net_conn_callbacks cbs = {.on_connection = on_connection,
+    struct net_conn_callbacks cbs = {.on_connection = net_test_keep_conn,
                                      .on_write_complete = on_write_complete,
-                                     .on_high_water = on_high_water};
+                                     .on_high_water = on_high_water,
+                                     .arg = &fx.keeper};
     net_addr_t addr;
     CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
     CHECK_OK(net_server_new(loop, &addr, &fx.opt, &cbs, &fx.server));
@@ -110,26 +78,14 @@ static void options(void)
     fx.opt.io_threads = 1;
 }
 
-static int connect_blocking(const net_addr_t *addr, int rcvbuf)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(fd >= 0);
-    if (rcvbuf)
-        CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
-    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
-    CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
-    CHECK_EQ(connect(fd, net_addr_sockaddr(addr), net_addr_len(addr)), 0);
-    return fd;
-}
-
 /* Starts the server with fx.opt and connects one peer; returns the server's
  * side of the connection (not on this thread's loop). */
 static net_conn_t *start(int rcvbuf)
 {
     CHECK_OK(net_loop_thread_start("base", server_init, NULL, &fx.base));
-    fx.fd = connect_blocking(net_server_addr(fx.server), rcvbuf);
-    WAIT_FOR(atomic_load(&fx.ups) == 1);
-    net_conn_t *conn = atomic_load(&fx.conn);
+    fx.fd = net_test_connect(net_server_addr(fx.server), rcvbuf);
+    WAIT_UNTIL(atomic_load(&fx.keeper.ups) == 1);
+    net_conn_t *conn = atomic_load(&fx.keeper.conn);
     CHECK(!net_loop_in_loop_thread(net_conn_loop(conn)));
     return conn;
 }
@@ -156,12 +112,12 @@ static void server_free(void *arg)
 static void finish(net_conn_t *conn)
 {
     close(fx.fd);
-    WAIT_FOR(atomic_load(&fx.downs) == 1);
+    WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
     CHECK_EQ(net_conn_send(conn, "x", 1), -ENOTCONN);
     net_conn_unref(conn);
     net_loop_t *loop = net_loop_thread_loop(fx.base);
     CHECK_OK(net_loop_run_in_loop(loop, server_stop, NULL));
-    WAIT_FOR(atomic_load(&fx.stopped));
+    WAIT_UNTIL(atomic_load(&fx.stopped));
     CHECK_OK(net_loop_run_in_loop(loop, server_free, NULL));
     net_loop_thread_stop(fx.base);
 }
@@ -172,10 +128,10 @@ static void park_fn(void *arg)
 {
     (void)arg;
     atomic_store(&fx.parked, true);
-    uint64_t deadline = net_test_now_ms() + WAIT_MS;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_WAIT_MS;
     while (!atomic_load(&fx.release)) {
         CHECK(net_test_now_ms() < deadline);
-        sleep_ms(1);
+        net_test_sleep_ms(1);
     }
 }
 
@@ -184,7 +140,7 @@ static void park(net_conn_t *conn)
     atomic_store(&fx.release, false);
     atomic_store(&fx.parked, false);
     CHECK_OK(net_loop_queue_in_loop(net_conn_loop(conn), park_fn, NULL));
-    WAIT_FOR(atomic_load(&fx.parked));
+    WAIT_UNTIL(atomic_load(&fx.parked));
 }
 
 static void unpark(void)
@@ -235,26 +191,13 @@ static void run_senders(net_conn_t *conn, uint32_t per_sender)
         CHECK_EQ(pthread_join(s[i].tid, NULL), 0);
 }
 
-static void recv_exact(int fd, unsigned char *buf, size_t len)
-{
-    for (size_t got = 0; got < len;) {
-        ssize_t n = recv(fd, buf + got, len - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            net_test_fail(__FILE__, __LINE__, "recv: %zd (%s) after %zu of %zu bytes", n,
-                          n < 0 ? strerror(errno) : "EOF", got, len);
-        got += (size_t)n;
-    }
-}
-
 /* Reads SENDERS x per_sender messages: each sender's in order, all intact. */
 static void recv_messages(int fd, uint32_t per_sender)
 {
     uint32_t next[SENDERS] = {0};
     unsigned char m[MSG_LEN], want[MSG_LEN];
     for (uint64_t i = 0; i < (uint64_t)SENDERS * per_sender; i++) {
-        recv_exact(fd, m, sizeof m);
+        net_test_recv_exact(fd, m, sizeof m);
         unsigned id = m[0];
         CHECK(id < SENDERS);
         encode(id, next[id]++, want);
@@ -289,8 +232,8 @@ TEST(xsend_senders_share_one_wakeup)
     CHECK_EQ(queued(conn), (size_t)SENDERS * 1000 * MSG_LEN);
     unpark();
     recv_messages(fx.fd, 1000);
-    WAIT_FOR(queued(conn) == 0);
-    WAIT_FOR(atomic_load(&fx.write_completes) >= 1);
+    WAIT_UNTIL(queued(conn) == 0);
+    WAIT_UNTIL(atomic_load(&fx.write_completes) >= 1);
     finish(conn);
 }
 
@@ -324,7 +267,7 @@ TEST(xsend_4_threads_race_the_flusher)
     recv_messages(fx.fd, 20000); /* reads while they send: the socket never fills for long */
     for (unsigned i = 0; i < SENDERS; i++)
         CHECK_EQ(pthread_join(s[i].tid, NULL), 0);
-    WAIT_FOR(queued(conn) == 0);
+    WAIT_UNTIL(queued(conn) == 0);
     struct pollfd p = {.fd = fx.fd, .events = POLLIN};
     CHECK_EQ(poll(&p, 1, 50), 0); /* nothing after the last message */
     finish(conn);
@@ -345,13 +288,13 @@ TEST(xsend_high_water_counts_at_enqueue)
     CHECK_EQ(queued(conn), 12 * KiB);
     CHECK_EQ(atomic_load(&fx.high_waters), 0); /* runs on the loop, which is parked */
     unpark();
-    WAIT_FOR(atomic_load(&fx.high_waters) == 1);
+    WAIT_UNTIL(atomic_load(&fx.high_waters) == 1);
     CHECK_EQ(atomic_load(&fx.high_water_queued), 12 * KiB);
     unsigned char got[12 * KiB];
-    recv_exact(fx.fd, got, sizeof got);
+    net_test_recv_exact(fx.fd, got, sizeof got);
     for (size_t i = 0; i < sizeof got; i++)
         CHECK_EQ(got[i], 'h');
-    WAIT_FOR(queued(conn) == 0);
+    WAIT_UNTIL(queued(conn) == 0);
     CHECK_EQ(atomic_load(&fx.high_waters), 1); /* once per upward crossing */
     finish(conn);
 }
@@ -396,17 +339,17 @@ TEST(xsend_max_output_enobufs_queues_nothing)
     /* On the loop thread, a send larger than the limit fails the same way. */
     struct loop_send ls = {.conn = conn, .len = MO_LIMIT + 1};
     CHECK_OK(net_loop_run_in_loop(net_conn_loop(conn), loop_send_fn, &ls));
-    WAIT_FOR(atomic_load(&ls.done));
+    WAIT_UNTIL(atomic_load(&ls.done));
     CHECK_EQ(ls.rc, -ENOBUFS);
 
     unsigned char *all = malloc(MO_LIMIT);
     CHECK(all);
-    recv_exact(fx.fd, all, MO_LIMIT);
+    net_test_recv_exact(fx.fd, all, MO_LIMIT);
     free(all);
-    WAIT_FOR(queued(conn) == 0);
+    WAIT_UNTIL(queued(conn) == 0);
     CHECK_OK(net_conn_send(conn, chunk, sizeof chunk)); /* room again */
     unsigned char again[MO_CHUNK];
-    recv_exact(fx.fd, again, sizeof again);
+    net_test_recv_exact(fx.fd, again, sizeof again);
     struct pollfd p = {.fd = fx.fd, .events = POLLIN};
     CHECK_EQ(poll(&p, 1, 50), 0); /* the refused sends left nothing behind */
     finish(conn);

@@ -9,32 +9,24 @@
  * process's descriptors (/proc/self/fd): the RPC server has no counter of
  * its own, and a connection it has closed no longer holds one. Every loop
  * is bounded in count and in time; a watchdog fails a scenario that hangs.
- * Sanitized builds scale the counts down (SCALED in faults_common.h). */
+ * Sanitized builds scale the counts down (SCALED in net_test_util.h). */
 #include <stdatomic.h>
 
-#include <net/loop_thread.h>
-#include <net/rpc.h>
-
 #include "faults_common.h"
+#include "rpc_fixture.h"
 #include "rpc_codec.h"
 
-#define MAX_HELD 256 /* "hold" requests kept unanswered at once */
 
 /* ---- the server under test --------------------------------------------------------- */
 
-static struct {
-    net_loop_thread_t *thread;
-    net_loop_t *loop;
-    net_rpc_server_t *server;
-    net_addr_t addr;
-    struct net_rpc_server_options opt;
-    atomic_int stopped, echoes;
-    atomic_int dispatched, replied; /* "handoff" and "work" requests */
+static struct net_test_rpc_server srv;
 
-    pthread_mutex_t mu;             /* guards held[] */
-    net_rpc_req_t *held[MAX_HELD];
-    int nheld;
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+/* What the methods saw. */
+static struct {
+    atomic_int echoes;
+    atomic_int dispatched, replied; /* "handoff" and "work" requests */
+    struct net_test_held held;      /* "hold" requests */
+} S = {.held = NET_TEST_HELD_INIT};
 
 static void echo_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
@@ -55,30 +47,14 @@ static void later_method(net_rpc_req_t *req, const void *body, size_t len, void 
 {
     (void)arg;
     unsigned ms = len ? (unsigned char)((const char *)body)[0] % 8 : 0;
-    CHECK(net_loop_run_after(S.loop, ms, later_reply, req) > 0);
+    CHECK(net_loop_run_after(srv.loop, ms, later_reply, req) > 0);
 }
 
 /* "hold": kept until the scenario answers it, after its connection is gone. */
 static void hold_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)body, (void)len, (void)arg;
-    pthread_mutex_lock(&S.mu);
-    CHECK(S.nheld < MAX_HELD);
-    S.held[S.nheld++] = req;
-    pthread_mutex_unlock(&S.mu);
-}
-
-/* Answers every held request (their connections are closed: the replies go
- * nowhere, and must still free the requests). */
-static int held_release(void)
-{
-    pthread_mutex_lock(&S.mu);
-    int n = S.nheld;
-    for (int i = 0; i < n; i++)
-        CHECK_OK(net_rpc_reply(S.held[i], NET_RPC_OK, "late", 4));
-    S.nheld = 0;
-    pthread_mutex_unlock(&S.mu);
-    return n;
+    net_test_hold(&S.held, req);
 }
 
 /* ---- "handoff" and "work": replies from other threads ------------------------------ */
@@ -116,56 +92,27 @@ static void work_method(net_rpc_req_t *req, const void *body, size_t len, void *
 /* "handoff" queues the request to our own replier threads. */
 #define REPLIERS 2
 
-struct handoff {
-    struct handoff *next;
-    net_rpc_req_t *req;
-    uint32_t size;
-};
-
 static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    struct handoff *head, *tail;
-    bool quit;
+    struct net_test_handoff_queue q;
     pthread_t threads[REPLIERS];
-} H = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} H = {.q = NET_TEST_HANDOFF_QUEUE_INIT};
 
 static void handoff_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)arg;
     atomic_fetch_add(&S.dispatched, 1);
-    struct handoff *h = malloc(sizeof *h);
-    CHECK(h != NULL);
-    *h = (struct handoff){.req = req, .size = requested_size(body, len)};
-    pthread_mutex_lock(&H.mu);
-    if (H.tail)
-        H.tail->next = h;
-    else
-        H.head = h;
-    H.tail = h;
-    pthread_cond_signal(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    requested_size(body, len); /* checked here, on the loop */
+    net_test_handoff_push(&H.q, req, body, len);
 }
 
 static void *replier_main(void *arg)
 {
     uint64_t rng = 0x2545F4914F6CDD1Dull ^ (uintptr_t)arg;
-    pthread_mutex_lock(&H.mu);
-    for (;;) {
-        while (!H.head && !H.quit)
-            pthread_cond_wait(&H.cond, &H.mu);
-        struct handoff *h = H.head;
-        if (!h)
-            break;
-        if (!(H.head = h->next))
-            H.tail = NULL;
-        pthread_mutex_unlock(&H.mu);
+    for (struct net_test_handoff *h; (h = net_test_handoff_pop(&H.q));) {
         usleep((useconds_t)(rng_next(&rng) % 500)); /* land anywhere in the peer's life */
-        reply_sized(h->req, h->size);
+        reply_sized(h->req, requested_size(h->body, h->len));
         free(h);
-        pthread_mutex_lock(&H.mu);
     }
-    pthread_mutex_unlock(&H.mu);
     return NULL;
 }
 
@@ -179,116 +126,43 @@ static void repliers_start(void)
 /* Answers what is still queued, then ends the threads. */
 static void repliers_stop(void)
 {
-    pthread_mutex_lock(&H.mu);
-    H.quit = true;
-    pthread_cond_broadcast(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    net_test_handoff_quit(&H.q);
     for (int i = 0; i < REPLIERS; i++)
         CHECK_EQ(pthread_join(H.threads[i], NULL), 0);
 }
 
 /* ---- server life --------------------------------------------------------------------- */
 
-static void server_create_in_loop(void *arg)
+static void add_methods(net_rpc_server_t *server)
 {
-    (void)arg;
-    net_addr_t any;
-    CHECK_OK(net_addr_parse(&any, "127.0.0.1:0"));
-    CHECK_OK(net_rpc_server_new(S.loop, &any, &S.opt, &S.server));
-    CHECK_OK(net_rpc_server_register(S.server, "echo", echo_method, NULL, false));
-    CHECK_OK(net_rpc_server_register(S.server, "later", later_method, NULL, false));
-    CHECK_OK(net_rpc_server_register(S.server, "hold", hold_method, NULL, false));
-    CHECK_OK(net_rpc_server_register(S.server, "handoff", handoff_method, NULL, false));
-    if (S.opt.worker_threads)
-        CHECK_OK(net_rpc_server_register(S.server, "work", work_method, NULL, true));
-    CHECK_OK(net_rpc_server_start(S.server));
-    S.addr = *net_rpc_server_addr(S.server);
+    CHECK_OK(net_rpc_server_register(server, "echo", echo_method, NULL, false));
+    CHECK_OK(net_rpc_server_register(server, "later", later_method, NULL, false));
+    CHECK_OK(net_rpc_server_register(server, "hold", hold_method, NULL, false));
+    CHECK_OK(net_rpc_server_register(server, "handoff", handoff_method, NULL, false));
+    if (srv.opt.worker_threads)
+        CHECK_OK(net_rpc_server_register(server, "work", work_method, NULL, true));
 }
 
 static void server_up(size_t io_threads, size_t worker_threads)
 {
-    net_rpc_server_options_init(&S.opt);
-    S.opt.server.io_threads = io_threads;
-    S.opt.worker_threads = worker_threads;
-    CHECK_OK(net_loop_thread_start("rpc-server", NULL, NULL, &S.thread));
-    S.loop = net_loop_thread_loop(S.thread);
-    on_loop(S.loop, server_create_in_loop, NULL);
-}
-
-static void server_stopped(net_rpc_server_t *server, void *arg)
-{
-    (void)arg;
-    CHECK(server == S.server);
-    atomic_fetch_add(&S.stopped, 1);
-}
-
-static void server_stop_in_loop(void *arg)
-{
-    CHECK_OK(net_rpc_server_stop(S.server, *(uint64_t *)arg, server_stopped, NULL));
-}
-
-/* Stops (requests in flight get drain_ms) and waits for the done callback. */
-static void server_stop(uint64_t drain_ms)
-{
-    on_loop(S.loop, server_stop_in_loop, &drain_ms);
-    WAIT_UNTIL(atomic_load(&S.stopped) == 1);
-}
-
-static void server_free_in_loop(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_rpc_server_free(S.server));
-    S.server = NULL;
-}
-
-static void server_down(void)
-{
-    if (atomic_load(&S.stopped) == 0)
-        server_stop(1000);
-    on_loop(S.loop, server_free_in_loop, NULL);
-    net_loop_thread_stop(S.thread);
-    S.thread = NULL;
-    S.loop = NULL;
+    net_test_rpc_server_init(&srv, add_methods);
+    srv.opt.server.io_threads = io_threads;
+    srv.opt.worker_threads = worker_threads;
+    net_test_rpc_server_up(&srv);
 }
 
 /* ---- clients ---------------------------------------------------------------------------- */
 
-struct client {
-    net_loop_thread_t *thread;
-    net_loop_t *loop;
-    net_rpc_client_t *rpc;
-};
-
-static void client_create_in_loop(void *arg)
+/* A client with the default options, connected. */
+static void client_up(struct net_test_rpc_client *c)
 {
-    struct client *c = arg;
-    CHECK_OK(net_rpc_client_new(c->loop, &S.addr, NULL, &c->rpc));
-}
-
-static void client_up(struct client *c)
-{
-    CHECK_OK(net_loop_thread_start("rpc-client", NULL, NULL, &c->thread));
-    c->loop = net_loop_thread_loop(c->thread);
-    on_loop(c->loop, client_create_in_loop, c);
+    net_test_rpc_client_init(c);
+    net_test_rpc_client_up(c, &srv.addr);
     WAIT_UNTIL(net_rpc_client_connected(c->rpc));
 }
 
-static void client_free_in_loop(void *arg)
-{
-    struct client *c = arg;
-    net_rpc_client_free(c->rpc);
-    c->rpc = NULL;
-}
-
-static void client_down(struct client *c)
-{
-    on_loop(c->loop, client_free_in_loop, c);
-    net_loop_thread_stop(c->thread);
-    c->thread = NULL;
-}
-
 /* A real call, the way users make them: the server serves. */
-static void sync_echo(struct client *c, const char *text)
+static void sync_echo(struct net_test_rpc_client *c, const char *text)
 {
     uint32_t status = 0xDEAD;
     void *body = NULL;
@@ -326,22 +200,22 @@ static void encode_echo_request(net_buf_t *out, uint64_t id)
  * data and resets. */
 static void send_part_and_reset(const char *data, size_t n, int fd0)
 {
-    int fd = raw_connect(&S.addr, 0);
-    WAIT_UNTIL(count_open_fds() == fd0 + 2); /* ours and the server's */
-    CHECK(raw_write(fd, data, n));
-    sleep_ms(5); /* usually read (and buffered) by the server before the reset */
-    raw_reset(fd);
-    WAIT_UNTIL(count_open_fds() == fd0);     /* the server closed its end */
+    int fd = net_test_connect(&srv.addr, 0);
+    WAIT_UNTIL(net_test_count_open_fds() == fd0 + 2); /* ours and the server's */
+    CHECK(net_test_send_all(fd, data, n));
+    net_test_sleep_ms(5); /* usually read (and buffered) by the server before the reset */
+    net_test_close_reset(fd);
+    WAIT_UNTIL(net_test_count_open_fds() == fd0);     /* the server closed its end */
 }
 
 TEST(fault_rpc_rst_mid_frame)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_up(1, 0);
-    struct client c;
+    struct net_test_rpc_client c;
     client_up(&c);
     sync_echo(&c, "before");
-    int fd0 = count_open_fds();
+    int fd0 = net_test_count_open_fds();
 
     net_buf_t frame = NET_BUF_INIT;
     encode_echo_request(&frame, 7);
@@ -364,7 +238,7 @@ TEST(fault_rpc_rst_mid_frame)
     send_part_and_reset(net_buf_peek(&two), net_buf_readable(&frame) * 3 / 2, fd0);
     WAIT_UNTIL(atomic_load(&S.echoes) == echoes + 1);
     sync_echo(&c, "after a whole frame and a half");
-    sleep_ms(50);
+    net_test_sleep_ms(50);
     CHECK_EQ(atomic_load(&S.echoes), echoes + 2);
     net_buf_destroy(&two);
     net_buf_destroy(&frame);
@@ -381,8 +255,8 @@ TEST(fault_rpc_rst_mid_frame)
     sync_echo(&c, "after half of a large frame");
     CHECK_EQ(atomic_load(&S.echoes), echoes + 1);
 
-    client_down(&c);
-    server_down();
+    net_test_rpc_client_down(&c);
+    net_test_rpc_server_down(&srv, 1000);
 }
 
 /* =========================================================================== */
@@ -432,12 +306,12 @@ static int rr_sent;
 
 static void rr_round(uint64_t *rng, int round)
 {
-    int fd = raw_connect(&S.addr, 64 * KiB);
+    int fd = net_test_connect(&srv.addr, 64 * KiB);
     net_buf_t out = NET_BUF_INIT;
     int calls = 1 + (int)(rng_next(rng) % RR_MAX_CALLS);
     for (int i = 0; i < calls; i++)
         rr_encode(&out, (uint64_t)round * RR_MAX_CALLS + (uint64_t)i, rng_next(rng));
-    CHECK(raw_write(fd, net_buf_peek(&out), net_buf_readable(&out)));
+    CHECK(net_test_send_all(fd, net_buf_peek(&out), net_buf_readable(&out)));
     rr_sent += calls;
     net_buf_destroy(&out);
     switch (rng_next(rng) % 3) {
@@ -450,36 +324,36 @@ static void rr_round(uint64_t *rng, int round)
         usleep((useconds_t)(rng_next(rng) % 2000));
         break;
     }
-    raw_reset(fd);
+    net_test_close_reset(fd);
 }
 
 TEST(fault_rpc_rst_while_replying_from_threads)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_up(1, 2);
     repliers_start();
-    struct client c;
+    struct net_test_rpc_client c;
     client_up(&c);
     sync_echo(&c, "before");
-    int fd0 = count_open_fds();
+    int fd0 = net_test_count_open_fds();
 
     uint64_t rng = 0x9E3779B97F4A7C15ull;
     for (int round = 0; round < RR_ROUNDS; round++)
         rr_round(&rng, round);
     /* Every request that got in is answered, and every connection closes. */
     WAIT_UNTIL(atomic_load(&S.replied) == atomic_load(&S.dispatched) &&
-               count_open_fds() == fd0);
-    sleep_ms(50);
+               net_test_count_open_fds() == fd0);
+    net_test_sleep_ms(50);
     WAIT_UNTIL(atomic_load(&S.replied) == atomic_load(&S.dispatched) &&
-               count_open_fds() == fd0);
+               net_test_count_open_fds() == fd0);
     fprintf(stderr, "%d rounds: %d requests sent, %d dispatched and answered\n", RR_ROUNDS,
             rr_sent, atomic_load(&S.dispatched));
     CHECK(atomic_load(&S.dispatched) <= rr_sent);
     CHECK(atomic_load(&S.dispatched) >= RR_ROUNDS / 2); /* most rounds got a request in */
     sync_echo(&c, "still serving");
 
-    client_down(&c);
-    server_down();
+    net_test_rpc_client_down(&c);
+    net_test_rpc_server_down(&srv, 1000);
     repliers_stop();
     CHECK_EQ(atomic_load(&S.replied), atomic_load(&S.dispatched));
 }
@@ -491,8 +365,8 @@ TEST(fault_rpc_rst_while_replying_from_threads)
 /* 8 threads call through 2 clients: 6 asynchronously (at most SL_WINDOW
  * outstanding each), 2 with call_sync, methods "echo" (60%), "later" (25%,
  * answered from a timer), "work" (10%, a blocking handler on the worker
- * pool) and "hold" (5%, up to MAX_HELD / 2 of them: never answered before
- * the connection closes). After SL_BEFORE_MS the server stops with a drain of
+ * pool) and "hold" (5%, up to NET_TEST_MAX_HELD / 2 of them: never
+ * answered before the connection closes). After SL_BEFORE_MS the server stops with a drain of
  * SL_DRAIN_MS; the threads go on for SL_AFTER_MS after it has stopped
  * (and until they made SL_THREADS calls between them). No
  * call has a timeout: every call must end exactly once with OK,
@@ -516,7 +390,7 @@ struct sl_call {
 };
 
 static struct {
-    struct client clients[2];
+    struct net_test_rpc_client clients[2];
     atomic_bool stop_done, quit;
     atomic_int holds, issued_after_stop;
     atomic_int issued[SL_THREADS], completed[SL_THREADS];
@@ -545,7 +419,7 @@ static const char *const sl_methods[] = {"echo", "later", "work", "hold"};
 
 static void sl_wait_window(int t)
 {
-    uint64_t deadline = net_test_now_ms() + WAIT_MS;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_WAIT_MS;
     while (atomic_load(&sl.issued[t]) - atomic_load(&sl.completed[t]) >= SL_WINDOW) {
         if (net_test_now_ms() > deadline)
             net_test_fail(__FILE__, __LINE__, "thread %d: calls do not complete", t);
@@ -590,7 +464,7 @@ static void *sl_caller(void *arg)
             len = sizeof b;
         }
         const char *method = sl_methods[c->kind];
-        if (c->kind == SL_HOLD && atomic_fetch_add(&sl.holds, 1) >= MAX_HELD / 2)
+        if (c->kind == SL_HOLD && atomic_fetch_add(&sl.holds, 1) >= NET_TEST_MAX_HELD / 2)
             method = sl_methods[c->kind = SL_ECHO]; /* keep the held ones few */
         atomic_fetch_add(&sl.issued[t], 1);
         if (sync) {
@@ -658,7 +532,7 @@ static struct sl_tally sl_check_outcomes(void)
 
 TEST(fault_rpc_stop_under_load_8_threads)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_up(2, 2);
     stream_fill(reply_stream, 0, REPLY_MAX);
     client_up(&sl.clients[0]);
@@ -667,19 +541,19 @@ TEST(fault_rpc_stop_under_load_8_threads)
     pthread_t threads[SL_THREADS];
     for (intptr_t t = 0; t < SL_THREADS; t++)
         CHECK_EQ(pthread_create(&threads[t], NULL, sl_caller, (void *)t), 0);
-    sleep_ms(SL_BEFORE_MS);
-    server_stop(SL_DRAIN_MS);
+    net_test_sleep_ms(SL_BEFORE_MS);
+    net_test_rpc_server_stop(&srv, SL_DRAIN_MS);
     atomic_store(&sl.stop_done, true);
     /* A thread whose window is full waits until the client's next connect
      * attempt fails its calls (the retry backoff starts at 100 ms): wait
      * for some calls after the stop rather than for a fixed time only. */
-    sleep_ms(SL_AFTER_MS);
+    net_test_sleep_ms(SL_AFTER_MS);
     WAIT_UNTIL(atomic_load(&sl.issued_after_stop) >= SL_THREADS);
     atomic_store(&sl.quit, true);
     for (int t = 0; t < SL_THREADS; t++)
         CHECK_EQ(pthread_join(threads[t], NULL), 0);
     WAIT_UNTIL(sl_all_completed());
-    sleep_ms(50); /* a second completion would show up here */
+    net_test_sleep_ms(50); /* a second completion would show up here */
 
     struct sl_tally tally = sl_check_outcomes();
     fprintf(stderr, "%d calls: %d OK, %d SHUTTING_DOWN, %d DISCONNECTED (%d made after the "
@@ -689,10 +563,10 @@ TEST(fault_rpc_stop_under_load_8_threads)
     CHECK(tally.after > 0);
     CHECK(tally.by_status[2] >= tally.after);
 
-    client_down(&sl.clients[0]);
-    client_down(&sl.clients[1]);
-    on_loop(S.loop, server_free_in_loop, NULL);
+    net_test_rpc_client_down(&sl.clients[0]);
+    net_test_rpc_client_down(&sl.clients[1]);
+    net_test_rpc_server_free(&srv, SL_DRAIN_MS);
     /* Into closed connections: the requests are freed all the same. */
-    CHECK(held_release() <= atomic_load(&sl.holds));
-    net_loop_thread_stop(S.thread);
+    CHECK(net_test_held_release(&S.held, NET_RPC_OK, "late") <= atomic_load(&sl.holds));
+    net_loop_thread_stop(srv.thread);
 }

@@ -5,22 +5,8 @@
 
 #include <net/loop.h>
 
-#include "harness.h"
+#include "net_test_util.h"
 #include "loop_internal.h"
-
-static void fail_watchdog(void *arg)
-{
-    (void)arg;
-    net_test_fail(__FILE__, __LINE__, "watchdog: the scenario did not finish in time");
-}
-
-static net_loop_t *new_loop_with_watchdog(uint64_t ms)
-{
-    net_loop_t *loop;
-    CHECK_OK(net_loop_new(&loop));
-    CHECK_OK(net_loop_run_after(loop, ms, fail_watchdog, NULL));
-    return loop;
-}
 
 /* ---- 4 producers x 100k functors, exactly once, FIFO per producer ----- */
 
@@ -59,7 +45,7 @@ static void *fifo_producer(void *arg)
 
 TEST(loop_run_in_loop_4_threads_100k_fifo)
 {
-    fifo.loop = new_loop_with_watchdog(50000);
+    fifo.loop = net_test_new_loop(50000);
     fifo.loop_thread = pthread_self();
     pthread_t t[PRODUCERS];
     for (uintptr_t i = 0; i < PRODUCERS; i++)
@@ -114,7 +100,7 @@ TEST(loop_queue_in_loop_from_functor_runs_next_iteration)
 {
     /* No fd, no timer but the watchdog: if the nested functor waited for
      * I/O the watchdog would fire. */
-    nested.loop = new_loop_with_watchdog(5000);
+    nested.loop = net_test_new_loop(5000);
     CHECK_OK(net_loop_queue_in_loop(nested.loop, nested_first, NULL));
     CHECK_OK(net_loop_run(nested.loop));
     CHECK_EQ(nested.step, 3);
@@ -135,7 +121,7 @@ static void chain_step(void *arg)
 
 TEST(loop_functor_chain_does_not_wait_for_io)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     chain_left = 10000;
     CHECK_OK(net_loop_queue_in_loop(loop, chain_step, loop));
     CHECK_OK(net_loop_run(loop));
@@ -154,7 +140,7 @@ static void count_functor(void *arg)
 
 TEST(loop_quit_before_run)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     counter = 0;
     CHECK_OK(net_loop_queue_in_loop(loop, count_functor, NULL));
     net_loop_quit(loop);
@@ -171,7 +157,7 @@ static void *quit_now(void *arg)
 
 TEST(loop_quit_from_other_thread_before_run)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, quit_now, loop), 0);
     pthread_join(t, NULL);
@@ -188,7 +174,7 @@ static void *quit_later(void *arg)
 
 TEST(loop_quit_from_other_thread)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     pthread_t t;
     uint64_t start = net_test_now_ms();
     CHECK_EQ(pthread_create(&t, NULL, quit_later, loop), 0);
@@ -208,7 +194,7 @@ static void quit_functor(void *arg)
 
 TEST(loop_quit_from_functor)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     CHECK_OK(net_loop_queue_in_loop(loop, quit_functor, loop));
     CHECK_OK(net_loop_run(loop));
     net_loop_free(loop);
@@ -258,7 +244,7 @@ static void nested_run(void *arg)
 
 TEST(loop_nested_run_rejected)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     CHECK_OK(net_loop_queue_in_loop(loop, nested_run, loop));
     CHECK_OK(net_loop_run(loop));
     net_loop_free(loop);
@@ -292,7 +278,7 @@ static void *queue_after_run(void *arg)
 
 TEST(loop_functors_queued_after_run_run_at_free)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     counter = 0;
     net_loop_quit(loop);
     CHECK_OK(net_loop_run(loop));
@@ -353,7 +339,7 @@ static void *burst_producer(void *arg)
 
 TEST(loop_wakeups_coalesced_while_loop_busy)
 {
-    co.loop = new_loop_with_watchdog(5000);
+    co.loop = net_test_new_loop(5000);
     counter = 0;
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, burst_producer, NULL), 0);
@@ -368,7 +354,7 @@ TEST(loop_wakeups_coalesced_while_loop_busy)
 
 TEST(loop_same_thread_queue_needs_no_wakeup)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     unsigned long long before = net__loop_eventfd_writes(loop);
     counter = 0;
     for (int i = 0; i < 100; i++)

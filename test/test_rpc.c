@@ -10,88 +10,17 @@
  * by the main thread since loop threads block signals) fails a scenario that
  * hangs instead of letting it run into the runner's timeout. */
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <net/loop_thread.h>
-#include <net/rpc.h>
-
-#include "harness.h"
 #include "rpc_codec.h"
+#include "rpc_fixture.h"
 
-#define WATCHDOG_S 60  /* generous: sanitizer builds are several times slower */
-#define WAIT_MS 20000  /* the longest any single condition may take to come true */
-#define MAX_HELD 256   /* requests the test server keeps unanswered at once */
-
-/* ---- waiting, bounded ------------------------------------------------------ */
-
-static void watchdog_fired(int sig)
-{
-    (void)sig;
-    static const char msg[] = "FAIL watchdog: the scenario did not finish in time\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-    _exit(1);
-}
-
-static void watchdog_start(void)
-{
-    signal(SIGALRM, watchdog_fired);
-    alarm(WATCHDOG_S);
-}
-
-#define WAIT_UNTIL(cond)                                                             \
-    do {                                                                             \
-        uint64_t wait_deadline_ = net_test_now_ms() + WAIT_MS;                       \
-        while (!(cond)) {                                                            \
-            if (net_test_now_ms() > wait_deadline_)                                  \
-                net_test_fail(__FILE__, __LINE__, "timed out waiting for %s", #cond); \
-            usleep(1000);                                                            \
-        }                                                                            \
-    } while (0)
-
-static void pause_ms(unsigned ms)
-{
-    usleep(ms * 1000u);
-}
-
-/* Runs fn(arg) on loop's thread and waits until it has returned. */
-struct on_loop_job {
-    void (*fn)(void *);
-    void *arg;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    bool done;
-};
-
-static void on_loop_run(void *p)
-{
-    struct on_loop_job *job = p;
-    job->fn(job->arg);
-    pthread_mutex_lock(&job->mu);
-    job->done = true;
-    pthread_cond_signal(&job->cond);
-    pthread_mutex_unlock(&job->mu);
-}
-
-static void on_loop(net_loop_t *loop, void (*fn)(void *), void *arg)
-{
-    struct on_loop_job job = {.fn = fn, .arg = arg, .mu = PTHREAD_MUTEX_INITIALIZER,
-                              .cond = PTHREAD_COND_INITIALIZER};
-    CHECK_OK(net_loop_queue_in_loop(loop, on_loop_run, &job));
-    pthread_mutex_lock(&job.mu);
-    while (!job.done)
-        pthread_cond_wait(&job.cond, &job.mu);
-    pthread_mutex_unlock(&job.mu);
-    pthread_cond_destroy(&job.cond);
-    pthread_mutex_destroy(&job.mu);
-}
+#define MAX_SLEEPERS 256 /* "sleep" requests the test server keeps at once */
 
 /* A deterministic generator: a failing run can be replayed. */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -128,30 +57,24 @@ static bool pattern_matches(const char *p, size_t n, uint32_t seed)
 
 /* ---- the server under test: a loop thread and its methods ------------------------ */
 
+static struct net_test_rpc_server srv;
+
+/* What the methods saw and keep. */
 static struct {
-    net_loop_thread_t *thread;
-    net_loop_t *loop;
-    net_rpc_server_t *server;
-    net_addr_t addr;
-    struct net_rpc_server_options opt;
-    bool in_stop;              /* server loop: inside net_rpc_server_stop */
-    atomic_int stopped;        /* done callbacks of the stop */
     atomic_int echoes;
     atomic_ullong echo_conn;   /* connection id of the last echo */
 
-    pthread_mutex_t mu;        /* guards held[] and sleepers[] */
-    net_rpc_req_t *held[MAX_HELD];
-    int nheld;
-    atomic_int held_total;     /* "hold" requests received */
+    struct net_test_held held; /* "hold" requests */
+    pthread_mutex_t mu;        /* guards sleepers[] */
     struct {
         net_rpc_req_t *req;
         net_timer_id_t timer;
-    } sleepers[MAX_HELD];
+    } sleepers[MAX_SLEEPERS];
     atomic_int sleeping;       /* "sleep" requests received */
 
     atomic_int blocking_started;
     atomic_bool echo_seen_by_client; /* lets a blocking handler return */
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} S = {.held = NET_TEST_HELD_INIT, .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void echo_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
@@ -187,11 +110,11 @@ static void sleep_method(net_rpc_req_t *req, const void *body, size_t len, void 
     }
     pthread_mutex_lock(&S.mu);
     int i = 0;
-    while (i < MAX_HELD && S.sleepers[i].req)
+    while (i < MAX_SLEEPERS && S.sleepers[i].req)
         i++;
-    CHECK(i < MAX_HELD);
+    CHECK(i < MAX_SLEEPERS);
     S.sleepers[i].req = req;
-    S.sleepers[i].timer = net_loop_run_after(S.loop, ms, sleep_wake, (void *)(intptr_t)i);
+    S.sleepers[i].timer = net_loop_run_after(srv.loop, ms, sleep_wake, (void *)(intptr_t)i);
     CHECK(S.sleepers[i].timer > 0);
     pthread_mutex_unlock(&S.mu);
     atomic_fetch_add(&S.sleeping, 1);
@@ -200,10 +123,10 @@ static void sleep_method(net_rpc_req_t *req, const void *body, size_t len, void 
 static void sleepers_flush_in_loop(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < MAX_HELD; i++) {
+    for (int i = 0; i < MAX_SLEEPERS; i++) {
         pthread_mutex_lock(&S.mu);
         net_rpc_req_t *req = S.sleepers[i].req;
-        if (req && net_loop_cancel(S.loop, S.sleepers[i].timer) == 0)
+        if (req && net_loop_cancel(srv.loop, S.sleepers[i].timer) == 0)
             S.sleepers[i].req = NULL;
         else
             req = NULL;
@@ -217,25 +140,12 @@ static void sleepers_flush_in_loop(void *arg)
 static void hold_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)body, (void)len, (void)arg;
-    pthread_mutex_lock(&S.mu);
-    CHECK(S.nheld < MAX_HELD);
-    S.held[S.nheld++] = req;
-    pthread_mutex_unlock(&S.mu);
-    atomic_fetch_add(&S.held_total, 1);
+    net_test_hold(&S.held, req);
 }
 
-/* Answers every held request from the calling thread; returns how many. */
 static int held_release(uint32_t status, const char *text)
 {
-    pthread_mutex_lock(&S.mu);
-    int n = S.nheld;
-    net_rpc_req_t *reqs[MAX_HELD];
-    memcpy(reqs, S.held, (size_t)n * sizeof reqs[0]);
-    S.nheld = 0;
-    pthread_mutex_unlock(&S.mu);
-    for (int i = 0; i < n; i++)
-        CHECK_EQ(net_rpc_reply(reqs[i], status, text, strlen(text)), 0);
-    return n;
+    return net_test_held_release(&S.held, status, text);
 }
 
 /* "block" (registered blocking, runs on a worker): sleeps 50 ms at a time
@@ -247,7 +157,7 @@ static void block_method(net_rpc_req_t *req, const void *body, size_t len, void 
     CHECK(net_loop_current() == NULL); /* a worker thread, not a loop */
     atomic_fetch_add(&S.blocking_started, 1);
     for (int i = 0; i < 40; i++) {
-        pause_ms(50);
+        net_test_sleep_ms(50);
         if (atomic_load(&S.echo_seen_by_client))
             break;
     }
@@ -256,54 +166,22 @@ static void block_method(net_rpc_req_t *req, const void *body, size_t len, void 
 
 /* "handoff": the request goes to another thread, which answers with the
  * body reversed. */
-struct handoff {
-    struct handoff *next;
-    net_rpc_req_t *req;
-    size_t len;
-    char body[];
-};
-
 static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    struct handoff *head, *tail;
-    bool quit;
+    struct net_test_handoff_queue q;
     pthread_t thread;
     atomic_int replied;
-} H = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} H = {.q = NET_TEST_HANDOFF_QUEUE_INIT};
 
 static void handoff_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)arg;
-    struct handoff *h = malloc(sizeof *h + len);
-    CHECK(h != NULL);
-    h->next = NULL;
-    h->req = req;
-    h->len = len;
-    memcpy(h->body, body, len);
-    pthread_mutex_lock(&H.mu);
-    if (H.tail)
-        H.tail->next = h;
-    else
-        H.head = h;
-    H.tail = h;
-    pthread_cond_signal(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    net_test_handoff_push(&H.q, req, body, len);
 }
 
 static void *handoff_main(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&H.mu);
-    for (;;) {
-        while (!H.head && !H.quit)
-            pthread_cond_wait(&H.cond, &H.mu);
-        struct handoff *h = H.head;
-        if (!h)
-            break;
-        if (!(H.head = h->next))
-            H.tail = NULL;
-        pthread_mutex_unlock(&H.mu);
+    for (struct net_test_handoff *h; (h = net_test_handoff_pop(&H.q));) {
         for (size_t i = 0; i < h->len / 2; i++) {
             char t = h->body[i];
             h->body[i] = h->body[h->len - 1 - i];
@@ -312,9 +190,7 @@ static void *handoff_main(void *arg)
         CHECK_OK(net_rpc_reply(h->req, NET_RPC_OK, h->body, h->len));
         atomic_fetch_add(&H.replied, 1);
         free(h);
-        pthread_mutex_lock(&H.mu);
     }
-    pthread_mutex_unlock(&H.mu);
     return NULL;
 }
 
@@ -334,143 +210,85 @@ static void status_method(net_rpc_req_t *req, const void *body, size_t len, void
     CHECK_OK(net_rpc_reply(req, (uint32_t)v, "message", 7));
 }
 
-static void server_create_in_loop(void *arg)
+static void add_methods(net_rpc_server_t *server)
 {
-    (void)arg;
-    net_addr_t any;
-    CHECK_OK(net_addr_parse(&any, "127.0.0.1:0"));
-    CHECK_OK(net_rpc_server_new(S.loop, &any, &S.opt, &S.server));
-    CHECK_OK(net_rpc_server_register(S.server, "echo", echo_method, NULL, false));
-    CHECK_OK(net_rpc_server_register(S.server, "sleep", sleep_method, NULL, false));
-    CHECK_OK(net_rpc_server_register(S.server, "hold", hold_method, NULL, false));
-    CHECK_OK(net_rpc_server_register(S.server, "handoff", handoff_method, NULL, false));
-    CHECK_OK(net_rpc_server_register(S.server, "status", status_method, NULL, false));
-    CHECK_EQ(net_rpc_server_register(S.server, "echo", echo_method, NULL, false), -EEXIST);
-    if (S.opt.worker_threads)
-        CHECK_OK(net_rpc_server_register(S.server, "block", block_method, NULL, true));
+    CHECK_OK(net_rpc_server_register(server, "echo", echo_method, NULL, false));
+    CHECK_OK(net_rpc_server_register(server, "sleep", sleep_method, NULL, false));
+    CHECK_OK(net_rpc_server_register(server, "hold", hold_method, NULL, false));
+    CHECK_OK(net_rpc_server_register(server, "handoff", handoff_method, NULL, false));
+    CHECK_OK(net_rpc_server_register(server, "status", status_method, NULL, false));
+    CHECK_EQ(net_rpc_server_register(server, "echo", echo_method, NULL, false), -EEXIST);
+    if (srv.opt.worker_threads)
+        CHECK_OK(net_rpc_server_register(server, "block", block_method, NULL, true));
     else
-        CHECK_EQ(net_rpc_server_register(S.server, "block", block_method, NULL, true), -EINVAL);
-    CHECK_OK(net_rpc_server_start(S.server));
-    CHECK_EQ(net_rpc_server_register(S.server, "late", echo_method, NULL, false), -EBUSY);
-    S.addr = *net_rpc_server_addr(S.server);
+        CHECK_EQ(net_rpc_server_register(server, "block", block_method, NULL, true), -EINVAL);
 }
 
-/* Defaults; a scenario changes S.opt between this and server_up(). */
+static void register_after_start_in_loop(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(net_rpc_server_register(srv.server, "late", echo_method, NULL, false), -EBUSY);
+}
+
+/* Defaults; a scenario changes srv.opt between this and server_up(). */
 static void server_options(void)
 {
-    net_rpc_server_options_init(&S.opt);
+    net_test_rpc_server_init(&srv, add_methods);
 }
 
 static void server_up(void)
 {
-    CHECK_OK(net_loop_thread_start("rpc-server", NULL, NULL, &S.thread));
-    S.loop = net_loop_thread_loop(S.thread);
-    on_loop(S.loop, server_create_in_loop, NULL);
-}
-
-static void server_stopped(net_rpc_server_t *server, void *arg)
-{
-    (void)arg;
-    CHECK(server == S.server);
-    CHECK(!S.in_stop); /* never inside net_rpc_server_stop */
-    CHECK(net_loop_in_loop_thread(S.loop));
-    atomic_fetch_add(&S.stopped, 1);
-}
-
-static void server_stop_in_loop(void *arg)
-{
-    uint64_t drain_ms = *(uint64_t *)arg;
-    S.in_stop = true;
-    CHECK_OK(net_rpc_server_stop(S.server, drain_ms, server_stopped, NULL));
-    CHECK_EQ(net_rpc_server_stop(S.server, drain_ms, server_stopped, NULL), -EALREADY);
-    S.in_stop = false;
-}
-
-/* Stops (requests in flight get drain_ms) and waits for the done callback. */
-static void server_stop(uint64_t drain_ms)
-{
-    on_loop(S.loop, server_stop_in_loop, &drain_ms);
-    WAIT_UNTIL(atomic_load(&S.stopped) == 1);
-}
-
-static void server_free_in_loop(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_rpc_server_free(S.server));
-    S.server = NULL;
+    net_test_rpc_server_up(&srv);
+    net_test_on_loop(srv.loop, register_after_start_in_loop, NULL);
 }
 
 /* Stops the server if it runs, frees it, ends the sleeps still pending (their
  * replies go nowhere) and the loop thread. */
 static void server_down(void)
 {
-    if (S.server) {
-        if (atomic_load(&S.stopped) == 0)
-            server_stop(0);
-        on_loop(S.loop, server_free_in_loop, NULL);
-    }
-    on_loop(S.loop, sleepers_flush_in_loop, NULL);
-    CHECK_EQ(S.nheld, 0); /* the scenario answered what it held */
-    net_loop_thread_stop(S.thread);
-    S.thread = NULL;
-    S.loop = NULL;
+    if (srv.server)
+        net_test_rpc_server_free(&srv, 0);
+    net_test_on_loop(srv.loop, sleepers_flush_in_loop, NULL);
+    CHECK_EQ(S.held.n, 0); /* the scenario answered what it held */
+    net_loop_thread_stop(srv.thread);
+    srv.thread = NULL;
+    srv.loop = NULL;
 }
 
 /* ---- the client under test ------------------------------------------------------ */
 
-static struct {
-    net_loop_thread_t *thread;
-    net_loop_t *loop;
-    net_rpc_client_t *client;
-    struct net_rpc_client_options opt;
-    net_addr_t addr;
-    bool in_api; /* client loop: inside a call that must not run callbacks */
-} C;
+static struct net_test_rpc_client C;
+static bool in_api; /* client loop: inside a call that must not run callbacks */
 
+/* Defaults; a scenario changes C.opt between this and client_up(). */
 static void client_options(void)
 {
-    net_rpc_client_options_init(&C.opt);
-}
-
-static void client_create_in_loop(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_rpc_client_new(C.loop, &C.addr, &C.opt, &C.client));
-}
-
-static void client_start_thread(const net_addr_t *addr)
-{
-    C.addr = *addr;
-    CHECK_OK(net_loop_thread_start("rpc-client", NULL, NULL, &C.thread));
-    C.loop = net_loop_thread_loop(C.thread);
+    net_test_rpc_client_init(&C);
 }
 
 static void client_up(const net_addr_t *addr)
 {
-    client_start_thread(addr);
-    on_loop(C.loop, client_create_in_loop, NULL);
-}
-
-static void client_free_in_loop(void *arg)
-{
-    (void)arg;
-    net_rpc_client_free(C.client);
-    C.client = NULL;
+    net_test_rpc_client_up(&C, addr);
 }
 
 static void client_down(void)
 {
-    if (C.client)
-        on_loop(C.loop, client_free_in_loop, NULL);
-    net_loop_thread_stop(C.thread);
-    C.thread = NULL;
-    C.loop = NULL;
+    net_test_rpc_client_down(&C);
+}
+
+/* The server and a client with default options. */
+static void both_up(void)
+{
+    server_options();
+    server_up();
+    client_options();
+    client_up(&srv.addr);
 }
 
 static struct net_rpc_client_stats client_stats(void)
 {
     struct net_rpc_client_stats st;
-    net_rpc_client_stats(C.client, &st);
+    net_rpc_client_stats(C.rpc, &st);
     return st;
 }
 
@@ -492,9 +310,9 @@ static void outcome_done(net_rpc_client_t *client, uint32_t status, const void *
                          void *arg)
 {
     struct outcome *o = arg;
-    CHECK(client == C.client);
+    CHECK(client == C.rpc);
     CHECK(net_loop_in_loop_thread(C.loop));
-    CHECK(!C.in_api);
+    CHECK(!in_api);
     CHECK_EQ(atomic_load(&o->ran), 0);
     o->status = status;
     o->len = len;
@@ -509,7 +327,7 @@ static void outcome_done(net_rpc_client_t *client, uint32_t status, const void *
 static void call_async(struct outcome *o, const char *method, const void *body, size_t len,
                        uint64_t timeout_ms)
 {
-    CHECK_OK(net_rpc_call(C.client, method, body, len, timeout_ms, outcome_done, o));
+    CHECK_OK(net_rpc_call(C.rpc, method, body, len, timeout_ms, outcome_done, o));
 }
 
 static void call_text(struct outcome *o, const char *method, const char *text)
@@ -542,7 +360,7 @@ static void sync_expect(const char *method, const void *body, size_t len, uint32
     uint32_t st = 0xDEAD;
     void *out = (void *)&st;
     size_t n = 12345;
-    CHECK_OK(net_rpc_call_sync(C.client, method, body, len, 0, &st, &out, &n));
+    CHECK_OK(net_rpc_call_sync(C.rpc, method, body, len, 0, &st, &out, &n));
     if (st != status)
         net_test_fail(__FILE__, __LINE__, "status %s, expected %s", net_rpc_status_name(st),
                       net_rpc_status_name(status));
@@ -563,41 +381,7 @@ static void sync_echo(const char *text)
 
 static int raw_connect(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    struct timeval tv = {.tv_sec = 10};
-    CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
-    CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
-    int one = 1;
-    CHECK_EQ(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
-    CHECK_EQ(connect(fd, net_addr_sockaddr(&S.addr), net_addr_len(&S.addr)), 0);
-    return fd;
-}
-
-/* Writes everything; false if the peer has closed (EPIPE, ECONNRESET). */
-static bool raw_write(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && (errno == EPIPE || errno == ECONNRESET))
-            return false;
-        CHECK(w > 0);
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-static void raw_read_exact(int fd, void *data, size_t n)
-{
-    char *p = data;
-    while (n > 0) {
-        ssize_t r = recv(fd, p, n, 0);
-        CHECK(r > 0); /* not closed, not timed out */
-        p += r;
-        n -= (size_t)r;
-    }
+    return net_test_connect(&srv.addr, 0);
 }
 
 /* Reads until the peer closes (EOF or reset); returns the bytes that came
@@ -623,14 +407,29 @@ static void raw_round_trip(int fd, uint64_t id, const char *text)
     net_buf_t req = NET_BUF_INIT, want = NET_BUF_INIT;
     CHECK_OK(net__rpc_encode_request(&req, id, "echo", 4, text, strlen(text)));
     CHECK_OK(net__rpc_encode_response(&want, id, NET_RPC_OK, text, strlen(text)));
-    CHECK(raw_write(fd, net_buf_peek(&req), net_buf_readable(&req)));
+    CHECK(net_test_send_all(fd, net_buf_peek(&req), net_buf_readable(&req)));
     char got[512];
     size_t n = net_buf_readable(&want);
     CHECK(n <= sizeof got);
-    raw_read_exact(fd, got, n);
+    net_test_recv_exact(fd, got, n);
     CHECK_MEM_EQ(got, net_buf_peek(&want), n);
     net_buf_destroy(&req);
     net_buf_destroy(&want);
+}
+
+/* A TCP socket bound to a free loopback port (addr gets it), not yet
+ * listening. */
+static int bound_socket(net_addr_t *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    CHECK_OK(net_addr_parse(addr, "127.0.0.1:0"));
+    CHECK_EQ(bind(fd, net_addr_sockaddr(addr), net_addr_len(addr)), 0);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    CHECK_EQ(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
+    CHECK_OK(net_addr_from_sockaddr(addr, (struct sockaddr *)&ss, len));
+    return fd;
 }
 
 static size_t pack_header(uint8_t *out, uint8_t version, uint8_t type, uint16_t method_len,
@@ -646,11 +445,8 @@ static size_t pack_header(uint8_t *out, uint8_t version, uint8_t type, uint16_t 
 
 TEST(rpc_echo_round_trip)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     struct outcome o = {0};
     call_text(&o, "echo", "hello, rpc");
@@ -666,7 +462,7 @@ TEST(rpc_echo_round_trip)
     CHECK_EQ(st.completed, 4);
     CHECK_EQ(st.outstanding, 0);
     CHECK_EQ(st.timeouts + st.disconnected + st.late_replies, 0);
-    CHECK(net_rpc_client_connected(C.client));
+    CHECK(net_rpc_client_connected(C.rpc));
 
     client_down();
     server_down();
@@ -674,11 +470,8 @@ TEST(rpc_echo_round_trip)
 
 TEST(rpc_unknown_method_keeps_connection)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     sync_echo("before");
     uint64_t conn = atomic_load(&S.echo_conn);
@@ -696,11 +489,8 @@ TEST(rpc_unknown_method_keeps_connection)
 
 TEST(rpc_statuses_pass_unchanged)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     /* Library codes, a reserved one, application codes up to the last one
      * below the local-only range: each arrives as sent, with its message. */
@@ -720,30 +510,27 @@ TEST(rpc_statuses_pass_unchanged)
 
 TEST(rpc_invalid_arguments_rejected)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     char long_name[300];
     memset(long_name, 'm', sizeof long_name);
     long_name[256] = '\0';
     struct outcome never = {0};
     CHECK_EQ(net_rpc_call(NULL, "echo", NULL, 0, 0, outcome_done, &never), -EINVAL);
-    CHECK_EQ(net_rpc_call(C.client, NULL, NULL, 0, 0, outcome_done, &never), -EINVAL);
-    CHECK_EQ(net_rpc_call(C.client, "", NULL, 0, 0, outcome_done, &never), -EINVAL);
-    CHECK_EQ(net_rpc_call(C.client, long_name, NULL, 0, 0, outcome_done, &never), -EINVAL);
-    CHECK_EQ(net_rpc_call(C.client, "echo", NULL, 1, 0, outcome_done, &never), -EINVAL);
-    CHECK_EQ(net_rpc_call(C.client, "echo", NULL, 0, 0, NULL, NULL), -EINVAL);
+    CHECK_EQ(net_rpc_call(C.rpc, NULL, NULL, 0, 0, outcome_done, &never), -EINVAL);
+    CHECK_EQ(net_rpc_call(C.rpc, "", NULL, 0, 0, outcome_done, &never), -EINVAL);
+    CHECK_EQ(net_rpc_call(C.rpc, long_name, NULL, 0, 0, outcome_done, &never), -EINVAL);
+    CHECK_EQ(net_rpc_call(C.rpc, "echo", NULL, 1, 0, outcome_done, &never), -EINVAL);
+    CHECK_EQ(net_rpc_call(C.rpc, "echo", NULL, 0, 0, NULL, NULL), -EINVAL);
     uint32_t st;
-    CHECK_EQ(net_rpc_call_sync(C.client, "echo", NULL, 0, 0, NULL, NULL, NULL), -EINVAL);
-    CHECK_EQ(net_rpc_call_sync(C.client, "", NULL, 0, 0, &st, NULL, NULL), -EINVAL);
+    CHECK_EQ(net_rpc_call_sync(C.rpc, "echo", NULL, 0, 0, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(net_rpc_call_sync(C.rpc, "", NULL, 0, 0, &st, NULL, NULL), -EINVAL);
     CHECK_EQ(net_rpc_reply(NULL, NET_RPC_OK, NULL, 0), -EINVAL);
     /* The longest name is fine (and unknown to the server). */
     long_name[255] = '\0';
     sync_expect(long_name, NULL, 0, NET_RPC_UNKNOWN_METHOD, "unknown method", 14);
-    pause_ms(20);
+    net_test_sleep_ms(20);
     CHECK_EQ(atomic_load(&never.ran), 0);
     CHECK_EQ(client_stats().calls, 1);
 
@@ -826,12 +613,12 @@ static int bad_frames(struct bad_frame *f)
 
 TEST(rpc_malformed_frames_close_only_that_connection)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
-    S.opt.max_frame = SMALL_MAX_FRAME;
+    srv.opt.max_frame = SMALL_MAX_FRAME;
     server_up();
     client_options();
-    client_up(&S.addr);
+    client_up(&srv.addr);
     sync_echo("good client");
 
     struct bad_frame frames[16];
@@ -839,7 +626,7 @@ TEST(rpc_malformed_frames_close_only_that_connection)
     for (int i = 0; i < n; i++) {
         int fd = raw_connect();
         raw_round_trip(fd, 1000 + (uint64_t)i, frames[i].rule); /* a good frame first */
-        CHECK(raw_write(fd, frames[i].bytes, frames[i].len));
+        CHECK(net_test_send_all(fd, frames[i].bytes, frames[i].len));
         size_t got = raw_drain_until_closed(fd);
         if (got != 0)
             net_test_fail(__FILE__, __LINE__, "%s: %zu bytes sent before closing",
@@ -856,9 +643,9 @@ TEST(rpc_malformed_frames_close_only_that_connection)
     net_buf_t req = NET_BUF_INIT;
     CHECK_OK(net__rpc_encode_request(&req, 9, "echo", 4, body, body_len));
     CHECK_EQ(net_buf_readable(&req), SMALL_MAX_FRAME);
-    CHECK(raw_write(fd, net_buf_peek(&req), net_buf_readable(&req)));
+    CHECK(net_test_send_all(fd, net_buf_peek(&req), net_buf_readable(&req)));
     char resp[SMALL_MAX_FRAME];
-    raw_read_exact(fd, resp, 24 + body_len);
+    net_test_recv_exact(fd, resp, 24 + body_len);
     CHECK_EQ(resp[5], NET__RPC_TYPE_RESPONSE);
     CHECK(pattern_matches(resp + 24, body_len, 7));
     close(fd);
@@ -866,14 +653,14 @@ TEST(rpc_malformed_frames_close_only_that_connection)
     free(body);
 
     CHECK_EQ(client_stats().disconnected, 0);
-    CHECK(net_rpc_client_connected(C.client));
+    CHECK(net_rpc_client_connected(C.rpc));
     client_down();
     server_down();
 }
 
 TEST(rpc_frames_one_byte_at_a_time)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
     server_up();
 
@@ -885,11 +672,11 @@ TEST(rpc_frames_one_byte_at_a_time)
     int fd = raw_connect();
     const char *p = net_buf_peek(&req);
     for (size_t i = 0; i < net_buf_readable(&req); i++) {
-        CHECK(raw_write(fd, p + i, 1));
-        pause_ms(1);
+        CHECK(net_test_send_all(fd, p + i, 1));
+        net_test_sleep_ms(1);
     }
     char got[128];
-    raw_read_exact(fd, got, net_buf_readable(&want));
+    net_test_recv_exact(fd, got, net_buf_readable(&want));
     CHECK_MEM_EQ(got, net_buf_peek(&want), net_buf_readable(&want));
 
     /* And the other way round: three frames in one write, split oddly. */
@@ -899,10 +686,10 @@ TEST(rpc_frames_one_byte_at_a_time)
         CHECK_OK(net__rpc_encode_response(&want3, k, NET_RPC_OK, text, k * 5));
     }
     size_t cut = 37; /* in the middle of the second header */
-    CHECK(raw_write(fd, net_buf_peek(&three), cut));
-    pause_ms(5);
-    CHECK(raw_write(fd, net_buf_peek(&three) + cut, net_buf_readable(&three) - cut));
-    raw_read_exact(fd, got, net_buf_readable(&want3));
+    CHECK(net_test_send_all(fd, net_buf_peek(&three), cut));
+    net_test_sleep_ms(5);
+    CHECK(net_test_send_all(fd, net_buf_peek(&three) + cut, net_buf_readable(&three) - cut));
+    net_test_recv_exact(fd, got, net_buf_readable(&want3));
     CHECK_MEM_EQ(got, net_buf_peek(&want3), net_buf_readable(&want3));
 
     close(fd);
@@ -915,11 +702,8 @@ TEST(rpc_frames_one_byte_at_a_time)
 
 TEST(rpc_random_bytes_at_server_bounded)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     for (int i = 0; i < 150; i++) {
         uint8_t junk[4096];
@@ -936,7 +720,7 @@ TEST(rpc_random_bytes_at_server_bounded)
             memcpy(junk, h, keep < n ? keep : n);
         }
         int fd = raw_connect();
-        raw_write(fd, junk, n); /* the server may close before taking it all */
+        net_test_send_all(fd, junk, n); /* the server may close before taking it all */
         if (i % 2 == 0) {
             shutdown(fd, SHUT_WR); /* a frame left half-sent ends at EOF */
             raw_drain_until_closed(fd);
@@ -977,12 +761,12 @@ static void pipe_done(net_rpc_client_t *client, uint32_t status, const void *bod
 
 TEST(rpc_1000_pipelined_random_sizes)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
-    S.opt.server.io_threads = 2;
+    srv.opt.server.io_threads = 2;
     server_up();
     client_options();
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     char *body = malloc(PIPE_MAX_BODY);
     CHECK(body != NULL);
@@ -990,11 +774,11 @@ TEST(rpc_1000_pipelined_random_sizes)
         size_t len = i == 0 ? 0 : i == 1 ? PIPE_MAX_BODY : rng() % (PIPE_MAX_BODY + 1);
         P.len[i] = len;
         pattern_fill(body, len, (uint32_t)i);
-        CHECK_OK(net_rpc_call(C.client, "echo", body, len, 0, pipe_done, (void *)i));
+        CHECK_OK(net_rpc_call(C.rpc, "echo", body, len, 0, pipe_done, (void *)i));
     }
     free(body);
     WAIT_UNTIL(atomic_load(&P.done) == PIPE_CALLS);
-    pause_ms(20);
+    net_test_sleep_ms(20);
     CHECK_EQ(atomic_load(&P.done), PIPE_CALLS);
     struct net_rpc_client_stats st = client_stats();
     CHECK_EQ(st.completed, PIPE_CALLS);
@@ -1007,11 +791,8 @@ TEST(rpc_1000_pipelined_random_sizes)
 
 TEST(rpc_out_of_order_replies)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     struct outcome slow = {0}, fast = {0};
     call_text(&slow, "sleep", "200");
@@ -1026,11 +807,8 @@ TEST(rpc_out_of_order_replies)
 
 TEST(rpc_timeout_then_late_reply_dropped_and_counted)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
     sync_echo("connected");
 
     struct outcome o = {0};
@@ -1058,21 +836,17 @@ TEST(rpc_timeout_then_late_reply_dropped_and_counted)
 
 TEST(rpc_server_killed_calls_fail_disconnected)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     struct outcome o[IN_FLIGHT] = {0};
     for (int i = 0; i < IN_FLIGHT; i++)
         call_text(&o[i], "sleep", "5000");
     WAIT_UNTIL(atomic_load(&S.sleeping) == IN_FLIGHT); /* all on the server */
-    server_stop(0);                                      /* no drain: abrupt */
-    on_loop(S.loop, server_free_in_loop, NULL);
+    net_test_rpc_server_free(&srv, 0); /* no drain: abrupt */
     for (int i = 0; i < IN_FLIGHT; i++)
         outcome_expect(&o[i], NET_RPC_DISCONNECTED, "");
-    pause_ms(20);
+    net_test_sleep_ms(20);
     struct net_rpc_client_stats st = client_stats();
     CHECK_EQ(st.disconnected, IN_FLIGHT);
     CHECK_EQ(st.completed, IN_FLIGHT);
@@ -1084,26 +858,23 @@ TEST(rpc_server_killed_calls_fail_disconnected)
 
 TEST(rpc_client_stop_cancels_in_flight)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     struct outcome o[IN_FLIGHT] = {0};
     for (int i = 0; i < IN_FLIGHT; i++)
         call_text(&o[i], "sleep", "5000");
     WAIT_UNTIL(atomic_load(&S.sleeping) == IN_FLIGHT);
-    net_rpc_client_stop(C.client);
-    net_rpc_client_stop(C.client); /* idempotent */
+    net_rpc_client_stop(C.rpc);
+    net_rpc_client_stop(C.rpc); /* idempotent */
     for (int i = 0; i < IN_FLIGHT; i++)
         outcome_expect(&o[i], NET_RPC_CANCELLED, "");
 
     struct outcome never = {0};
-    CHECK_EQ(net_rpc_call(C.client, "echo", "x", 1, 0, outcome_done, &never), -ESHUTDOWN);
+    CHECK_EQ(net_rpc_call(C.rpc, "echo", "x", 1, 0, outcome_done, &never), -ESHUTDOWN);
     uint32_t st;
-    CHECK_EQ(net_rpc_call_sync(C.client, "echo", "x", 1, 0, &st, NULL, NULL), -ESHUTDOWN);
-    pause_ms(20);
+    CHECK_EQ(net_rpc_call_sync(C.rpc, "echo", "x", 1, 0, &st, NULL, NULL), -ESHUTDOWN);
+    net_test_sleep_ms(20);
     CHECK_EQ(atomic_load(&never.ran), 0);
     CHECK_EQ(client_stats().outstanding, 0);
 
@@ -1116,25 +887,22 @@ static struct outcome stop_on_loop[IN_FLIGHT];
 static void stop_on_loop_thread(void *arg)
 {
     (void)arg;
-    C.in_api = true;
-    net_rpc_client_stop(C.client);
-    C.in_api = false;
+    in_api = true;
+    net_rpc_client_stop(C.rpc);
+    in_api = false;
     for (int i = 0; i < IN_FLIGHT; i++)
         CHECK_EQ(atomic_load(&stop_on_loop[i].ran), 0); /* later, not inside */
 }
 
 TEST(rpc_client_stop_on_loop_thread_completes_later)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     for (int i = 0; i < IN_FLIGHT; i++)
         call_text(&stop_on_loop[i], "sleep", "5000");
     WAIT_UNTIL(atomic_load(&S.sleeping) == IN_FLIGHT);
-    on_loop(C.loop, stop_on_loop_thread, NULL);
+    net_test_on_loop(C.loop, stop_on_loop_thread, NULL);
     for (int i = 0; i < IN_FLIGHT; i++)
         outcome_expect(&stop_on_loop[i], NET_RPC_CANCELLED, "");
 
@@ -1188,7 +956,7 @@ static void *mt_main(void *arg)
             uint32_t st;
             void *out;
             size_t n;
-            CHECK_OK(net_rpc_call_sync(C.client, "echo", v, sizeof v, 0, &st, &out, &n));
+            CHECK_OK(net_rpc_call_sync(C.rpc, "echo", v, sizeof v, 0, &st, &out, &n));
             CHECK_EQ(st, NET_RPC_OK);
             CHECK_EQ(n, sizeof v);
             CHECK_MEM_EQ(out, v, n);
@@ -1201,7 +969,7 @@ static void *mt_main(void *arg)
             pthread_cond_wait(&w->cond, &w->mu);
         w->in_flight++;
         pthread_mutex_unlock(&w->mu);
-        CHECK_OK(net_rpc_call(C.client, "echo", v, sizeof v, 0, mt_done, w));
+        CHECK_OK(net_rpc_call(C.rpc, "echo", v, sizeof v, 0, mt_done, w));
     }
     pthread_mutex_lock(&w->mu);
     while (w->in_flight > 0)
@@ -1212,12 +980,12 @@ static void *mt_main(void *arg)
 
 TEST(rpc_8_threads_10k_calls_one_client)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
-    S.opt.server.io_threads = 1;
+    srv.opt.server.io_threads = 1;
     server_up();
     client_options();
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     for (uint32_t i = 0; i < MT_THREADS; i++) {
         mt[i].index = i;
@@ -1249,11 +1017,8 @@ TEST(rpc_8_threads_10k_calls_one_client)
 
 TEST(rpc_8mib_bodies)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     size_t len = (size_t)8 << 20;
     char *body = malloc(len);
@@ -1267,7 +1032,7 @@ TEST(rpc_8mib_bodies)
     uint32_t st;
     void *out;
     size_t n;
-    CHECK_OK(net_rpc_call_sync(C.client, "echo", body, len, 0, &st, &out, &n));
+    CHECK_OK(net_rpc_call_sync(C.rpc, "echo", body, len, 0, &st, &out, &n));
     CHECK_EQ(st, NET_RPC_OK);
     CHECK_EQ(n, len);
     CHECK(pattern_matches(out, n, 200));
@@ -1290,12 +1055,12 @@ TEST(rpc_8mib_bodies)
 
 TEST(rpc_reply_from_other_thread)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     CHECK_EQ(pthread_create(&H.thread, NULL, handoff_main, NULL), 0);
     server_options();
     server_up();
     client_options();
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     static struct outcome o[HANDOFF_CALLS];
     char text[32], reversed[32];
@@ -1318,31 +1083,28 @@ TEST(rpc_reply_from_other_thread)
 
     client_down();
     server_down();
-    pthread_mutex_lock(&H.mu);
-    H.quit = true;
-    pthread_cond_signal(&H.cond);
-    pthread_mutex_unlock(&H.mu);
+    net_test_handoff_quit(&H.q);
     pthread_join(H.thread, NULL);
 }
 
 TEST(rpc_in_flight_limit_overloaded)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
-    S.opt.max_in_flight = 4;
+    srv.opt.max_in_flight = 4;
     server_up();
     client_options();
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     struct outcome held[4] = {0}, fifth = {0}, echo = {0};
     for (int i = 0; i < 4; i++)
         call_text(&held[i], "hold", "wait");
-    WAIT_UNTIL(atomic_load(&S.held_total) == 4);
+    WAIT_UNTIL(atomic_load(&S.held.total) == 4);
     call_text(&fifth, "hold", "one too many");
     outcome_expect(&fifth, NET_RPC_OVERLOADED, "too many requests in flight");
     call_text(&echo, "echo", "also refused");
     outcome_expect(&echo, NET_RPC_OVERLOADED, "too many requests in flight");
-    CHECK_EQ(atomic_load(&S.held_total), 4); /* the handler never saw them */
+    CHECK_EQ(atomic_load(&S.held.total), 4); /* the handler never saw them */
 
     CHECK_EQ(held_release(NET_RPC_OK, "released"), 4);
     for (int i = 0; i < 4; i++)
@@ -1356,12 +1118,12 @@ TEST(rpc_in_flight_limit_overloaded)
 
 TEST(rpc_blocking_handler_on_worker)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
-    S.opt.worker_threads = 2;
+    srv.opt.worker_threads = 2;
     server_up();
     client_options();
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     struct outcome block[2] = {0}, echo = {0};
     call_text(&block[0], "block", "first");
@@ -1380,18 +1142,14 @@ TEST(rpc_blocking_handler_on_worker)
 
 TEST(rpc_server_graceful_stop)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     struct outcome slow[3] = {0}, late = {0};
     for (int i = 0; i < 3; i++)
         call_text(&slow[i], "sleep", "200");
     WAIT_UNTIL(atomic_load(&S.sleeping) == 3);
-    uint64_t drain_ms = 5000;
-    on_loop(S.loop, server_stop_in_loop, &drain_ms);
+    net_test_rpc_server_stop_begin(&srv, 5000);
     call_text(&late, "echo", "too late");
     outcome_wait(&late);
     if (late.status == NET_RPC_SHUTTING_DOWN)
@@ -1400,9 +1158,9 @@ TEST(rpc_server_graceful_stop)
         outcome_expect(&late, NET_RPC_DISCONNECTED, "");
     for (int i = 0; i < 3; i++)
         outcome_expect(&slow[i], NET_RPC_OK, ""); /* in flight: answered */
-    WAIT_UNTIL(atomic_load(&S.stopped) == 1);
-    pause_ms(50);
-    CHECK_EQ(atomic_load(&S.stopped), 1); /* once */
+    WAIT_UNTIL(atomic_load(&srv.stopped) == 1);
+    net_test_sleep_ms(50);
+    CHECK_EQ(atomic_load(&srv.stopped), 1); /* once */
     CHECK_EQ(atomic_load(&S.echoes), 0);
 
     client_down();
@@ -1413,20 +1171,17 @@ static void call_sync_on_loop(void *arg)
 {
     (void)arg;
     uint32_t st = 0;
-    C.in_api = true;
-    CHECK_EQ(net_rpc_call_sync(C.client, "echo", "x", 1, 0, &st, NULL, NULL), NET_EWRONGTHREAD);
-    C.in_api = false;
+    in_api = true;
+    CHECK_EQ(net_rpc_call_sync(C.rpc, "echo", "x", 1, 0, &st, NULL, NULL), NET_EWRONGTHREAD);
+    in_api = false;
 }
 
 TEST(rpc_call_sync_on_loop_thread_rejected)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
-    on_loop(C.loop, call_sync_on_loop, NULL);
+    net_test_on_loop(C.loop, call_sync_on_loop, NULL);
     CHECK_EQ(client_stats().calls, 0);
     sync_echo("fine from here");
 
@@ -1439,12 +1194,12 @@ TEST(rpc_call_sync_on_loop_thread_rejected)
 
 TEST(rpc_client_outstanding_limit)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
     server_up();
     client_options();
     C.opt.max_outstanding = LIMIT;
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     static struct outcome o[LIMIT_CALLS];
     for (int i = 0; i < LIMIT_CALLS; i++)
@@ -1453,7 +1208,7 @@ TEST(rpc_client_outstanding_limit)
      * refused while they were outstanding (never encoded nor sent). */
     for (int i = LIMIT; i < LIMIT_CALLS; i++)
         outcome_expect(&o[i], NET_RPC_OVERLOADED, "");
-    WAIT_UNTIL(atomic_load(&S.held_total) == LIMIT);
+    WAIT_UNTIL(atomic_load(&S.held.total) == LIMIT);
     CHECK_EQ(client_stats().outstanding, LIMIT);
     CHECK_EQ(client_stats().calls, LIMIT_CALLS);
     for (int i = 0; i < LIMIT; i++)
@@ -1464,7 +1219,7 @@ TEST(rpc_client_outstanding_limit)
         outcome_expect(&o[i], NET_RPC_OK, "done");
     CHECK_EQ(client_stats().outstanding, 0);
     sync_echo("admitted again");
-    CHECK_EQ(atomic_load(&S.held_total), LIMIT);
+    CHECK_EQ(atomic_load(&S.held.total), LIMIT);
 
     client_down();
     server_down();
@@ -1477,23 +1232,23 @@ static struct outcome early;
 static void create_and_call_at_once(void *arg)
 {
     (void)arg;
-    CHECK_OK(net_rpc_client_new(C.loop, &C.addr, &C.opt, &C.client));
-    CHECK(!net_rpc_client_connected(C.client));
-    C.in_api = true;
+    CHECK_OK(net_rpc_client_new(C.loop, &C.addr, &C.opt, &C.rpc));
+    CHECK(!net_rpc_client_connected(C.rpc));
+    in_api = true;
     call_text(&early, "echo", "early bird");
-    C.in_api = false;
+    in_api = false;
 }
 
 TEST(rpc_call_before_connected_waits)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
     server_up();
     client_options();
-    client_start_thread(&S.addr);
-    on_loop(C.loop, create_and_call_at_once, NULL);
+    net_test_rpc_client_start_thread(&C, &srv.addr);
+    net_test_on_loop(C.loop, create_and_call_at_once, NULL);
     outcome_expect(&early, NET_RPC_OK, "early bird");
-    CHECK(net_rpc_client_connected(C.client));
+    CHECK(net_rpc_client_connected(C.rpc));
     CHECK_EQ(client_stats().disconnected, 0);
 
     client_down();
@@ -1502,18 +1257,11 @@ TEST(rpc_call_before_connected_waits)
 
 TEST(rpc_connect_refused_fails_disconnected)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     /* A bound port that does not listen refuses connects, and nobody else
      * can take it meanwhile. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
     net_addr_t addr;
-    CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
-    CHECK_EQ(bind(fd, net_addr_sockaddr(&addr), net_addr_len(&addr)), 0);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    CHECK_EQ(getsockname(fd, (struct sockaddr *)&ss, &len), 0);
-    CHECK_OK(net_addr_from_sockaddr(&addr, (struct sockaddr *)&ss, len));
+    int fd = bound_socket(&addr);
 
     client_options();
     C.opt.client.retry = false;
@@ -1527,12 +1275,12 @@ TEST(rpc_connect_refused_fails_disconnected)
     CHECK(net_test_now_ms() - t0 < 4000);
     call_text(&o[1], "echo", "still nobody"); /* tries again, fails again */
     outcome_expect(&o[1], NET_RPC_DISCONNECTED, "");
-    pause_ms(50);
+    net_test_sleep_ms(50);
     struct net_rpc_client_stats st = client_stats();
     CHECK_EQ(st.disconnected, 2);
     CHECK_EQ(st.completed, 2);
     CHECK_EQ(st.outstanding, 0);
-    CHECK(!net_rpc_client_connected(C.client));
+    CHECK(!net_rpc_client_connected(C.rpc));
 
     client_down();
     close(fd);
@@ -1542,25 +1290,19 @@ TEST(rpc_connect_refused_fails_disconnected)
 
 static net_rpc_req_t *held_first(void)
 {
-    pthread_mutex_lock(&S.mu);
-    CHECK_EQ(S.nheld, 1);
-    net_rpc_req_t *req = S.held[0];
-    S.nheld = 0;
-    pthread_mutex_unlock(&S.mu);
-    return req;
+    net_rpc_req_t *reqs[NET_TEST_MAX_HELD];
+    CHECK_EQ(net_test_held_take(&S.held, reqs), 1);
+    return reqs[0];
 }
 
 TEST(rpc_reply_after_connection_closed_is_safe)
 {
-    watchdog_start();
-    server_options();
-    server_up();
-    client_options();
-    client_up(&S.addr);
+    net_test_watchdog_start();
+    both_up();
 
     struct outcome o = {0};
     call_text(&o, "hold", "keep me");
-    WAIT_UNTIL(atomic_load(&S.held_total) == 1);
+    WAIT_UNTIL(atomic_load(&S.held.total) == 1);
     net_rpc_req_t *req = held_first();
     CHECK_EQ(strcmp(net_rpc_req_method(req), "hold"), 0);
     net_conn_t *conn = net_rpc_req_conn(req);
@@ -1575,19 +1317,18 @@ TEST(rpc_reply_after_connection_closed_is_safe)
 
 TEST(rpc_reply_after_server_free_is_safe)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
-    S.opt.server.io_threads = 1; /* the connection's loop goes with the server */
+    srv.opt.server.io_threads = 1; /* the connection's loop goes with the server */
     server_up();
     client_options();
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     struct outcome o = {0};
     call_text(&o, "hold", "keep me");
-    WAIT_UNTIL(atomic_load(&S.held_total) == 1);
+    WAIT_UNTIL(atomic_load(&S.held.total) == 1);
     net_rpc_req_t *req = held_first();
-    server_stop(0);
-    on_loop(S.loop, server_free_in_loop, NULL);
+    net_test_rpc_server_free(&srv, 0);
     outcome_expect(&o, NET_RPC_DISCONNECTED, "");
     CHECK_EQ(net_rpc_reply(req, NET_RPC_OK, "into the void", 13), 0);
 
@@ -1599,13 +1340,13 @@ TEST(rpc_reply_after_server_free_is_safe)
 
 TEST(rpc_client_max_frame_protocol_error_then_reconnects)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     server_options();
     server_up();
     client_options();
     C.opt.max_frame = 1024;
     C.opt.client.retry_initial_ms = 10;
-    client_up(&S.addr);
+    client_up(&srv.addr);
 
     sync_echo("small");
     uint64_t first_conn = atomic_load(&S.echo_conn);
@@ -1623,11 +1364,11 @@ TEST(rpc_client_max_frame_protocol_error_then_reconnects)
     for (int i = 0; i < 200 && st == NET_RPC_DISCONNECTED; i++) {
         void *out = NULL;
         size_t n = 0;
-        CHECK_OK(net_rpc_call_sync(C.client, "echo", "again", 5, 0, &st, &out, &n));
+        CHECK_OK(net_rpc_call_sync(C.rpc, "echo", "again", 5, 0, &st, &out, &n));
         if (st == NET_RPC_OK)
             CHECK(n == 5 && memcmp(out, "again", 5) == 0);
         else
-            pause_ms(5);
+            net_test_sleep_ms(5);
         free(out);
     }
     CHECK_EQ(st, NET_RPC_OK);
@@ -1642,16 +1383,9 @@ TEST(rpc_client_max_frame_protocol_error_then_reconnects)
 
 TEST(rpc_client_protocol_error_fails_calls)
 {
-    watchdog_start();
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(lfd >= 0);
+    net_test_watchdog_start();
     net_addr_t addr;
-    CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
-    CHECK_EQ(bind(lfd, net_addr_sockaddr(&addr), net_addr_len(&addr)), 0);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    CHECK_EQ(getsockname(lfd, (struct sockaddr *)&ss, &len), 0);
-    CHECK_OK(net_addr_from_sockaddr(&addr, (struct sockaddr *)&ss, len));
+    int lfd = bound_socket(&addr);
     CHECK_EQ(listen(lfd, 4), 0);
 
     client_options();
@@ -1666,7 +1400,7 @@ TEST(rpc_client_protocol_error_fails_calls)
     struct timeval tv = {.tv_sec = 10};
     CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     char req[3 * 29];
-    raw_read_exact(fd, req, sizeof req); /* three requests of 24 + 4 + 1 */
+    net_test_recv_exact(fd, req, sizeof req); /* three requests of 24 + 4 + 1 */
     uint64_t first_id = 0;
     for (int i = 0; i < 8; i++)
         first_id = first_id << 8 | (uint8_t)req[8 + i];
@@ -1675,7 +1409,7 @@ TEST(rpc_client_protocol_error_fails_calls)
     CHECK_OK(net__rpc_encode_response(&out, first_id, NET_RPC_OK, "a", 1));
     CHECK_OK(net__rpc_encode_response(&out, 987654321, NET_RPC_OK, "stray", 5));
     CHECK_OK(net__rpc_encode_request(&out, 1, "echo", 4, NULL, 0));
-    CHECK(raw_write(fd, net_buf_peek(&out), net_buf_readable(&out)));
+    CHECK(net_test_send_all(fd, net_buf_peek(&out), net_buf_readable(&out)));
     net_buf_destroy(&out);
     outcome_expect(&good, NET_RPC_OK, "a");
     outcome_expect(&bad[0], NET_RPC_PROTOCOL_ERROR, "");

@@ -32,131 +32,11 @@
 #include <net/tcp_conn.h>
 #include <net/tcp_server.h>
 
-#include "harness.h"
+#include "net_test_util.h"
 
 /* Below Meson's 60 s timeout, so that a hang fails with a message; a plain
  * scenario takes well under 3 s, a sanitized one about five times that. */
 #define WATCHDOG_MS 50000
-/* Bound on any single blocking client call. */
-#define IO_TIMEOUT_MS 20000
-
-#define KiB 1024u
-#define MiB (1024u * 1024u)
-
-/* ---- loops, timing ------------------------------------------------------ */
-
-static void fail_watchdog(void *arg)
-{
-    (void)arg;
-    net_test_fail(__FILE__, __LINE__, "watchdog: the scenario did not finish in time");
-}
-
-static net_loop_t *new_loop(void)
-{
-    net_loop_t *loop;
-    CHECK_OK(net_loop_new(&loop));
-    CHECK(net_loop_run_after(loop, WATCHDOG_MS, fail_watchdog, NULL) > 0);
-    return loop;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
-}
-
-static void quit_loop(void *arg)
-{
-    net_loop_quit(arg);
-}
-
-/* Runs the loop for ms milliseconds. */
-static void run_for(net_loop_t *loop, uint64_t ms)
-{
-    CHECK(net_loop_run_after(loop, ms, quit_loop, loop) > 0);
-    CHECK_OK(net_loop_run(loop));
-}
-
-struct until {
-    net_loop_t *loop;
-    bool (*cond)(void *arg);
-    void *arg;
-};
-
-static void until_tick(void *p)
-{
-    struct until *u = p;
-    if (u->cond(u->arg))
-        net_loop_quit(u->loop);
-}
-
-/* Runs the loop until cond(arg) holds (checked every millisecond on the loop
- * thread). The watchdog bounds the wait. */
-static void run_until(net_loop_t *loop, bool (*cond)(void *), void *arg)
-{
-    struct until u = {loop, cond, arg};
-    net_timer_id_t id = net_loop_run_every(loop, 1, until_tick, &u);
-    CHECK(id > 0);
-    CHECK_OK(net_loop_run(loop));
-    CHECK_OK(net_loop_cancel(loop, id));
-    CHECK(cond(arg));
-}
-
-struct goal {
-    atomic_int *count;
-    int n;
-};
-
-static bool goal_reached(void *p)
-{
-    struct goal *g = p;
-    return atomic_load(g->count) >= g->n;
-}
-
-static void run_until_count(net_loop_t *loop, atomic_int *count, int n)
-{
-    struct goal g = {count, n};
-    run_until(loop, goal_reached, &g);
-}
-
-/* ---- helper threads ------------------------------------------------------ */
-
-struct job {
-    void (*fn)(void *arg);
-    void *arg;
-    net_loop_t *quit; /* quit this loop when fn returns (NULL: don't) */
-    pthread_t thread;
-};
-
-static void *job_main(void *p)
-{
-    struct job *j = p;
-    j->fn(j->arg);
-    if (j->quit)
-        net_loop_quit(j->quit);
-    return NULL;
-}
-
-static void job_start(struct job *j)
-{
-    CHECK_EQ(pthread_create(&j->thread, NULL, job_main, j), 0);
-}
-
-static void job_join(struct job *j)
-{
-    CHECK_EQ(pthread_join(j->thread, NULL), 0);
-}
-
-/* Runs fn(arg) on a helper thread while the loop runs; the loop quits when
- * fn returns. */
-static void run_with_client(net_loop_t *loop, void (*fn)(void *), void *arg)
-{
-    struct job j = {.fn = fn, .arg = arg, .quit = loop};
-    job_start(&j);
-    CHECK_OK(net_loop_run(loop));
-    job_join(&j);
-}
 
 /* ---- data: random bytes and the stream pattern ----------------------------- */
 
@@ -227,13 +107,6 @@ static net_addr_t parse_addr(const char *text)
     return a;
 }
 
-static void set_io_timeouts(int fd)
-{
-    struct timeval tv = {.tv_sec = IO_TIMEOUT_MS / 1000};
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
-}
-
 static void set_nonblocking(int fd, bool on)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -241,39 +114,16 @@ static void set_nonblocking(int fd, bool on)
     CHECK(fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) == 0);
 }
 
-static int client_socket(int family, int rcvbuf)
+/* One recv of up to len bytes: the count, 0 at EOF. Errors and timeouts
+ * fail. */
+static size_t recv_some(int fd, void *buf, size_t len)
 {
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    set_io_timeouts(fd);
-    /* Before connect, so that the advertised window is small from the start. */
-    if (rcvbuf > 0)
-        CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
-    return fd;
-}
-
-/* A blocking client connected to addr. On loopback connect completes in the
- * listener's backlog: it needs no accept, so the loop need not be running.
- * rcvbuf > 0 sets SO_RCVBUF. */
-static int client_connect(const net_addr_t *addr, int rcvbuf)
-{
-    int fd = client_socket(net_addr_family(addr), rcvbuf);
-    if (connect(fd, net_addr_sockaddr(addr), net_addr_len(addr)) < 0)
-        net_test_fail(__FILE__, __LINE__, "connect: %s", strerror(errno));
-    return fd;
-}
-
-static void send_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            net_test_fail(__FILE__, __LINE__, "send: %s", strerror(errno));
-        p += n;
-        len -= (size_t)n;
+    for (;;) {
+        ssize_t n = recv(fd, buf, len, 0);
+        if (n >= 0)
+            return (size_t)n;
+        if (errno != EINTR)
+            net_test_fail(__FILE__, __LINE__, "recv: %s", strerror(errno));
     }
 }
 
@@ -283,16 +133,8 @@ static size_t recv_full(int fd, void *buf, size_t len)
 {
     char *p = buf;
     size_t got = 0;
-    while (got < len) {
-        ssize_t n = recv(fd, p + got, len - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0)
-            break;
-        if (n < 0)
-            net_test_fail(__FILE__, __LINE__, "recv: %s", strerror(errno));
-        got += (size_t)n;
-    }
+    for (size_t n; got < len && (n = recv_some(fd, p + got, len - got)) > 0;)
+        got += n;
     return got;
 }
 
@@ -321,20 +163,13 @@ static uint64_t recv_pattern_until_eof(int fd, size_t chunk, unsigned pause_ms)
     char *buf = malloc(chunk);
     CHECK(buf != NULL);
     uint64_t total = 0;
-    for (;;) {
-        ssize_t n = recv(fd, buf, chunk, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0)
-            break;
-        if (n < 0)
-            net_test_fail(__FILE__, __LINE__, "recv: %s", strerror(errno));
-        if (!pattern_matches(total, buf, (size_t)n))
+    for (size_t n; (n = recv_some(fd, buf, chunk)) > 0;) {
+        if (!pattern_matches(total, buf, n))
             net_test_fail(__FILE__, __LINE__, "stream differs in [%llu, %llu)",
-                          (unsigned long long)total, (unsigned long long)total + (size_t)n);
-        total += (size_t)n;
+                          (unsigned long long)total, (unsigned long long)(total + n));
+        total += n;
         if (pause_ms)
-            sleep_ms(pause_ms);
+            net_test_sleep_ms(pause_ms);
     }
     free(buf);
     return total;
@@ -346,7 +181,7 @@ static void exchange(int fd, const char *out, char *in, size_t len)
 {
     set_nonblocking(fd, true);
     size_t sent = 0, got = 0;
-    uint64_t deadline = net_test_now_ms() + IO_TIMEOUT_MS;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_IO_TIMEOUT_MS;
     while (got < len) {
         CHECK(net_test_now_ms() < deadline);
         struct pollfd p = {.fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0)};
@@ -369,25 +204,6 @@ static void exchange(int fd, const char *out, char *in, size_t len)
         }
     }
     set_nonblocking(fd, false);
-}
-
-/* Connects, sends msg and checks that it comes back. */
-struct echo_once {
-    net_addr_t addr;
-    const char *msg;
-};
-
-static void echo_once_client(void *arg)
-{
-    struct echo_once *e = arg;
-    int fd = client_connect(&e->addr, 0);
-    size_t len = strlen(e->msg);
-    char back[256];
-    CHECK(len <= sizeof back);
-    send_all(fd, e->msg, len);
-    CHECK_EQ(recv_full(fd, back, len), len);
-    CHECK_MEM_EQ(back, e->msg, len);
-    close(fd);
 }
 
 /* A client socket drained on the test's own loop: counts (and checks, from
@@ -457,6 +273,21 @@ static void echo_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, v
         net_buf_retrieve_all(in); /* closing: the scenario checks the client side */
 }
 
+/* The few bytes a peer sends, collected by a server's on_message. */
+struct small_msg {
+    char got[8];
+    size_t n;
+};
+
+static void small_msg_take(struct small_msg *m, net_buf_t *in)
+{
+    size_t n = net_buf_readable(in);
+    CHECK(m->n + n <= sizeof m->got);
+    memcpy(m->got + m->n, net_buf_peek(in), n);
+    m->n += n;
+    net_buf_retrieve_all(in);
+}
+
 /* Sends the pattern from offset 0 in slices: at least `min` bytes, and until
  * at least 1 MiB waits in the connection's own queue. The kernel's send
  * buffer can hold megabytes (tcp_wmem); only bytes still in our queue show
@@ -505,6 +336,21 @@ static void server_stop_and_free(net_loop_t *loop, net_server_t *server)
     CHECK_OK(net_server_free(server));
 }
 
+/* A server with one I/O thread on loop, and one blocking client (*fd)
+ * connected to it at *addr. Returns the server's side of the connection,
+ * which keeper holds a reference to. */
+static net_conn_t *serve_one_client(net_loop_t *loop, struct net_test_conn_keeper *keeper,
+                                    net_server_t **server, net_addr_t *addr, int *fd)
+{
+    struct net_server_options opt = server_options(1);
+    struct net_conn_callbacks cbs = {.on_connection = net_test_keep_conn, .arg = keeper};
+    *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
+    *addr = *net_server_addr(*server);
+    *fd = net_test_connect(addr, 0);
+    net_test_run_until_count(loop, &keeper->ups, 1);
+    return atomic_load(&keeper->conn);
+}
+
 /* =========================================================================== */
 /* Echo                                                                         */
 /* =========================================================================== */
@@ -522,7 +368,7 @@ static void echo_sizes_client(void *arg)
         size_t len = echo_sizes[i];
         fill_random(out, len);
         memset(in, 0, len);
-        int fd = client_connect(addr, 0);
+        int fd = net_test_connect(addr, 0);
         exchange(fd, out, in, len);
         if (memcmp(in, out, len) != 0)
             net_test_fail(__FILE__, __LINE__, "echo of %zu bytes differs", len);
@@ -536,12 +382,12 @@ TEST(tcp_echo_sizes)
 {
     static const size_t io_threads[] = {0, 2};
     for (size_t t = 0; t < 2; t++) {
-        net_loop_t *loop = new_loop();
+        net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
         struct net_server_options opt = server_options(io_threads[t]);
         struct net_conn_callbacks cbs = {.on_message = echo_message};
         net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
         net_addr_t addr = *net_server_addr(server);
-        run_with_client(loop, echo_sizes_client, &addr);
+        net_test_run_with_client(loop, echo_sizes_client, &addr);
         CHECK_EQ(net_server_accepted(server), N_ECHO_SIZES);
         server_stop_and_free(loop, server);
         net_loop_free(loop);
@@ -571,10 +417,10 @@ static void many_client(void *arg)
     (void)arg;
     static int fds[MANY];
     for (int i = 0; i < MANY; i++)
-        fds[i] = client_connect(&many.addr, 0);
+        fds[i] = net_test_connect(&many.addr, 0);
     char msg[256], back[256];
     for (int i = 0; i < MANY; i++)
-        send_all(fds[i], msg, many_message(i, msg));
+        CHECK(net_test_send_all(fds[i], msg, many_message(i, msg)));
     for (int i = 0; i < MANY; i++) {
         size_t len = many_message(i, msg);
         CHECK_EQ(recv_full(fds[i], back, len), len);
@@ -599,12 +445,12 @@ TEST(tcp_echo_1000_connections)
         rl.rlim_cur = rl.rlim_max;
         CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
     }
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(2);
     struct net_conn_callbacks cbs = {.on_message = echo_message};
     many.server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     many.addr = *net_server_addr(many.server);
-    run_with_client(loop, many_client, NULL);
+    net_test_run_with_client(loop, many_client, NULL);
     CHECK_EQ(net_server_accepted(many.server), MANY);
     server_stop_and_free(loop, many.server);
     net_loop_free(loop);
@@ -690,7 +536,7 @@ static void slow_write_complete(net_conn_t *conn, void *arg)
 static void slow_client(void *arg)
 {
     const net_addr_t *addr = arg;
-    int fd = client_connect(addr, 128 * KiB);
+    int fd = net_test_connect(addr, 128 * KiB);
     /* Slow: at most 256 KiB per read and 1 ms between reads. */
     CHECK_EQ(recv_pattern_until_eof(fd, 256 * KiB, 1), SLOW_TOTAL);
     close(fd);
@@ -699,7 +545,7 @@ static void slow_client(void *arg)
 TEST(tcp_slow_reader_high_water)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(0);
     opt.conn.high_water_mark = SLOW_MARK;
     struct net_conn_callbacks cbs = {.on_connection = slow_connection,
@@ -707,7 +553,7 @@ TEST(tcp_slow_reader_high_water)
                                      .on_write_complete = slow_write_complete};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    run_with_client(loop, slow_client, &addr);
+    net_test_run_with_client(loop, slow_client, &addr);
     server_stop_and_free(loop, server);
     CHECK_EQ(slow.produced, SLOW_TOTAL);
     CHECK(slow.high_waters >= 1);
@@ -767,7 +613,7 @@ static void order_client(void *arg)
     uint64_t expect = 0;
     for (int j = 0; j < ORDER_WRITES; j++)
         expect += order_size(j);
-    int fd = client_connect(addr, 0);
+    int fd = net_test_connect(addr, 0);
     CHECK_EQ(recv_pattern_until_eof(fd, 64 * KiB, 0), expect);
     close(fd);
 }
@@ -775,12 +621,12 @@ static void order_client(void *arg)
 TEST(tcp_write_order_10k_writes)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(1);
     struct net_conn_callbacks cbs = {.on_connection = order_connection};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    run_with_client(loop, order_client, &addr);
+    net_test_run_with_client(loop, order_client, &addr);
     server_stop_and_free(loop, server);
     CHECK_EQ(order.next, ORDER_WRITES);
     CHECK_EQ(atomic_load(&order.downs), 1);
@@ -831,11 +677,11 @@ static void reset_connection(net_conn_t *conn, void *arg)
 static void reset_client(void *arg)
 {
     const net_addr_t *addr = arg;
-    int fd = client_connect(addr, 16 * KiB);
-    uint64_t deadline = net_test_now_ms() + IO_TIMEOUT_MS;
+    int fd = net_test_connect(addr, 16 * KiB);
+    uint64_t deadline = net_test_now_ms() + NET_TEST_IO_TIMEOUT_MS;
     while (!atomic_load(&reset.queued)) {
         CHECK(net_test_now_ms() < deadline);
-        sleep_ms(1);
+        net_test_sleep_ms(1);
     }
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
@@ -845,16 +691,16 @@ static void reset_client(void *arg)
 TEST(tcp_peer_reset_mid_write)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     reset.loop = loop;
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = reset_connection};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    struct job client = {.fn = reset_client, .arg = &addr};
-    job_start(&client);
+    struct net_test_job client;
+    net_test_job_start(&client, reset_client, &addr);
     CHECK_OK(net_loop_run(loop)); /* quit by reset_check_later */
-    job_join(&client);
+    net_test_job_join(&client);
     CHECK_EQ(reset.downs, 1);
     server_stop_and_free(loop, server);
     CHECK_EQ(reset.downs, 1);
@@ -867,8 +713,7 @@ TEST(tcp_peer_reset_mid_write)
 static struct {
     net_loop_t *loop;
     int downs;
-    char got[8];
-    size_t ngot;
+    struct small_msg msg;
     _Atomic uint64_t sent;
 } shut;
 
@@ -894,39 +739,35 @@ static void shut_connection(net_conn_t *conn, void *arg)
 static void shut_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, void *arg)
 {
     (void)conn, (void)receive_ms, (void)arg;
-    size_t n = net_buf_readable(in);
-    CHECK(shut.ngot + n <= sizeof shut.got);
-    memcpy(shut.got + shut.ngot, net_buf_peek(in), n);
-    shut.ngot += n;
-    net_buf_retrieve_all(in);
+    small_msg_take(&shut.msg, in);
 }
 
 static void shut_client(void *arg)
 {
     const net_addr_t *addr = arg;
-    int fd = client_connect(addr, 16 * KiB);
-    sleep_ms(20); /* the server queues behind the small window meanwhile */
+    int fd = net_test_connect(addr, 16 * KiB);
+    net_test_sleep_ms(20); /* the server queues behind the small window meanwhile */
     CHECK_EQ(recv_pattern_until_eof(fd, 64 * KiB, 0), atomic_load(&shut.sent));
-    send_all(fd, "bye", 3);
+    CHECK(net_test_send_all(fd, "bye", 3));
     close(fd);
 }
 
 TEST(tcp_shutdown_after_write)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     shut.loop = loop;
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = shut_connection, .on_message = shut_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    struct job client = {.fn = shut_client, .arg = &addr};
-    job_start(&client);
+    struct net_test_job client;
+    net_test_job_start(&client, shut_client, &addr);
     CHECK_OK(net_loop_run(loop)); /* quit by the down callback */
-    job_join(&client);
+    net_test_job_join(&client);
     CHECK_EQ(shut.downs, 1);
-    CHECK_EQ(shut.ngot, 3);
-    CHECK_MEM_EQ(shut.got, "bye", 3);
+    CHECK_EQ(shut.msg.n, 3);
+    CHECK_MEM_EQ(shut.msg.got, "bye", 3);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
 }
@@ -964,10 +805,10 @@ static void hc366_connection(net_conn_t *conn, void *arg)
 static void hc366_client(void *arg)
 {
     const net_addr_t *addr = arg;
-    int fd = client_connect(addr, 16 * KiB);
-    send_all(fd, "req", 3);
+    int fd = net_test_connect(addr, 16 * KiB);
+    CHECK(net_test_send_all(fd, "req", 3));
     CHECK(shutdown(fd, SHUT_WR) == 0);
-    sleep_ms(50); /* the server sees the EOF with much of the reply still queued */
+    net_test_sleep_ms(50); /* the server sees the EOF with much of the reply still queued */
     CHECK_EQ(recv_pattern_until_eof(fd, 64 * KiB, 0), atomic_load(&hc366.sent));
     close(fd);
 }
@@ -975,17 +816,17 @@ static void hc366_client(void *arg)
 TEST(tcp_peer_half_close_flushes_output_reg_muduo366)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     hc366.loop = loop;
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = hc366_connection,
                                      .on_message = hc366_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    struct job client = {.fn = hc366_client, .arg = &addr};
-    job_start(&client);
+    struct net_test_job client;
+    net_test_job_start(&client, hc366_client, &addr);
     CHECK_OK(net_loop_run(loop));
-    job_join(&client);
+    net_test_job_join(&client);
     CHECK_EQ(hc366.replies, 1);
     CHECK_EQ(hc366.downs, 1);
     server_stop_and_free(loop, server);
@@ -999,18 +840,13 @@ TEST(tcp_peer_half_close_flushes_output_reg_muduo366)
 static struct {
     net_loop_t *loop;
     int eofs, downs;
-    char got[8];
-    size_t ngot;
+    struct small_msg msg;
 } hco;
 
 static void hco_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, void *arg)
 {
     (void)conn, (void)receive_ms, (void)arg;
-    size_t n = net_buf_readable(in);
-    CHECK(hco.ngot + n <= sizeof hco.got);
-    memcpy(hco.got + hco.ngot, net_buf_peek(in), n);
-    hco.ngot += n;
-    net_buf_retrieve_all(in);
+    small_msg_take(&hco.msg, in);
 }
 
 static void hco_later(void *arg)
@@ -1027,8 +863,8 @@ static void hco_peer_eof(net_conn_t *conn, void *arg)
     (void)arg;
     hco.eofs++;
     CHECK(net_conn_connected(conn));
-    CHECK_EQ(hco.ngot, 3);
-    CHECK_MEM_EQ(hco.got, "req", 3);
+    CHECK_EQ(hco.msg.n, 3);
+    CHECK_MEM_EQ(hco.msg.got, "req", 3);
     CHECK_OK(net_conn_send(conn, pattern_at(0), HC_PART));
     CHECK(net_loop_run_after(net_conn_loop(conn), 30, hco_later, net_conn_ref(conn)) > 0);
 }
@@ -1045,8 +881,8 @@ static void hco_connection(net_conn_t *conn, void *arg)
 static void hco_client(void *arg)
 {
     const net_addr_t *addr = arg;
-    int fd = client_connect(addr, 0);
-    send_all(fd, "req", 3);
+    int fd = net_test_connect(addr, 0);
+    CHECK(net_test_send_all(fd, "req", 3));
     CHECK(shutdown(fd, SHUT_WR) == 0);
     CHECK_EQ(recv_pattern_until_eof(fd, 64 * KiB, 0), 2 * HC_PART);
     close(fd);
@@ -1055,7 +891,7 @@ static void hco_client(void *arg)
 TEST(tcp_half_close_option_keeps_writable)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     hco.loop = loop;
     struct net_server_options opt = server_options(0);
     opt.conn.half_close = true;
@@ -1064,10 +900,10 @@ TEST(tcp_half_close_option_keeps_writable)
                                      .on_peer_eof = hco_peer_eof};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    struct job client = {.fn = hco_client, .arg = &addr};
-    job_start(&client);
+    struct net_test_job client;
+    net_test_job_start(&client, hco_client, &addr);
     CHECK_OK(net_loop_run(loop));
-    job_join(&client);
+    net_test_job_join(&client);
     CHECK_EQ(hco.eofs, 1);
     CHECK_EQ(hco.downs, 1);
     server_stop_and_free(loop, server);
@@ -1100,7 +936,7 @@ static void emfile_served_client(void *arg)
     struct emfile_served *s = arg;
     for (int i = 0; i < s->n; i++) {
         char back[5];
-        send_all(s->fds[i], "alive", 5);
+        CHECK(net_test_send_all(s->fds[i], "alive", 5));
         CHECK_EQ(recv_full(s->fds[i], back, 5), 5);
         CHECK_MEM_EQ(back, "alive", 5);
     }
@@ -1113,7 +949,7 @@ static bool no_connections(void *arg)
 
 TEST(tcp_emfile_no_spin)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_message = echo_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
@@ -1121,7 +957,7 @@ TEST(tcp_emfile_no_spin)
 
     int fds[EMFILE_CLIENTS];
     for (int i = 0; i < EMFILE_CLIENTS; i++)
-        fds[i] = client_socket(AF_INET, 0); /* made before the limit drops */
+        fds[i] = net_test_socket(AF_INET, 0, NET_TEST_IO_TIMEOUT_MS); /* made before the limit drops */
 
     /* The limit bounds descriptor numbers: leave exactly EMFILE_ROOM free
      * numbers below it. */
@@ -1143,7 +979,7 @@ TEST(tcp_emfile_no_spin)
     struct rusage r0, r1;
     uint64_t t0 = net_test_now_ms();
     CHECK(getrusage(RUSAGE_SELF, &r0) == 0);
-    run_for(loop, 300);
+    net_test_run_for(loop, 300);
     CHECK(getrusage(RUSAGE_SELF, &r1) == 0);
     uint64_t wall_ms = net_test_now_ms() - t0;
     int64_t cpu_us = (int64_t)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1000000 +
@@ -1170,15 +1006,15 @@ TEST(tcp_emfile_no_spin)
     CHECK_EQ(shed, EMFILE_CLIENTS - EMFILE_ROOM);
     CHECK_EQ(nserved, EMFILE_ROOM);
     struct emfile_served s = {served, nserved};
-    run_with_client(loop, emfile_served_client, &s);
+    net_test_run_with_client(loop, emfile_served_client, &s);
 
     /* Descriptors back: a new client is served. */
     CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
     for (int i = 0; i < EMFILE_CLIENTS; i++)
         close(fds[i]);
-    run_until(loop, no_connections, server);
-    struct echo_once e = {addr, "served again"};
-    run_with_client(loop, echo_once_client, &e);
+    net_test_run_until(loop, no_connections, server);
+    struct net_test_echo e = {addr, "served again"};
+    net_test_run_with_client(loop, net_test_echo_client, &e);
     CHECK_EQ(net_server_accepted(server), EMFILE_ROOM + 1);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
@@ -1228,24 +1064,24 @@ static void expect_nothing(int fd)
 
 TEST(tcp_fd_reuse_send_after_close)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = reuse_connection,
                                      .on_message = reuse_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
 
-    int c1 = client_connect(&addr, 0);
-    run_until_count(loop, &reuse.ups, 1);
+    int c1 = net_test_connect(&addr, 0);
+    net_test_run_until_count(loop, &reuse.ups, 1);
     net_conn_t *old = reuse.conns[0];
     close(c1);
-    run_until_count(loop, &reuse.downs, 1);
+    net_test_run_until_count(loop, &reuse.downs, 1);
     CHECK_EQ(net_conn_state(old), NET_CONN_DISCONNECTED);
 
     /* New descriptors take the freed numbers: a new accepted connection, its
      * client, and some socket pairs. */
-    int c2 = client_connect(&addr, 0);
-    run_until_count(loop, &reuse.ups, 2);
+    int c2 = net_test_connect(&addr, 0);
+    net_test_run_until_count(loop, &reuse.ups, 2);
     int pairs[8][2];
     for (int i = 0; i < 8; i++)
         CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pairs[i]) == 0);
@@ -1256,10 +1092,10 @@ TEST(tcp_fd_reuse_send_after_close)
     CHECK_EQ(net_conn_stop_read(old), -ENOTCONN);
     CHECK_EQ(net_conn_start_read(old), -ENOTCONN);
     CHECK_EQ(net_conn_set_tcp_nodelay(old, true), -ENOTCONN);
-    struct job other = {.fn = reuse_send_from_thread, .arg = old};
-    job_start(&other);
-    job_join(&other);
-    run_for(loop, 50); /* anything wrongly queued would be written now */
+    struct net_test_job other;
+    net_test_job_start(&other, reuse_send_from_thread, old);
+    net_test_job_join(&other);
+    net_test_run_for(loop, 50); /* anything wrongly queued would be written now */
 
     expect_nothing(c2);
     CHECK_EQ(atomic_load(&reuse.messages), 0);
@@ -1285,10 +1121,7 @@ TEST(tcp_fd_reuse_send_after_close)
 #define XT_THREADS 4
 #define XT_MESSAGES 10000
 
-static struct {
-    _Atomic(net_conn_t *) conn;
-    atomic_int ups, downs;
-} xt;
+static struct net_test_conn_keeper xt;
 
 /* A message: seq (u32, big-endian), thread (u8), payload length (u8), payload. */
 static size_t xt_encode(unsigned thread, uint32_t seq, unsigned char *out)
@@ -1316,17 +1149,6 @@ static void *xt_sender(void *arg)
             sched_yield(); /* vary the interleaving */
     }
     return NULL;
-}
-
-static void xt_connection(net_conn_t *conn, void *arg)
-{
-    (void)arg;
-    if (net_conn_connected(conn)) {
-        atomic_store(&xt.conn, net_conn_ref(conn));
-        atomic_fetch_add(&xt.ups, 1);
-    } else {
-        atomic_fetch_add(&xt.downs, 1);
-    }
 }
 
 /* Reads and checks all messages: per thread in order, none lost or repeated. */
@@ -1369,14 +1191,11 @@ static uint64_t xt_receive(int fd)
 
 TEST(tcp_cross_thread_send_4_threads)
 {
-    net_loop_t *loop = new_loop();
-    struct net_server_options opt = server_options(1);
-    struct net_conn_callbacks cbs = {.on_connection = xt_connection};
-    net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
-    net_addr_t addr = *net_server_addr(server);
-    int fd = client_connect(&addr, 0);
-    run_until_count(loop, &xt.ups, 1);
-    net_conn_t *conn = atomic_load(&xt.conn);
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
+    net_server_t *server;
+    net_addr_t addr;
+    int fd;
+    net_conn_t *conn = serve_one_client(loop, &xt, &server, &addr, &fd);
     CHECK(!net_loop_in_loop_thread(net_conn_loop(conn)));
 
     pthread_t senders[XT_THREADS];
@@ -1385,14 +1204,14 @@ TEST(tcp_cross_thread_send_4_threads)
     uint64_t bytes = xt_receive(fd); /* the I/O thread writes: the base loop may rest */
     for (int i = 0; i < XT_THREADS; i++)
         CHECK_EQ(pthread_join(senders[i], NULL), 0);
-    run_for(loop, 50);
+    net_test_run_for(loop, 50);
     expect_nothing(fd); /* nothing duplicated after the last message */
     struct net_conn_stats st;
     net_conn_stats(conn, &st);
     CHECK_EQ(st.bytes_sent, bytes);
 
     close(fd);
-    run_until_count(loop, &xt.downs, 1);
+    net_test_run_until_count(loop, &xt.downs, 1);
     net_conn_unref(conn);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
@@ -1406,33 +1225,16 @@ TEST(tcp_cross_thread_send_4_threads)
 #define XS_CHUNKS 64
 #define XS_CHUNK (16 * KiB)
 
-static struct {
-    _Atomic(net_conn_t *) conn;
-    atomic_int ups, downs;
-} xs;
-
-static void xs_connection(net_conn_t *conn, void *arg)
-{
-    (void)arg;
-    if (net_conn_connected(conn)) {
-        atomic_store(&xs.conn, net_conn_ref(conn));
-        atomic_fetch_add(&xs.ups, 1);
-    } else {
-        atomic_fetch_add(&xs.downs, 1);
-    }
-}
+static struct net_test_conn_keeper xs;
 
 TEST(tcp_cross_thread_send_then_shutdown_drops_data_reg)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
-    struct net_server_options opt = server_options(1);
-    struct net_conn_callbacks cbs = {.on_connection = xs_connection};
-    net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
-    net_addr_t addr = *net_server_addr(server);
-    int fd = client_connect(&addr, 0);
-    run_until_count(loop, &xs.ups, 1);
-    net_conn_t *conn = atomic_load(&xs.conn);
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
+    net_server_t *server;
+    net_addr_t addr;
+    int fd;
+    net_conn_t *conn = serve_one_client(loop, &xs, &server, &addr, &fd);
     CHECK(!net_loop_in_loop_thread(net_conn_loop(conn)));
     for (int i = 0; i < XS_CHUNKS; i++)
         CHECK_OK(net_conn_send(conn, pattern_at((uint64_t)i * XS_CHUNK), XS_CHUNK));
@@ -1440,7 +1242,7 @@ TEST(tcp_cross_thread_send_then_shutdown_drops_data_reg)
     CHECK_EQ(net_conn_send(conn, "late", 4), -ENOTCONN);
     CHECK_EQ(recv_pattern_until_eof(fd, 64 * KiB, 0), (uint64_t)XS_CHUNKS * XS_CHUNK);
     close(fd);
-    run_until_count(loop, &xs.downs, 1);
+    net_test_run_until_count(loop, &xs.downs, 1);
     net_conn_unref(conn);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
@@ -1484,10 +1286,10 @@ static void stop_lingering_client(void *arg)
         CHECK(recv_end(stop.fds[i]) <= 0);
         atomic_fetch_add(&stop.eofs, 1);
     }
-    uint64_t deadline = net_test_now_ms() + IO_TIMEOUT_MS;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_IO_TIMEOUT_MS;
     while (!atomic_load(&stop.finished)) {
         CHECK(net_test_now_ms() < deadline);
-        sleep_ms(1);
+        net_test_sleep_ms(1);
     }
     for (int i = 0; i < STOP_CONNS; i++)
         close(stop.fds[i]);
@@ -1495,17 +1297,18 @@ static void stop_lingering_client(void *arg)
 
 static void stop_scenario(void (*client)(void *), bool lingering)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(2);
     struct net_conn_callbacks cbs = {.on_connection = stop_connection, .on_message = echo_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
     for (int i = 0; i < STOP_CONNS; i++)
-        stop.fds[i] = client_connect(&addr, 0);
-    run_until_count(loop, &stop.ups, STOP_CONNS);
+        stop.fds[i] = net_test_connect(&addr, 0);
+    net_test_run_until_count(loop, &stop.ups, STOP_CONNS);
 
-    struct job j = {.fn = client};
-    job_start(&j);
+    struct net_test_job j;
+
+    net_test_job_start(&j, client, NULL);
     struct done_rec done = {.loop = loop, .inside_stop = true};
     uint64_t t0 = net_now_ms();
     CHECK_OK(net_server_stop(server, 200, record_done, &done));
@@ -1519,11 +1322,11 @@ static void stop_scenario(void (*client)(void *), bool lingering)
     if (lingering)
         CHECK(done.at_ms - t0 >= 200); /* they were force-closed at the deadline */
     atomic_store(&stop.finished, true);
-    job_join(&j);
+    net_test_job_join(&j);
     CHECK_EQ(atomic_load(&stop.eofs), STOP_CONNS);
 
     CHECK_OK(net_server_free(server));
-    run_for(loop, 50);
+    net_test_run_for(loop, 50);
     CHECK_EQ(done.calls, 1);
     net_loop_free(loop);
 }
@@ -1540,7 +1343,7 @@ TEST(tcp_server_stop_force_closes_at_deadline)
 
 TEST(tcp_stop_before_start)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     net_addr_t where = parse_addr("127.0.0.1:0");
     struct net_server_options opt = server_options(2);
     net_server_t *server;
@@ -1558,20 +1361,20 @@ TEST(tcp_stop_before_start)
 
     CHECK(net_server_start(server) < 0); /* a stopped server does not start */
     CHECK(net_server_io_loop(server, 0) == NULL);
-    int fd = client_socket(AF_INET, 0);
+    int fd = net_test_socket(AF_INET, 0, NET_TEST_IO_TIMEOUT_MS);
     CHECK(connect(fd, net_addr_sockaddr(&addr), net_addr_len(&addr)) < 0);
     CHECK_EQ(errno, ECONNREFUSED);
     close(fd);
 
     CHECK_OK(net_server_free(server));
-    run_for(loop, 20);
+    net_test_run_for(loop, 20);
     CHECK_EQ(done.calls, 1);
     net_loop_free(loop);
 }
 
 TEST(tcp_start_idempotent)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(2);
     struct net_conn_callbacks cbs = {.on_message = echo_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
@@ -1582,8 +1385,8 @@ TEST(tcp_start_idempotent)
     CHECK_OK(net_server_start(server));
     CHECK(net_server_io_loop(server, 0) == l0); /* no second pool */
     CHECK(net_server_io_loop(server, 1) == l1);
-    struct echo_once e = {*net_server_addr(server), "started once"};
-    run_with_client(loop, echo_once_client, &e);
+    struct net_test_echo e = {*net_server_addr(server), "started once"};
+    net_test_run_with_client(loop, net_test_echo_client, &e);
     CHECK_EQ(net_server_accepted(server), 1);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
@@ -1606,7 +1409,7 @@ static bool server_started(void *arg)
 
 TEST(tcp_start_from_other_thread)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     net_addr_t where = parse_addr("127.0.0.1:0");
     struct net_server_options opt = server_options(2);
     struct net_conn_callbacks cbs = {.on_message = echo_message};
@@ -1618,12 +1421,12 @@ TEST(tcp_start_from_other_thread)
     for (int i = 0; i < START_THREADS; i++)
         CHECK_EQ(pthread_join(t[i], NULL), 0);
     CHECK(net_server_io_loop(server, 0) == NULL); /* applied on the base loop, later */
-    run_until(loop, server_started, server);
+    net_test_run_until(loop, server_started, server);
     CHECK(net_server_io_loop(server, 1) != NULL);
     CHECK(net_server_io_loop(server, 2) == NULL);
     CHECK_OK(net_server_start(server));
-    struct echo_once e = {*net_server_addr(server), "started elsewhere"};
-    run_with_client(loop, echo_once_client, &e);
+    struct net_test_echo e = {*net_server_addr(server), "started elsewhere"};
+    net_test_run_with_client(loop, net_test_echo_client, &e);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
 }
@@ -1654,7 +1457,7 @@ static void maxc_client(void *arg)
     (void)arg;
     for (int i = 0; i < maxc.nserved; i++) {
         char back[4];
-        send_all(maxc.served[i], "ping", 4);
+        CHECK(net_test_send_all(maxc.served[i], "ping", 4));
         CHECK_EQ(recv_full(maxc.served[i], back, 4), 4);
         CHECK_MEM_EQ(back, "ping", 4);
     }
@@ -1662,7 +1465,7 @@ static void maxc_client(void *arg)
 
 TEST(tcp_max_connections_refuses)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(0);
     opt.max_connections = MAXC_LIMIT;
     struct net_conn_callbacks cbs = {.on_connection = maxc_connection, .on_message = echo_message};
@@ -1670,9 +1473,9 @@ TEST(tcp_max_connections_refuses)
     net_addr_t addr = *net_server_addr(server);
     int fds[MAXC_CLIENTS];
     for (int i = 0; i < MAXC_CLIENTS; i++)
-        fds[i] = client_connect(&addr, 0);
-    run_until(loop, maxc_all_handled, server);
-    run_for(loop, 20);
+        fds[i] = net_test_connect(&addr, 0);
+    net_test_run_until(loop, maxc_all_handled, server);
+    net_test_run_for(loop, 20);
 
     /* The refused ones were closed at once (they read EOF); the others are
      * open and served. */
@@ -1689,7 +1492,7 @@ TEST(tcp_max_connections_refuses)
     }
     CHECK_EQ(closed, MAXC_CLIENTS - MAXC_LIMIT);
     CHECK_EQ(maxc.nserved, MAXC_LIMIT);
-    run_with_client(loop, maxc_client, NULL);
+    net_test_run_with_client(loop, maxc_client, NULL);
     CHECK_EQ(net_server_refused(server), MAXC_CLIENTS - MAXC_LIMIT);
     CHECK_EQ(net_server_accepted(server), MAXC_LIMIT);
     CHECK_EQ(atomic_load(&maxc.ups), MAXC_LIMIT); /* the refused never came up */
@@ -1744,7 +1547,7 @@ TEST(tcp_round_robin_2_and_4_threads)
     for (size_t t = 0; t < 2; t++) {
         size_t n = threads[t];
         int conns = (int)(n * RR_PER_THREAD);
-        net_loop_t *loop = new_loop();
+        net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
         struct net_server_options opt = server_options(n);
         struct net_conn_callbacks cbs = {.on_connection = rr_connection};
         net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
@@ -1753,8 +1556,8 @@ TEST(tcp_round_robin_2_and_4_threads)
         atomic_store(&rr.ups, 0);
         int fds[RR_MAX];
         for (int i = 0; i < conns; i++)
-            fds[i] = client_connect(&addr, 0);
-        run_until_count(loop, &rr.ups, conns);
+            fds[i] = net_test_connect(&addr, 0);
+        net_test_run_until_count(loop, &rr.ups, conns);
         /* Ids are handed out in accept order. */
         pthread_mutex_lock(&rr.mu);
         CHECK_EQ(rr.n, conns);
@@ -1806,15 +1609,15 @@ static net_server_t *fam_echo(net_loop_t *loop, const net_addr_t *where)
     }
     CHECK_OK(rc);
     CHECK_OK(net_server_start(server));
-    struct echo_once e = {*net_server_addr(server), "hello over another family"};
-    run_with_client(loop, echo_once_client, &e);
+    struct net_test_echo e = {*net_server_addr(server), "hello over another family"};
+    net_test_run_with_client(loop, net_test_echo_client, &e);
     CHECK_EQ(net_server_accepted(server), 1);
     return server;
 }
 
 TEST(tcp_ipv6_echo)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     net_addr_t where = parse_addr("[::1]:0");
     net_server_t *server = fam_echo(loop, &where);
     CHECK_EQ(fam.family_local, AF_INET6);
@@ -1835,7 +1638,7 @@ TEST(tcp_unix_socket_echo)
     snprintf(path, sizeof path, "/tmp/netloop-test-%d.sock", (int)getpid());
     snprintf(text, sizeof text, "unix:%s", path);
     unlink(path);
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     net_addr_t where = parse_addr(text);
     net_server_t *server = fam_echo(loop, &where);
     CHECK_EQ(fam.family_local, AF_UNIX);
@@ -1891,14 +1694,14 @@ static void fca_connection(net_conn_t *conn, void *arg)
 
 TEST(tcp_force_close_after)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     fca.loop = loop;
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = fca_connection};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    int a = client_connect(&addr, 0);
-    fca.client_b = client_connect(&addr, 0);
+    int a = net_test_connect(&addr, 0);
+    fca.client_b = net_test_connect(&addr, 0);
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fca.downs, 2);
     CHECK(fca.down_ms[0] - fca.up_ms[0] >= 100); /* never early */
@@ -1943,7 +1746,7 @@ static void idle_write(void *arg)
         return;
     }
     idle.last_write_ms = now;
-    send_all(idle.client_b, "k", 1);
+    CHECK(net_test_send_all(idle.client_b, "k", 1));
     idle.writes++;
 }
 
@@ -1978,7 +1781,7 @@ static void idle_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, v
 
 TEST(tcp_idle_timeout_closes)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     idle.loop = loop;
     struct net_server_options opt = server_options(0);
     opt.conn.idle_timeout_ms = IDLE_MS;
@@ -1986,8 +1789,8 @@ TEST(tcp_idle_timeout_closes)
                                      .on_message = idle_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    int a = client_connect(&addr, 0);
-    idle.client_b = client_connect(&addr, 0);
+    int a = net_test_connect(&addr, 0);
+    idle.client_b = net_test_connect(&addr, 0);
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(idle.downs, 2);
     CHECK(idle.down_ms[0] - idle.up_ms[0] >= IDLE_MS); /* A: idle from the start */
@@ -2049,11 +1852,11 @@ static void sr_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
 static void sr_client(void *arg)
 {
     (void)arg;
-    int fd = client_connect(&sr.addr, 0);
+    int fd = net_test_connect(&sr.addr, 0);
     set_nonblocking(fd, true);
     uint64_t sent = 0;
     bool blocked = false;
-    uint64_t deadline = net_test_now_ms() + IO_TIMEOUT_MS;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_IO_TIMEOUT_MS;
     while (sent < SR_TOTAL) {
         CHECK(net_test_now_ms() < deadline);
         struct pollfd p = {.fd = fd, .events = POLLOUT};
@@ -2095,23 +1898,23 @@ static bool sr_all_received(void *arg)
 TEST(tcp_stop_read_backpressure)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(1);
     struct net_conn_callbacks cbs = {.on_connection = sr_connection, .on_message = sr_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     sr.addr = *net_server_addr(server);
-    struct job client = {.fn = sr_client};
-    job_start(&client);
-    run_until(loop, sr_client_blocked, NULL);
+    struct net_test_job client;
+    net_test_job_start(&client, sr_client, NULL);
+    net_test_run_until(loop, sr_client_blocked, NULL);
     CHECK_EQ(atomic_load(&sr.ups), 1);
     CHECK_EQ(atomic_load(&sr.received), 0);
     net_conn_t *conn = atomic_load(&sr.conn);
     atomic_store(&sr.stopped, false);
     CHECK_OK(net_conn_start_read(conn)); /* from another thread than the conn's */
-    run_until(loop, sr_all_received, NULL);
-    job_join(&client);
+    net_test_run_until(loop, sr_all_received, NULL);
+    net_test_job_join(&client);
     CHECK_EQ(atomic_load(&sr.bad_messages), 0);
-    run_until_count(loop, &sr.downs, 1);
+    net_test_run_until_count(loop, &sr.downs, 1);
     net_conn_unref(conn);
     server_stop_and_free(loop, server);
     net_loop_free(loop);
@@ -2149,7 +1952,7 @@ static void sb_trigger(void *arg)
     (void)arg;
     /* Both become ready during this callback, the pipe first. */
     CHECK_EQ(write(sb.pipe[1], "x", 1), 1);
-    send_all(sb.client, "data", 4);
+    CHECK(net_test_send_all(sb.client, "data", 4));
 }
 
 static void sb_connection(net_conn_t *conn, void *arg)
@@ -2178,7 +1981,7 @@ static bool sb_got_all(void *arg)
 
 TEST(tcp_stop_read_from_earlier_event_in_batch_reg)
 {
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     sb.loop = loop;
     CHECK(pipe2(sb.pipe, O_NONBLOCK | O_CLOEXEC) == 0);
     CHECK_OK(net_watch_new(loop, sb.pipe[0], NET_READABLE, sb_pipe_event, NULL, &sb.w));
@@ -2186,16 +1989,16 @@ TEST(tcp_stop_read_from_earlier_event_in_batch_reg)
     struct net_conn_callbacks cbs = {.on_connection = sb_connection, .on_message = sb_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
-    sb.client = client_connect(&addr, 0);
-    run_until_count(loop, &sb.ups, 1);
+    sb.client = net_test_connect(&addr, 0);
+    net_test_run_until_count(loop, &sb.ups, 1);
     CHECK(net_loop_run_after(loop, 1, sb_trigger, NULL) > 0);
-    run_for(loop, 50);
+    net_test_run_for(loop, 50);
     CHECK(sb.stopped);
     CHECK_EQ(sb.messages_while_stopped, 0);
     CHECK_EQ(sb.received, 0);
     sb.stopped = false;
     CHECK_OK(net_conn_start_read(sb.conn));
-    run_until(loop, sb_got_all, NULL);
+    net_test_run_until(loop, sb_got_all, NULL);
     close(sb.client);
     server_stop_and_free(loop, server);
     net_watch_free(sb.w);
@@ -2288,7 +2091,7 @@ static void cb_high_water(net_conn_t *conn, size_t queued, void *arg)
 TEST(tcp_callbacks_not_inside_api)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     cb.loop = loop;
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = cb_connection,
@@ -2297,7 +2100,7 @@ TEST(tcp_callbacks_not_inside_api)
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
     for (int i = 0; i < 3; i++)
-        cb.client[i] = client_connect(&addr, i == 0 ? 16 * KiB : 0);
+        cb.client[i] = net_test_connect(&addr, i == 0 ? 16 * KiB : 0);
     sink_start(loop, &cb.sink, cb.client[0]); /* closes it at EOF */
     CHECK_OK(net_loop_run(loop));             /* quit by the third down */
     CHECK_EQ(cb.downs, 3);
@@ -2320,32 +2123,15 @@ TEST(tcp_callbacks_not_inside_api)
 /* References, addresses, counters                                              */
 /* =========================================================================== */
 
-static struct {
-    _Atomic(net_conn_t *) conn;
-    atomic_int ups, downs;
-} outlive;
-
-static void outlive_connection(net_conn_t *conn, void *arg)
-{
-    (void)arg;
-    if (net_conn_connected(conn)) {
-        atomic_store(&outlive.conn, net_conn_ref(conn));
-        atomic_fetch_add(&outlive.ups, 1);
-    } else {
-        atomic_fetch_add(&outlive.downs, 1);
-    }
-}
+static struct net_test_conn_keeper outlive;
 
 TEST(tcp_conn_ref_outlives_server)
 {
-    net_loop_t *loop = new_loop();
-    struct net_server_options opt = server_options(1);
-    struct net_conn_callbacks cbs = {.on_connection = outlive_connection};
-    net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
-    net_addr_t addr = *net_server_addr(server);
-    int fd = client_connect(&addr, 0);
-    run_until_count(loop, &outlive.ups, 1);
-    net_conn_t *conn = atomic_load(&outlive.conn);
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
+    net_server_t *server;
+    net_addr_t addr;
+    int fd;
+    net_conn_t *conn = serve_one_client(loop, &outlive, &server, &addr, &fd);
 
     /* The client stays open: the connection is force-closed at the deadline. */
     struct done_rec done = {.loop = loop};
@@ -2425,14 +2211,14 @@ static void as_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
 static void as_client(void *arg)
 {
     (void)arg;
-    int fd = client_connect(&as.addr, 0);
+    int fd = net_test_connect(&as.addr, 0);
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     CHECK(getsockname(fd, (struct sockaddr *)&ss, &len) == 0);
     net_addr_t me;
     CHECK_OK(net_addr_from_sockaddr(&me, (struct sockaddr *)&ss, len));
     CHECK(net_addr_format(&me, as.client_local, sizeof as.client_local) > 0);
-    send_all(fd, pattern_at(0), AS_IN);
+    CHECK(net_test_send_all(fd, pattern_at(0), AS_IN));
     char back[AS_OUT];
     CHECK_EQ(recv_full(fd, back, AS_OUT), AS_OUT);
     CHECK(pattern_matches(0, back, AS_OUT));
@@ -2448,14 +2234,14 @@ static bool as_down(void *arg)
 TEST(tcp_addresses_and_stats)
 {
     pattern_init();
-    net_loop_t *loop = new_loop();
+    net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = as_connection, .on_message = as_message};
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     as.addr = *net_server_addr(server);
     CHECK(net_addr_port(&as.addr) > 0);
-    run_with_client(loop, as_client, NULL);
-    run_until(loop, as_down, NULL);
+    net_test_run_with_client(loop, as_client, NULL);
+    net_test_run_until(loop, as_down, NULL);
 
     char server_text[NET_ADDR_STRLEN];
     CHECK(net_addr_format(&as.addr, server_text, sizeof server_text) > 0);
@@ -2493,35 +2279,35 @@ static void rst_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, vo
 static void block_loop(void *arg)
 {
     (void)arg;
-    sleep_ms(150); /* the client sends and resets meanwhile */
+    net_test_sleep_ms(150); /* the client sends and resets meanwhile */
 }
 
 static void rst_client(void *arg)
 {
     (void)arg;
-    int fd = client_connect(&rst.addr, 0);
+    int fd = net_test_connect(&rst.addr, 0);
     while (atomic_load(&rst.up) == 0)
-        sleep_ms(1);
+        net_test_sleep_ms(1);
     CHECK_OK(net_loop_queue_in_loop(rst.loop, block_loop, NULL));
-    sleep_ms(20); /* let the loop enter block_loop */
+    net_test_sleep_ms(20); /* let the loop enter block_loop */
     char data[640];
     memset(data, 'r', sizeof data);
-    send_all(fd, data, sizeof data);
+    CHECK(net_test_send_all(fd, data, sizeof data));
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     close(fd); /* RST: the server sees IN|ERR|HUP in one event */
     while (atomic_load(&rst.down) == 0)
-        sleep_ms(1);
+        net_test_sleep_ms(1);
 }
 
 TEST(tcp_data_before_reset_delivered_reg)
 {
-    rst.loop = new_loop();
+    rst.loop = net_test_new_loop(WATCHDOG_MS);
     struct net_server_options opt = server_options(0);
     struct net_conn_callbacks cbs = {.on_connection = rst_connection, .on_message = rst_message};
     net_server_t *server = server_start(rst.loop, "127.0.0.1:0", &opt, &cbs);
     rst.addr = *net_server_addr(server);
-    run_with_client(rst.loop, rst_client, NULL);
+    net_test_run_with_client(rst.loop, rst_client, NULL);
     CHECK_EQ(atomic_load(&rst.received), 640);
     CHECK_EQ(atomic_load(&rst.down), 1);
     server_stop_and_free(rst.loop, server);

@@ -13,17 +13,11 @@
 #include <net/loop.h>
 #include <net/tcp_client.h>
 
-#include "harness.h"
+#include "net_test_util.h"
 
 #define WATCHDOG_MS 8000
 #define MAX_FAILS 32
 #define MAX_PEERS 8
-
-static void fail_watchdog(void *arg)
-{
-    (void)arg;
-    net_test_fail(__FILE__, __LINE__, "watchdog: the scenario did not finish in time");
-}
 
 /* ---- a tiny server: a listening socket and its accepted peers ------------ */
 
@@ -216,8 +210,45 @@ static void on_failed(net_client_t *client, int err, bool will_retry, void *arg)
 
 static void setup(void)
 {
-    CHECK_OK(net_loop_new(&t.loop));
-    CHECK_OK(net_loop_run_after(t.loop, WATCHDOG_MS, fail_watchdog, NULL));
+    t.loop = net_test_new_loop(WATCHDOG_MS);
+}
+
+/* The scenario's loop and a server socket bound to a loopback port, not
+ * listening: connects to it are refused. */
+static void setup_refusing(void)
+{
+    setup();
+    CHECK(server_bind("127.0.0.1:0"));
+}
+
+/* The scenario's loop and a server that accepts on it. */
+static void setup_listening(void)
+{
+    setup_refusing();
+    server_listen(16, true);
+}
+
+/* Defaults, but the first backoff delay is initial_ms. */
+static struct net_client_options backoff_options(uint32_t initial_ms)
+{
+    struct net_client_options opt;
+    net_client_options_init(&opt);
+    opt.retry_initial_ms = initial_ms;
+    return opt;
+}
+
+static struct net_client_options retry_options(uint32_t initial_ms)
+{
+    struct net_client_options opt = backoff_options(initial_ms);
+    opt.retry = true;
+    return opt;
+}
+
+static struct net_client_options reconnect_options(uint32_t initial_ms)
+{
+    struct net_client_options opt = backoff_options(initial_ms);
+    opt.reconnect = true;
+    return opt;
 }
 
 static void new_client(const struct net_client_options *opt)
@@ -240,6 +271,15 @@ static void client_stop(void)
     t.in_api = true;
     CHECK_OK(net_client_stop(t.client));
     t.in_api = false;
+}
+
+/* A new client (opt NULL: defaults) connects; the loop runs until a hook
+ * quits it. */
+static void connect_and_run(const struct net_client_options *opt)
+{
+    new_client(opt);
+    client_connect();
+    CHECK_OK(net_loop_run(t.loop));
 }
 
 static void quit_fn(void *arg)
@@ -317,8 +357,7 @@ static void run_echo(void)
 
 TEST(client_connects_and_echoes)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
+    setup_refusing();
     run_echo();
 }
 
@@ -393,10 +432,7 @@ TEST(client_immediate_error_reported_later)
 {
     setup();
     use_missing_unix_path();
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.retry = true;
-    opt.retry_initial_ms = 10;
+    struct net_client_options opt = retry_options(10);
     opt.max_attempts = 2;
     t.on_fail = quit_after_final;
     new_client(&opt);
@@ -441,12 +477,8 @@ static void open_port(void *arg)
 
 TEST(client_retry_until_port_opens)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.retry = true;
-    opt.retry_initial_ms = 30;
+    setup_refusing();
+    struct net_client_options opt = retry_options(30);
     opt.retry_max_ms = 160;
     opt.connect_timeout_ms = 2000;
     t.on_up = stop_client_hook;
@@ -475,12 +507,8 @@ TEST(client_retry_until_port_opens)
 
 TEST(client_max_attempts_gives_up)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.retry = true;
-    opt.retry_initial_ms = 10;
+    setup_refusing();
+    struct net_client_options opt = retry_options(10);
     opt.max_attempts = 3;
     new_client(&opt);
     client_connect();
@@ -523,8 +551,7 @@ static void close_fillers(void)
 
 TEST(client_connect_timeout)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
+    setup_refusing();
     server_listen(0, false);
     fill_backlog();
     struct net_client_options opt;
@@ -554,9 +581,7 @@ TEST(client_connect_timeout)
 
 TEST(client_stop_while_connecting_cancels_once)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
+    setup_listening();
     new_client(NULL);
     client_connect();
     client_stop();
@@ -584,9 +609,7 @@ static void *connect_then_stop(void *arg)
 
 TEST(client_stop_from_other_thread_cancels_once)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
+    setup_listening();
     new_client(NULL);
     /* Both calls are queued before the loop runs, so the stop finds the
      * attempt still connecting (the in-flight variant is below). */
@@ -626,8 +649,7 @@ static void start_connect(void *arg)
 
 TEST(client_stop_from_other_thread_while_in_flight)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
+    setup_refusing();
     server_listen(0, false);
     fill_backlog();
     struct net_client_options opt;
@@ -675,16 +697,10 @@ static void backoff_fail(void)
 
 TEST(client_stop_during_backoff_cancels_once)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.retry = true;
-    opt.retry_initial_ms = 5000;
+    setup_refusing();
+    struct net_client_options opt = retry_options(5000);
     t.on_fail = backoff_fail;
-    new_client(&opt);
-    client_connect();
-    CHECK_OK(net_loop_run(t.loop));
+    connect_and_run(&opt);
     CHECK_EQ(t.fails, 2);
     CHECK_EQ(t.fail_err[0], -ECONNREFUSED);
     CHECK(t.fail_retry[0]);
@@ -705,16 +721,10 @@ static void stop_inside_fail(void)
 
 TEST(client_stop_inside_failure_callback_cancels_retry)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.retry = true;
-    opt.retry_initial_ms = 20;
+    setup_refusing();
+    struct net_client_options opt = retry_options(20);
     t.on_fail = stop_inside_fail;
-    new_client(&opt);
-    client_connect();
-    CHECK_OK(net_loop_run(t.loop));
+    connect_and_run(&opt);
     CHECK_EQ(t.fails, 2);
     CHECK(t.fail_retry[0]);
     CHECK_EQ(t.fail_err[1], NET_ECANCELLED);
@@ -740,18 +750,11 @@ static void wait_for_reconnects(void)
 
 TEST(client_disconnect_when_connected)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.reconnect = true;
-    opt.retry_initial_ms = 20;
+    setup_listening();
+    struct net_client_options opt = reconnect_options(20);
     t.on_up = disconnect_up;
     t.on_down = wait_for_reconnects;
-    new_client(&opt);
-    client_connect();
-    CHECK_OK(net_loop_run(t.loop));
+    connect_and_run(&opt);
     CHECK_EQ(t.ups, 1);
     CHECK_EQ(t.downs, 1);
     CHECK_EQ(t.fails, 0);
@@ -771,9 +774,7 @@ static void reconnect_after_cancel(void)
 
 TEST(client_disconnect_while_connecting_then_connect_again)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
+    setup_listening();
     t.on_fail = reconnect_after_cancel;
     t.on_up = stop_client_hook;
     t.on_down = quit_soon_hook;
@@ -807,19 +808,12 @@ static void reconnect_down(void)
 
 TEST(client_reconnects_after_drop)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
+    setup_listening();
     srv.close_first = true;
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.reconnect = true;
-    opt.retry_initial_ms = 20;
+    struct net_client_options opt = reconnect_options(20);
     t.on_up = reconnect_up;
     t.on_down = reconnect_down;
-    new_client(&opt);
-    client_connect();
-    CHECK_OK(net_loop_run(t.loop));
+    connect_and_run(&opt);
     CHECK_EQ(t.ups, 2);
     CHECK_EQ(t.downs, 2);
     CHECK_EQ(t.fails, 0);
@@ -853,9 +847,7 @@ static void mark_up(void)
 
 TEST(client_conn_ref_from_other_thread)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
+    setup_listening();
     srv.echo = true;
     t.expect = sizeof thread_msg;
     t.on_up = mark_up;
@@ -879,9 +871,7 @@ TEST(client_conn_ref_from_other_thread)
 
 TEST(client_free_while_connecting_reports_inside_free)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
+    setup_listening();
     new_client(NULL);
     client_connect();
     t.in_free = true;
@@ -942,16 +932,10 @@ static void free_inside_fail(void)
 
 TEST(client_free_inside_failure_callback)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.retry = true;
-    opt.retry_initial_ms = 10;
+    setup_refusing();
+    struct net_client_options opt = retry_options(10);
     t.on_fail = free_inside_fail;
-    new_client(&opt);
-    client_connect();
-    CHECK_OK(net_loop_run(t.loop));
+    connect_and_run(&opt);
     /* The first report said "will retry"; free then cancelled the retry and
      * reported that from inside itself, nested in the first callback. */
     CHECK_EQ(t.fails, 2);
@@ -969,18 +953,11 @@ static void free_inside_down(void)
 
 TEST(client_free_inside_down_callback)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
-    server_listen(16, true);
+    setup_listening();
     srv.close_first = true;
-    struct net_client_options opt;
-    net_client_options_init(&opt);
-    opt.reconnect = true;
-    opt.retry_initial_ms = 10;
+    struct net_client_options opt = reconnect_options(10);
     t.on_down = free_inside_down;
-    new_client(&opt);
-    client_connect();
-    CHECK_OK(net_loop_run(t.loop));
+    connect_and_run(&opt);
     CHECK_EQ(t.ups, 1);
     CHECK_EQ(t.downs, 1);
     CHECK_EQ(t.fails, 0);
@@ -1001,8 +978,7 @@ static void *new_off_loop(void *arg)
 
 TEST(client_new_checks_arguments)
 {
-    setup();
-    CHECK(server_bind("127.0.0.1:0"));
+    setup_refusing();
     struct net_client_options opt;
     net_client_options_init(&opt);
     CHECK_EQ(opt.connect_timeout_ms, 5000);

@@ -5,26 +5,7 @@
 
 #include <net/loop.h>
 
-#include "harness.h"
-
-static void fail_watchdog(void *arg)
-{
-    (void)arg;
-    net_test_fail(__FILE__, __LINE__, "watchdog: the scenario did not finish in time");
-}
-
-static net_loop_t *new_loop_with_watchdog(uint64_t ms)
-{
-    net_loop_t *loop;
-    CHECK_OK(net_loop_new(&loop));
-    CHECK_OK(net_loop_run_after(loop, ms, fail_watchdog, NULL));
-    return loop;
-}
-
-static void quit_cb(void *arg)
-{
-    net_loop_quit(arg);
-}
+#include "net_test_util.h"
 
 /* ---- same-instant order ----------------------------------------------- */
 
@@ -38,11 +19,11 @@ static void record(void *arg)
 
 TEST(timer_same_instant_fires_in_add_order)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     uint64_t when = net_now_ms() + 20;
     for (intptr_t i = 0; i < SAME; i++)
         CHECK_OK(net_loop_run_at(loop, when, record, (void *)i));
-    CHECK_OK(net_loop_run_at(loop, when + 1, quit_cb, loop));
+    CHECK_OK(net_loop_run_at(loop, when + 1, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(nfired, SAME);
     for (int i = 0; i < SAME; i++)
@@ -52,11 +33,11 @@ TEST(timer_same_instant_fires_in_add_order)
 
 TEST(timer_fires_in_time_order)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     static const int delays[] = {30, 10, 50, 20, 40, 0};
     for (int i = 0; i < 6; i++)
         CHECK_OK(net_loop_run_after(loop, (uint64_t)delays[i], record, (void *)(intptr_t)delays[i]));
-    CHECK_OK(net_loop_run_after(loop, 60, quit_cb, loop));
+    CHECK_OK(net_loop_run_after(loop, 60, net_test_quit_loop, loop));
     uint64_t start = net_now_ms();
     CHECK_OK(net_loop_run(loop));
     CHECK(net_now_ms() - start >= 60);
@@ -77,7 +58,7 @@ static void not_inside_add(void *arg)
 
 TEST(timer_past_time_fires_but_not_inside_add)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     in_add_call = true;
     CHECK_OK(net_loop_run_at(loop, 0, not_inside_add, loop));
     in_add_call = false;
@@ -96,7 +77,7 @@ static void count_fire(void *arg)
 
 TEST(timer_cancel_before_fire)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
     net_timer_id_t id = net_loop_run_after(loop, 10, count_fire, NULL);
     CHECK(id > 0);
@@ -104,7 +85,7 @@ TEST(timer_cancel_before_fire)
     CHECK_EQ(net_loop_cancel(loop, id), 0);
     CHECK_EQ(net_loop_cancel(loop, id), -ENOENT); /* only once */
     CHECK_EQ(net_loop_timer_count(loop), 1);
-    CHECK_OK(net_loop_run_after(loop, 40, quit_cb, loop));
+    CHECK_OK(net_loop_run_after(loop, 40, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 0);
     CHECK_EQ(net_loop_cancel(loop, 0), -ENOENT);
@@ -115,10 +96,10 @@ TEST(timer_cancel_before_fire)
 
 TEST(timer_cancel_after_fire_is_enoent)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
     net_timer_id_t id = net_loop_run_after(loop, 1, count_fire, NULL);
-    CHECK_OK(net_loop_run_after(loop, 20, quit_cb, loop));
+    CHECK_OK(net_loop_run_after(loop, 20, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 1);
     CHECK_EQ(net_loop_cancel(loop, id), -ENOENT);
@@ -137,13 +118,13 @@ static void self_cancel(void *arg)
     if (++self.runs == 5) {
         CHECK_EQ(net_loop_cancel(self.loop, self.id), 0);
         CHECK_EQ(net_loop_cancel(self.loop, self.id), -ENOENT);
-        CHECK_OK(net_loop_run_after(self.loop, 30, quit_cb, self.loop));
+        CHECK_OK(net_loop_run_after(self.loop, 30, net_test_quit_loop, self.loop));
     }
 }
 
 TEST(timer_repeating_cancels_itself)
 {
-    self.loop = new_loop_with_watchdog(5000);
+    self.loop = net_test_new_loop(5000);
     self.id = net_loop_run_every(self.loop, 1, self_cancel, NULL);
     CHECK(self.id > 0);
     CHECK_OK(net_loop_run(self.loop));
@@ -161,7 +142,7 @@ static void one_shot_cancels_itself(void *arg)
 
 TEST(timer_one_shot_cancel_inside_itself_is_enoent)
 {
-    self.loop = new_loop_with_watchdog(5000);
+    self.loop = net_test_new_loop(5000);
     self.id = net_loop_run_after(self.loop, 1, one_shot_cancels_itself, NULL);
     CHECK_OK(net_loop_run(self.loop));
     net_loop_free(self.loop);
@@ -194,13 +175,13 @@ static void *xc_canceller(void *arg)
     CHECK_EQ(net_loop_cancel(xc.loop, xc.repeating), 0);
     xc.runs_at_cancel = atomic_load(&xc.runs);
     CHECK_EQ(net_loop_cancel(xc.loop, xc.one_shot), 0);
-    CHECK_OK(net_loop_run_after(xc.loop, 50, quit_cb, xc.loop)); /* add from here too */
+    CHECK_OK(net_loop_run_after(xc.loop, 50, net_test_quit_loop, xc.loop)); /* add from here too */
     return NULL;
 }
 
 TEST(timer_cancel_from_other_thread)
 {
-    xc.loop = new_loop_with_watchdog(5000);
+    xc.loop = net_test_new_loop(5000);
     xc.repeating = net_loop_run_every(xc.loop, 2, xc_tick, NULL);
     xc.one_shot = net_loop_run_after(xc.loop, 3000, xc_one_shot, NULL);
     pthread_t t;
@@ -230,7 +211,7 @@ static void *add_from_thread(void *arg)
 
 TEST(timer_added_from_other_thread_fires_on_loop)
 {
-    add_loop = new_loop_with_watchdog(5000);
+    add_loop = net_test_new_loop(5000);
     add_loop_thread = pthread_self();
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, add_from_thread, add_loop), 0);
@@ -266,7 +247,7 @@ static void many_fire(void *arg)
 
 TEST(timer_10k_fire_once_in_order_half_cancelled)
 {
-    many.loop = new_loop_with_watchdog(10000);
+    many.loop = net_test_new_loop(10000);
     uint64_t now = net_now_ms();
     srand(42);
     for (int i = 0; i < MANY; i++) {
@@ -289,7 +270,7 @@ TEST(timer_10k_fire_once_in_order_half_cancelled)
 
 TEST(timer_huge_timeouts_do_not_overflow)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
     net_timer_id_t a = net_loop_run_after(loop, UINT64_MAX, count_fire, NULL);
     net_timer_id_t b = net_loop_run_at(loop, UINT64_MAX, count_fire, NULL);
@@ -298,7 +279,7 @@ TEST(timer_huge_timeouts_do_not_overflow)
     CHECK(a > 0 && b > 0 && c > 0 && d > 0);
     /* A near timer still fires although the far ones are earlier in the
      * heap's insertion order. */
-    CHECK_OK(net_loop_run_after(loop, 20, quit_cb, loop));
+    CHECK_OK(net_loop_run_after(loop, 20, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 0);
     CHECK_EQ(net_loop_timer_count(loop), 5);
@@ -372,7 +353,7 @@ static void rep_tick(void *arg)
 
 TEST(timer_repeating_interval_respected)
 {
-    rep_loop = new_loop_with_watchdog(5000);
+    rep_loop = net_test_new_loop(5000);
     net_timer_id_t id = net_loop_run_every(rep_loop, 10, rep_tick, NULL);
     CHECK(id > 0);
     CHECK_OK(net_loop_run(rep_loop));

@@ -8,22 +8,8 @@
 #include <net/loop.h>
 #include <net/signal.h>
 
-#include "harness.h"
+#include "net_test_util.h"
 #include "loop_internal.h"
-
-static void fail_watchdog(void *arg)
-{
-    (void)arg;
-    net_test_fail(__FILE__, __LINE__, "watchdog: the scenario did not finish in time");
-}
-
-static net_loop_t *new_loop_with_watchdog(uint64_t ms)
-{
-    net_loop_t *loop;
-    CHECK_OK(net_loop_new(&loop));
-    CHECK_OK(net_loop_run_after(loop, ms, fail_watchdog, NULL));
-    return loop;
-}
 
 static void make_pipe(int fds[2])
 {
@@ -97,7 +83,7 @@ static void rd_on_readable(net_watch_t *w, int fd, unsigned events, void *arg)
 
 TEST(watch_pipe_readable)
 {
-    rd.loop = new_loop_with_watchdog(5000);
+    rd.loop = net_test_new_loop(5000);
     make_pipe(rd.fds);
     net_watch_t *w = NULL;
     CHECK_OK(net_watch_new(rd.loop, rd.fds[0], NET_READABLE, rd_on_readable, &rd, &w));
@@ -158,7 +144,7 @@ static void wt_tick(void *arg)
 
 TEST(watch_writable_toggle)
 {
-    wt.loop = new_loop_with_watchdog(5000);
+    wt.loop = net_test_new_loop(5000);
     int fds[2];
     make_pipe(fds);
     CHECK_OK(net_watch_new(wt.loop, fds[1], NET_WRITABLE, wt_on_writable, NULL, &wt.w));
@@ -202,7 +188,7 @@ static void fo_on_readable(net_watch_t *w, int fd, unsigned events, void *arg)
 
 TEST(watch_free_other_in_same_iteration)
 {
-    fo.loop = new_loop_with_watchdog(5000);
+    fo.loop = net_test_new_loop(5000);
     fo.first = -1;
     for (int i = 0; i < 2; i++) {
         make_pipe(fo.fds[i]);
@@ -262,7 +248,7 @@ static void fs_rewatch(void *arg)
 
 TEST(watch_free_self_in_callback)
 {
-    fs.loop = new_loop_with_watchdog(5000);
+    fs.loop = net_test_new_loop(5000);
     make_pipe(fs.fds);
     net_watch_t *w;
     CHECK_OK(net_watch_new(fs.loop, fs.fds[0], NET_READABLE, fs_free_self, NULL, &w));
@@ -316,7 +302,7 @@ static void hup_on_event(net_watch_t *w, int fd, unsigned events, void *arg)
 
 TEST(watch_hup_on_writer_close)
 {
-    hup.loop = new_loop_with_watchdog(5000);
+    hup.loop = net_test_new_loop(5000);
     make_pipe(hup.fds);
     net_watch_t *w;
     CHECK_OK(net_watch_new(hup.loop, hup.fds[0], NET_READABLE, hup_on_event, NULL, &w));
@@ -345,7 +331,7 @@ static void dup_on_readable(net_watch_t *w, int fd, unsigned events, void *arg)
 
 TEST(watch_duplicate_fd_rejected)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     int fds[2];
     make_pipe(fds);
     net_watch_t *a, *b = NULL;
@@ -494,7 +480,7 @@ static void many_on_readable(net_watch_t *w, int fd, unsigned events, void *arg)
 
 TEST(watch_many_ready_in_one_wait)
 {
-    many.loop = new_loop_with_watchdog(5000);
+    many.loop = net_test_new_loop(5000);
     for (int i = 0; i < MANY; i++) {
         make_pipe(many.fds[i]);
         CHECK_OK(net_watch_new(many.loop, many.fds[i][0], NET_READABLE, many_on_readable,
@@ -560,7 +546,7 @@ static void grow_on_a(net_watch_t *w, int fd, unsigned events, void *arg)
 
 TEST(watch_new_many_inside_callback)
 {
-    grow.loop = new_loop_with_watchdog(5000);
+    grow.loop = net_test_new_loop(5000);
     make_pipe(grow.a);
     make_pipe(grow.b);
     CHECK_OK(net_watch_new(grow.loop, grow.a[0], NET_READABLE, grow_on_a, NULL, &grow.wa));
@@ -591,7 +577,7 @@ static void send_sigterm(void *arg)
 
 TEST(signal_sigterm_quits_loop)
 {
-    net_loop_t *loop = new_loop_with_watchdog(5000);
+    net_loop_t *loop = net_test_new_loop(5000);
     net_signal_t *s = NULL;
     CHECK_OK(net_signal_quit_on_term(loop, &s));
     CHECK(s != NULL);
@@ -638,7 +624,7 @@ static void sg_on_signal(net_signal_t *s, int signo, void *arg)
 
 TEST(signal_callback_gets_signo)
 {
-    sg.loop = new_loop_with_watchdog(5000);
+    sg.loop = net_test_new_loop(5000);
     static const int sigs[] = {SIGUSR1, SIGUSR2};
     CHECK_OK(net_signal_new(sg.loop, sigs, 2, sg_on_signal, &sg, &sg.s));
     CHECK_OK(net_loop_run_after(sg.loop, 10, sg_send_usr1, NULL));

@@ -21,77 +21,30 @@
 # client competes with the server; compare ratios, not absolute figures.
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+
 builddir='' rounds=3 seconds=5 threads=1 floor='' lib='' pingpong=''
 scenarios='100x64 1000x64 100x16384'
-usage() {
-    sed -n '4,5p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    [ $# -ge 2 ] || usage
-    case $1 in
-    --builddir) builddir=$2 ;;
-    --rounds) rounds=$2 ;;
-    --seconds) seconds=$2 ;;
-    --threads) threads=$2 ;;
-    --floor) floor=$2 ;;
-    --lib) lib=$2 ;;
-    --pingpong) pingpong=$2 ;;
-    --scenarios) scenarios=$2 ;;
-    *) usage ;;
-    esac
-    shift 2
-done
+bench_parse 4,5 --builddir=builddir --rounds=rounds --seconds=seconds --threads=threads \
+    --floor=floor --lib=lib --pingpong=pingpong --scenarios=scenarios -- "$@"
 if [ -z "$builddir" ] && { [ -z "$floor" ] || [ -z "$lib" ] || [ -z "$pingpong" ]; }; then
-    usage
+    bench_usage 4,5
 fi
 floor=${floor:-$builddir/tools/bench/floor_echo}
 lib=${lib:-$builddir/examples/echo_server}
 pingpong=${pingpong:-$builddir/tools/bench/pingpong}
-for bin in "$floor" "$lib" "$pingpong"; do
-    [ -x "$bin" ] || { echo "echo_compare: $bin: not an executable" >&2; exit 1; }
-done
+bench_require_exec "$floor" "$lib" "$pingpong"
 
 # Room for 1000 connections in both servers, whatever they do themselves.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start_server NAME BIN: runs BIN --listen 127.0.0.1:0, sets $addr.
-start_server() {
-    local name=$1 bin=$2
-    "$bin" --listen 127.0.0.1:0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    pids+=($!)
-    addr=
-    for _ in $(seq 100); do
-        if [ -s "$tmp/$name.out" ] && [ "$(wc -l <"$tmp/$name.out")" -ge 1 ]; then
-            addr=$(head -n 1 "$tmp/$name.out" |
-                awk '{ for (i = 1; i <= NF; i++) if ($i ~ /:[0-9]+$/) a = $i } END { print a }')
-            break
-        fi
-        kill -0 "$!" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -z "$addr" ]; then
-        echo "echo_compare: $name ($bin) printed no HOST:PORT line" >&2
-        cat "$tmp/$name.err" >&2
-        exit 1
-    fi
-    echo "echo_compare: $name listening on $addr" >&2
-}
-
-start_server floor "$floor"
+bench_tmpdir
+bench_start_server floor TERM "$floor" --listen 127.0.0.1:0
 floor_addr=$addr
-start_server netloop "$lib"
+echo "echo_compare: floor listening on $addr" >&2
+bench_start_server netloop TERM "$lib" --listen 127.0.0.1:0
 lib_addr=$addr
+echo "echo_compare: netloop listening on $addr" >&2
 
 # run_one ADDR CONNS SIZE: prints pingpong's msgs/s.
 run_one() {
@@ -105,8 +58,6 @@ run_one() {
     sed -n 's/.*msgs\/s=\([0-9.]*\).*/\1/p' <<<"$line"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 for scenario in $scenarios; do
     conns=${scenario%x*} size=${scenario#*x}
     : >"$tmp/floor.rates"
@@ -115,8 +66,8 @@ for scenario in $scenarios; do
         run_one "$floor_addr" "$conns" "$size" >>"$tmp/floor.rates"
         run_one "$lib_addr" "$conns" "$size" >>"$tmp/lib.rates"
     done
-    f=$(median <"$tmp/floor.rates")
-    l=$(median <"$tmp/lib.rates")
+    f=$(bench_median "$tmp/floor.rates")
+    l=$(bench_median "$tmp/lib.rates")
     awk -v s="${scenario}B" -v f="$f" -v l="$l" \
         'BEGIN { printf "%s floor=%.0f netloop=%.0f ratio=%.2f\n", s, f, l, (f > 0 ? l / f : 0) }'
 done

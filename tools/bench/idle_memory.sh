@@ -23,31 +23,15 @@
 # this script's own limit is raised (ulimit), never a system setting.
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+
 builddir='' conns=50000 threads=0 max_bytes=2048 sources=0 server='' idle=''
-usage() {
-    sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    [ $# -ge 2 ] || usage
-    case $1 in
-    --builddir) builddir=$2 ;;
-    --connections) conns=$2 ;;
-    --threads) threads=$2 ;;
-    --max-bytes-per-conn) max_bytes=$2 ;;
-    --sources) sources=$2 ;;
-    --server) server=$2 ;;
-    --idle-conns) idle=$2 ;;
-    *) usage ;;
-    esac
-    shift 2
-done
-if [ -z "$builddir" ] && { [ -z "$server" ] || [ -z "$idle" ]; }; then usage; fi
+bench_parse 4,8 --builddir=builddir --connections=conns --threads=threads \
+    --max-bytes-per-conn=max_bytes --sources=sources --server=server --idle-conns=idle -- "$@"
+if [ -z "$builddir" ] && { [ -z "$server" ] || [ -z "$idle" ]; }; then bench_usage 4,8; fi
 server=${server:-$builddir/examples/echo_server}
 idle=${idle:-$builddir/tools/bench/idle_conns}
-for bin in "$server" "$idle"; do
-    [ -x "$bin" ] || { echo "idle_memory: $bin: not an executable" >&2; exit 1; }
-done
+bench_require_exec "$server" "$idle"
 
 # The server needs N descriptors too, and inherits the limit from here.
 want=$((conns + 64))
@@ -68,48 +52,14 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
     exit 77
 fi
 
-tmp=$(mktemp -d)
-spid=''
-cleanup() {
-    if [ -n "$spid" ] && kill -0 "$spid" 2>/dev/null; then
-        kill -TERM "$spid" 2>/dev/null || true
-        wait "$spid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$server" --listen 127.0.0.1:0 --threads "$threads" >"$tmp/server.out" 2>"$tmp/server.err" &
-spid=$!
-addr=''
-for _ in $(seq 100); do
-    if [ "$(wc -l <"$tmp/server.out")" -ge 1 ]; then
-        addr=$(head -n 1 "$tmp/server.out" |
-            awk '{ for (i = 1; i <= NF; i++) if ($i ~ /:[0-9]+$/) a = $i } END { print a }')
-        break
-    fi
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$addr" ]; then
-    echo "idle_memory: server printed no HOST:PORT line" >&2
-    cat "$tmp/server.err" >&2
-    exit 1
-fi
+bench_tmpdir
+bench_start_server server TERM "$server" --listen 127.0.0.1:0 --threads "$threads"
+spid=$server_pid
 
 rc=0
 timeout 600 "$idle" --connect "$addr" --pid "$spid" --connections "$conns" \
     --max-bytes-per-conn "$max_bytes" --sources "$sources" || rc=$?
 
-kill -TERM "$spid"
-for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$spid" 2>/dev/null; then
-    echo "idle_memory: server ignored SIGTERM" >&2
-    kill -KILL "$spid" 2>/dev/null || true
-    rc=1
-fi
-wait "$spid" 2>/dev/null || true
-spid=''
+bench_stop_server "$spid" TERM || rc=1
 [ -s "$tmp/server.err" ] && sed 's/^/idle_memory: server: /' "$tmp/server.err" >&2
 exit "$rc"

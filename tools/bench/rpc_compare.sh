@@ -13,46 +13,25 @@
 # remove the noise, so report several runs.
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+
 a='' b='' rounds=3 seconds=3
-while [ $# -gt 0 ]; do
-    case $1 in
-    --a) a=$2; shift 2 ;;
-    --b) b=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --seconds) seconds=$2; shift 2 ;;
-    --) shift; break ;;
-    *) sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
-    esac
-done
-[ -n "$a" ] && [ -n "$b" ] || { sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-args=("$@")
+bench_parse 4,6 --a=a --b=b --rounds=rounds --seconds=seconds -- "$@"
+[ -n "$a" ] && [ -n "$b" ] || bench_usage 4,6
+args=("${bench_rest[@]}")
 [ ${#args[@]} -gt 0 ] || args=(--connections 1 --threads 16 --sync --size 64)
 
-tmp=$(mktemp -d)
-server_pid=''
-cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+bench_tmpdir
 
 # run DIR LABEL: one server + one rpc_bench; appends calls/s to $tmp/LABEL.
 run() {
     local dir=$1 label=$2
-    "$dir/examples/rpc_server" --listen 127.0.0.1:0 >"$tmp/server.out" 2>"$tmp/server.err" &
-    server_pid=$!
-    local addr=''
-    for _ in $(seq 100); do
-        addr=$(grep -o '127\.0\.0\.1:[0-9]*' "$tmp/server.out" 2>/dev/null | head -1 || true)
-        [ -n "$addr" ] && break
-        sleep 0.05
-    done
-    [ -n "$addr" ] || { echo "rpc_compare: $dir: server did not start" >&2; cat "$tmp/server.err" >&2; exit 1; }
+    bench_start_server server TERM "$dir/examples/rpc_server" --listen 127.0.0.1:0
     local line
     line=$("$dir/tools/rpc_bench" "$addr" "${args[@]}" --seconds "$seconds" 2>/dev/null)
     kill -INT "$server_pid"
     wait "$server_pid" 2>/dev/null || true
-    server_pid=''
+    bench_untrack "$server_pid"
     echo "$label: $line"
     sed -n 's/.* calls\/s=\([0-9.]*\).*/\1/p' <<<"$line" >>"$tmp/$label"
 }
@@ -60,7 +39,6 @@ run() {
 for r in $(seq "$rounds"); do
     if [ $((r % 2)) -eq 1 ]; then run "$a" a; run "$b" b; else run "$b" b; run "$a" a; fi
 done
-median() { sort -n "$1" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-ma=$(median "$tmp/a") mb=$(median "$tmp/b")
+ma=$(bench_median "$tmp/a") mb=$(bench_median "$tmp/b")
 awk -v a="$ma" -v b="$mb" -v r="$rounds" \
     'BEGIN { printf "rpc_compare: rounds=%d median calls/s a=%.0f b=%.0f ratio b/a=%.2f\n", r, a, b, b / a }'

@@ -17,58 +17,20 @@
 # that of a slowed server (batching tends to be better than at full speed).
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+
 builddir='' seconds=5
-usage() {
-    sed -n '4,5p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    [ $# -ge 2 ] || usage
-    case $1 in
-    --builddir) builddir=$2 ;;
-    --seconds) seconds=$2 ;;
-    *) usage ;;
-    esac
-    shift 2
-done
-[ -n "$builddir" ] || usage
+bench_parse 4,5 --builddir=builddir --seconds=seconds -- "$@"
+[ -n "$builddir" ] || bench_usage 4,5
 server=$builddir/examples/rpc_server
 bench=$builddir/tools/rpc_bench
-for bin in "$server" "$bench"; do
-    [ -x "$bin" ] || { echo "rpc_syscalls: $bin not found (build first)" >&2; exit 1; }
-done
-command -v strace >/dev/null || { echo "rpc_syscalls: strace not found" >&2; exit 1; }
+bench_require_exec "$server" "$bench"
+bench_require_cmd strace
 
-tmp=$(mktemp -d)
-spid=''
-cleanup() {
-    if [ -n "$spid" ] && kill -0 "$spid" 2>/dev/null; then
-        kill -INT "$spid" 2>/dev/null || true # strace detaches and exits
-        wait "$spid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-strace -f -c -o "$tmp/strace.txt" "$server" --listen 127.0.0.1:0 \
-    >"$tmp/server.out" 2>"$tmp/server.err" &
-spid=$!
-addr=''
-for _ in $(seq 100); do
-    if [ "$(wc -l <"$tmp/server.out")" -ge 1 ]; then
-        addr=$(head -n 1 "$tmp/server.out" |
-            awk '{ for (i = 1; i <= NF; i++) if ($i ~ /:[0-9]+$/) a = $i } END { print a }')
-        break
-    fi
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$addr" ]; then
-    echo "rpc_syscalls: the server printed no HOST:PORT line" >&2
-    cat "$tmp/server.err" >&2
-    exit 1
-fi
+bench_tmpdir
+# strace detaches on SIGINT and exits.
+bench_start_server server INT strace -f -c -o "$tmp/strace.txt" "$server" --listen 127.0.0.1:0
+spid=$server_pid
 
 if ! line=$(timeout $((${seconds%.*} + 30)) "$bench" "$addr" --connections 1 --depth 128 \
     --threads 1 --size 64 --seconds "$seconds" --warmup 0); then
@@ -77,20 +39,10 @@ if ! line=$(timeout $((${seconds%.*} + 30)) "$bench" "$addr" --connections 1 --d
 fi
 echo "$line" >&2
 
-# Stop the traced server itself (strace's child), as ^C would; strace writes
-# its summary once the tracee has exited.
-tracee=$(pgrep -P "$spid" || true)
-[ -n "$tracee" ] && kill -INT "$tracee"
-for _ in $(seq 100); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$spid" 2>/dev/null; then
-    echo "rpc_syscalls: the server ignored SIGINT; detaching strace" >&2
-    kill -INT "$spid"
-    [ -n "$tracee" ] && kill -KILL "$tracee" 2>/dev/null
-fi
-wait "$spid" 2>/dev/null || true
-spid=''
+# Stop the traced server itself (strace's child), as ^C would.
+bench_stop_traced "$spid" INT
 
-total=$(awk '$NF == "total" { n = $4 } END { print n + 0 }' "$tmp/strace.txt")
+total=$(bench_strace_calls "$tmp/strace.txt" total)
 calls=$(sed -n 's/.* calls=\([0-9]*\) .*/\1/p' <<<"$line")
 awk -v t="$total" -v c="${calls:-0}" \
     'BEGIN { if (c == 0) { print "rpc_syscalls: no calls" > "/dev/stderr"; exit 1 }

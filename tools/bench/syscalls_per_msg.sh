@@ -21,58 +21,20 @@
 #       --pingpong build/tools/bench/pingpong --conns 100 --size 64 --seconds 5
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+
 server='' pingpong='' conns=100 size=64 seconds=5 threads=1
-usage() {
-    sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    [ $# -ge 2 ] || usage
-    case $1 in
-    --server) server=$2 ;;
-    --pingpong) pingpong=$2 ;;
-    --conns) conns=$2 ;;
-    --size) size=$2 ;;
-    --seconds) seconds=$2 ;;
-    --threads) threads=$2 ;;
-    *) usage ;;
-    esac
-    shift 2
-done
-if [ -z "$server" ] || [ -z "$pingpong" ]; then usage; fi
-command -v strace >/dev/null || { echo "syscalls_per_msg: strace not found" >&2; exit 1; }
+bench_parse 4,6 --server=server --pingpong=pingpong --conns=conns --size=size \
+    --seconds=seconds --threads=threads -- "$@"
+if [ -z "$server" ] || [ -z "$pingpong" ]; then bench_usage 4,6; fi
+bench_require_cmd strace
 read -r -a srv <<<"$server"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-tmp=$(mktemp -d)
-spid=''
-cleanup() {
-    if [ -n "$spid" ] && kill -0 "$spid" 2>/dev/null; then
-        kill -INT "$spid" 2>/dev/null || true # strace detaches and exits
-        wait "$spid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-strace -c -f -o "$tmp/strace.txt" "${srv[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
-spid=$!
-addr=''
-for _ in $(seq 100); do
-    if [ "$(wc -l <"$tmp/server.out")" -ge 1 ]; then
-        addr=$(head -n 1 "$tmp/server.out" |
-            awk '{ for (i = 1; i <= NF; i++) if ($i ~ /:[0-9]+$/) a = $i } END { print a }')
-        break
-    fi
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$addr" ]; then
-    echo "syscalls_per_msg: server printed no HOST:PORT line" >&2
-    cat "$tmp/server.err" >&2
-    exit 1
-fi
+bench_tmpdir
+# strace detaches on SIGINT and exits.
+bench_start_server server INT strace -c -f -o "$tmp/strace.txt" "${srv[@]}"
+spid=$server_pid
 
 if ! line=$(timeout $((${seconds%.*} + 30)) "$pingpong" --connect "$addr" --connections "$conns" \
     --size "$size" --seconds "$seconds" --threads "$threads" --warmup 0); then
@@ -82,19 +44,10 @@ fi
 echo "$line" >&2
 
 # Stop the traced server itself (strace's child) so it exits as it normally
-# would; strace writes its summary when the tracee is gone.
-tracee=$(pgrep -P "$spid" || true)
-[ -n "$tracee" ] && kill -TERM "$tracee"
-for _ in $(seq 100); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$spid" 2>/dev/null; then
-    echo "syscalls_per_msg: server ignored SIGTERM; detaching strace" >&2
-    kill -INT "$spid"
-    [ -n "$tracee" ] && kill -KILL "$tracee" 2>/dev/null
-fi
-wait "$spid" 2>/dev/null || true
-spid=''
+# would.
+bench_stop_traced "$spid" TERM
 
-calls() { awk -v s="$1" '$NF == s { n = $4 } END { print n + 0 }' "$tmp/strace.txt"; }
+calls() { bench_strace_calls "$tmp/strace.txt" "$1"; }
 bytes=$(sed -n 's/.* bytes=\([0-9]*\).*/\1/p' <<<"$line")
 awk -v t="$(calls total)" -v b="$bytes" -v s="$size" -v c="$(calls epoll_ctl)" -v i="$(calls ioctl)" \
     'BEGIN { m = int(b / s); if (m == 0) { print "syscalls_per_msg: no messages" > "/dev/stderr"; exit 1 }

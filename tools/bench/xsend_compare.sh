@@ -10,29 +10,16 @@
 # summary with the median msgs/s of each path and the ratio queue/loop.
 set -euo pipefail
 
-builddir='' rounds=3 threads=4 size=64 seconds=3
-usage() {
-    sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    [ $# -ge 2 ] || usage
-    case $1 in
-    --builddir) builddir=$2 ;;
-    --rounds) rounds=$2 ;;
-    --threads) threads=$2 ;;
-    --size) size=$2 ;;
-    --seconds) seconds=$2 ;;
-    *) usage ;;
-    esac
-    shift 2
-done
-[ -n "$builddir" ] || usage
-xsend=$builddir/examples/xsend
-[ -x "$xsend" ] || { echo "xsend_compare: $xsend: not an executable" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+builddir='' rounds=3 threads=4 size=64 seconds=3
+bench_parse 4,6 --builddir=builddir --rounds=rounds --threads=threads --size=size \
+    --seconds=seconds -- "$@"
+[ -n "$builddir" ] || bench_usage 4,6
+xsend=$builddir/examples/xsend
+bench_require_exec "$xsend"
+
+bench_tmpdir
 run() {
     local line
     line=$("$xsend" --path "$1" --threads "$threads" --size "$size" --seconds "$seconds" 2>/dev/null)
@@ -42,6 +29,5 @@ run() {
 for r in $(seq "$rounds"); do
     if [ $((r % 2)) -eq 1 ]; then run loop; run queue; else run queue; run loop; fi
 done
-median() { sort -n "$1" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-awk -v l="$(median "$tmp/loop")" -v q="$(median "$tmp/queue")" -v r="$rounds" \
+awk -v l="$(bench_median "$tmp/loop")" -v q="$(bench_median "$tmp/queue")" -v r="$rounds" \
     'BEGIN { printf "xsend_compare: rounds=%d median msgs/s loop=%.0f queue=%.0f ratio queue/loop=%.2f\n", r, l, q, q / l }'

@@ -20,31 +20,17 @@
 # counts per message are what this measures, not the speed.
 set -euo pipefail
 
-builddir='' path=loop threads=4 size=64 seconds=3 xsend=''
-usage() {
-    sed -n '4,6p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-while [ $# -gt 0 ]; do
-    [ $# -ge 2 ] || usage
-    case $1 in
-    --builddir) builddir=$2 ;;
-    --path) path=$2 ;;
-    --threads) threads=$2 ;;
-    --size) size=$2 ;;
-    --seconds) seconds=$2 ;;
-    --xsend) xsend=$2 ;;
-    *) usage ;;
-    esac
-    shift 2
-done
-[ -n "$builddir" ] || [ -n "$xsend" ] || usage
-xsend=${xsend:-$builddir/examples/xsend}
-[ -x "$xsend" ] || { echo "xsend_syscalls: $xsend: not an executable" >&2; exit 1; }
-command -v strace >/dev/null || { echo "xsend_syscalls: strace not found" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+builddir='' path=loop threads=4 size=64 seconds=3 xsend=''
+bench_parse 4,6 --builddir=builddir --path=path --threads=threads --size=size \
+    --seconds=seconds --xsend=xsend -- "$@"
+[ -n "$builddir" ] || [ -n "$xsend" ] || bench_usage 4,6
+xsend=${xsend:-$builddir/examples/xsend}
+bench_require_exec "$xsend"
+bench_require_cmd strace
+
+bench_tmpdir
 
 if ! line=$(timeout $((seconds + 120)) strace -f -c -o "$tmp/strace.txt" \
     "$xsend" --path "$path" --threads "$threads" --size "$size" --seconds "$seconds" \
