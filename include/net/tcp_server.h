@@ -54,8 +54,9 @@ NET_EXPORT int net_server_new(net_loop_t *base, const net_addr_t *addr,
                               const struct net_conn_callbacks *cbs, net_server_t **out);
 
 /* Starts the I/O threads and listens. Idempotent: later calls return 0 and
- * do nothing. Returns 0 or the errno of listen/thread creation (then the
- * server is not started). From another thread it is applied on the base loop
+ * do nothing. Returns 0, -ESHUTDOWN (net_server_stop was called: a stopped
+ * server does not start again) or the errno of listen/thread creation (then
+ * the server is not started). From another thread it is applied on the base loop
  * and returns 0 (errors are logged).
  * Thread-safe. */
 NET_EXPORT int net_server_start(net_server_t *server);
