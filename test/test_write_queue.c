@@ -45,8 +45,8 @@ TEST(wq_node_sizes)
 
 /* ---- model: many producers, one consumer --------------------------------------- */
 
-#define PRODUCERS 4
-#define PER_PRODUCER 250000
+#define PRODUCERS 8
+#define PER_PRODUCER 500000
 
 struct msg {
     uint32_t producer, seq;
