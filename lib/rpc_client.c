@@ -58,7 +58,7 @@ struct call {
 };
 
 struct net_rpc_client {
-    atomic_int refs;          /* the owner's and one per queued functor */
+    atomic_int refs;          /* the owner's, one per queued functor, one per sync caller */
     net_loop_t *loop;
     net_client_t *tcp;
     struct net_rpc_client_options opt;
@@ -685,10 +685,15 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
         return NET_EWRONGTHREAD;
     struct sync_call s;
     net__waiter_init(&s.waiter);
+    /* The waitset lives in the client: a reference keeps it for the wait
+     * even if the owner frees the client (the call then ends CANCELLED). */
+    client_ref(client);
     int rc = net_rpc_call(client, method, body, body_len, timeout_ms, sync_done, &s);
+    if (rc == 0)
+        net__waitset_wait(&client->sync_waiters, &s.waiter);
+    client_unref(client);
     if (rc < 0)
         return rc;
-    net__waitset_wait(&client->sync_waiters, &s.waiter);
     *status = s.status;
     if (body_out)
         *body_out = s.body;

@@ -1167,6 +1167,42 @@ TEST(rpc_server_graceful_stop)
     server_down();
 }
 
+/* A sync caller blocked in a call whose client is freed under it. */
+static void *sync_sleep_call(void *arg)
+{
+    uint32_t *status = arg;
+    void *body = (void *)1;
+    size_t len = 1;
+    CHECK_OK(net_rpc_call_sync(C.rpc, "sleep", "5000", 4, 0, status, &body, &len));
+    CHECK(body == NULL && len == 0);
+    return NULL;
+}
+
+#define SYNC_WAITERS 4
+
+/* The sync callers sleep in the client's waitset: freeing the client must
+ * wake them with CANCELLED and leave them nothing of the client to touch
+ * (ASan sees a use after free otherwise). */
+TEST(rpc_client_free_wakes_sync_callers)
+{
+    net_test_watchdog_start();
+    both_up();
+
+    pthread_t t[SYNC_WAITERS];
+    uint32_t status[SYNC_WAITERS];
+    for (int i = 0; i < SYNC_WAITERS; i++) {
+        status[i] = NET_RPC_OK;
+        CHECK_EQ(pthread_create(&t[i], NULL, sync_sleep_call, &status[i]), 0);
+    }
+    WAIT_UNTIL(atomic_load(&S.sleeping) == SYNC_WAITERS);
+    client_down(); /* frees the client on its loop */
+    for (int i = 0; i < SYNC_WAITERS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_EQ(status[i], NET_RPC_CANCELLED);
+    }
+    server_down();
+}
+
 static void call_sync_on_loop(void *arg)
 {
     (void)arg;

@@ -185,7 +185,8 @@ NET_EXPORT bool net_rpc_client_connected(net_rpc_client_t *client);
 NET_EXPORT void net_rpc_client_stop(net_rpc_client_t *client);
 
 /* Stops and frees the client; CANCELLED callbacks run before this returns
- * (the one documented exception). Loop thread only. */
+ * (the one documented exception), and threads waiting in net_rpc_call_sync
+ * return with CANCELLED. Loop thread only. */
 NET_EXPORT void net_rpc_client_free(net_rpc_client_t *client);
 
 struct net_rpc_client_stats {
