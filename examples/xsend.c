@@ -17,13 +17,19 @@
  * producers stop, every message sent is waited for, and one line is printed:
  *
  *   xsend path=loop threads=T size=S seconds=N msgs=M msgs/s=X
- *       eventfd_writes/msg=Y syscalls/msg=n/a
+ *       eventfd_writes/msg=Y syscalls/msg=Z
  *
  * M counts every message sent (all of them arrived and were checked), X is M
  * over the time from the start to the last one's arrival, Y the wakeups the
  * producers wrote to the client loop's eventfd per message (internal counter:
- * this tool links the static library). syscalls/msg needs strace: see
- * tools/bench/xsend_syscalls.sh, which fills it in.
+ * this tool links the static library), Z the system calls of the whole
+ * process per message, from the start of the loop threads to the last
+ * message's arrival, leaving out sched_yield (a producer's back-off, see
+ * below) and clock_nanosleep (the main thread's timing). Z is counted with
+ * the kernel's raw_syscalls:sys_enter tracepoint (perf_event_open, inherited
+ * by every thread); where that is not allowed (not root and
+ * perf_event_paranoid too high, no tracefs) it reads n/a, and
+ * tools/bench/xsend_syscalls.sh counts with strace instead.
  *
  * Memory is bounded end to end: a producer with more than
  * IN_FLIGHT_BYTES / T of its messages not yet checked by the server yields
@@ -32,6 +38,7 @@
  * it counts only bytes the loop has already taken from the functor queue;
  * one rule for both keeps the comparison fair.) */
 #include <errno.h>
+#include <linux/perf_event.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -39,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -328,6 +337,44 @@ static uint64_t run_producers(double *elapsed)
     return total;
 }
 
+/* ---- counting system calls -------------------------------------------------- */
+
+/* Opens a counter of this process's system calls (its threads created
+ * from now on included), without the benchmark's own sched_yield and
+ * clock_nanosleep. Returns the fd, or -1 where the kernel does not allow
+ * it. */
+static int syscall_counter_open(void)
+{
+    FILE *f = fopen("/sys/kernel/tracing/events/raw_syscalls/sys_enter/id", "r");
+    if (!f)
+        f = fopen("/sys/kernel/debug/tracing/events/raw_syscalls/sys_enter/id", "r");
+    unsigned long long id;
+    bool ok = f && fscanf(f, "%llu", &id) == 1;
+    if (f)
+        fclose(f);
+    if (!ok)
+        return -1;
+    struct perf_event_attr attr = {.type = PERF_TYPE_TRACEPOINT, .size = sizeof attr,
+                                   .config = id, .inherit = 1};
+    int fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0);
+    if (fd < 0)
+        return -1;
+    char filter[64];
+    snprintf(filter, sizeof filter, "id != %d && id != %d", SYS_sched_yield,
+             SYS_clock_nanosleep);
+    if (ioctl(fd, PERF_EVENT_IOC_SET_FILTER, filter) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static long long syscall_counter_read(int fd)
+{
+    uint64_t n;
+    return fd >= 0 && read(fd, &n, sizeof n) == (ssize_t)sizeof n ? (long long)n : -1;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -340,6 +387,7 @@ int main(int argc, char **argv)
     if (g.window == 0)
         g.window = 1;
 
+    int counter = syscall_counter_open();
     net_loop_thread_t *srv, *cli;
     int rc = net_loop_thread_start("xsend-server", server_init, NULL, &srv);
     if (rc < 0 || atomic_load(&g.setup_rc) < 0)
@@ -354,11 +402,15 @@ int main(int argc, char **argv)
     double elapsed;
     uint64_t msgs = run_producers(&elapsed);
     unsigned long long wakeups = net__loop_eventfd_writes(cli_loop) - ev0;
+    long long calls = syscall_counter_read(counter);
+    char per_msg[32] = "n/a";
+    if (calls >= 0 && msgs)
+        snprintf(per_msg, sizeof per_msg, "%.4f", (double)calls / (double)msgs);
 
     printf("xsend path=%s threads=%u size=%zu seconds=%u msgs=%llu msgs/s=%.0f "
-           "eventfd_writes/msg=%.6f syscalls/msg=n/a\n",
+           "eventfd_writes/msg=%.6f syscalls/msg=%s\n",
            path, g.threads, g.size, g.seconds, (unsigned long long)msgs, (double)msgs / elapsed,
-           msgs ? (double)wakeups / (double)msgs : 0.0);
+           msgs ? (double)wakeups / (double)msgs : 0.0, per_msg);
     fflush(stdout);
     fprintf(stderr, "xsend: eventfd_writes=%llu producer_backoffs=%llu window=%llu msgs/producer\n",
             wakeups, (unsigned long long)atomic_load(&g.backoffs),
