@@ -38,6 +38,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "tcp_conn_impl.h"
 
@@ -441,13 +442,13 @@ static void send_task_run(void *arg)
     send_in_loop(t->conn, net_buf_peek(&t->buf), net_buf_readable(&t->buf));
     net_conn_unref(t->conn);
     net_buf_destroy(&t->buf);
-    free(t);
+    net__free(t);
 }
 
 /* Hands buf's storage (not a copy of it) to the loop. */
 static int send_task_queue(net_conn_t *conn, net_buf_t *buf)
 {
-    struct send_task *t = malloc(sizeof *t);
+    struct send_task *t = net__malloc(sizeof *t);
     if (!t)
         return -ENOMEM;
     t->conn = net_conn_ref(conn);
@@ -455,7 +456,7 @@ static int send_task_queue(net_conn_t *conn, net_buf_t *buf)
     int rc = net_loop_queue_in_loop(conn->loop, send_task_run, t);
     if (rc < 0) {
         net_conn_unref(conn);
-        free(t);
+        net__free(t);
         return rc;
     }
     net_buf_init(buf);

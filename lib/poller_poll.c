@@ -7,6 +7,7 @@
 
 #include <net/loop.h>
 
+#include "alloc_internal.h"
 #include "poller.h"
 
 struct net__poller {
@@ -18,15 +19,15 @@ struct net__poller {
 
 static void poll_destroy(struct net__poller *p)
 {
-    free(p->fds);
-    free(p->chans);
-    free(p->ready);
-    free(p);
+    net__free(p->fds);
+    net__free(p->chans);
+    net__free(p->ready);
+    net__free(p);
 }
 
 static int poll_create_poller(struct net__poller **out)
 {
-    struct net__poller *p = calloc(1, sizeof *p);
+    struct net__poller *p = net__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     *out = p;
@@ -51,11 +52,11 @@ static int reserve(struct net__poller *p)
     if (p->n < p->cap)
         return 0;
     int cap = p->cap ? p->cap * 2 : 16;
-    struct pollfd *fds = realloc(p->fds, (size_t)cap * sizeof *fds);
+    struct pollfd *fds = net__realloc(p->fds, (size_t)cap * sizeof *fds);
     if (!fds)
         return -ENOMEM;
     p->fds = fds;
-    struct net__channel **ch = realloc(p->chans, (size_t)cap * sizeof *ch);
+    struct net__channel **ch = net__realloc(p->chans, (size_t)cap * sizeof *ch);
     if (!ch)
         return -ENOMEM;
     p->chans = ch;
@@ -69,7 +70,7 @@ static int reserve_ready(struct net__poller *p)
 {
     if (p->ready_cap >= p->n)
         return 0;
-    struct net__ready *r = realloc(p->ready, (size_t)p->cap * sizeof *r);
+    struct net__ready *r = net__realloc(p->ready, (size_t)p->cap * sizeof *r);
     if (!r)
         return -ENOMEM;
     p->ready = r;

@@ -18,6 +18,7 @@
 
 #include <net/rpc.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "rpc_codec.h"
 #include "tcp_conn_internal.h"
@@ -118,7 +119,7 @@ int net_rpc_server_register(net_rpc_server_t *server, const char *method, net_rp
         return -EBUSY;
     if (lookup(server, method, len))
         return -EEXIST;
-    struct handler *h = malloc(sizeof *h + len + 1);
+    struct handler *h = net__malloc(sizeof *h + len + 1);
     if (!h)
         return -ENOMEM;
     *h = (struct handler){.fn = fn, .arg = arg, .blocking = blocking, .len = len};
@@ -138,10 +139,10 @@ static void server_unref(net_rpc_server_t *s)
     for (size_t i = 0; i < TABLE_SIZE; i++) {
         for (struct handler *h = s->table[i], *next; h; h = next) {
             next = h->next;
-            free(h);
+            net__free(h);
         }
     }
-    free(s);
+    net__free(s);
 }
 
 static void session_unref(struct session *ss)
@@ -149,7 +150,7 @@ static void session_unref(struct session *ss)
     if (atomic_fetch_sub(&ss->refs, 1) == 1) {
         net_rpc_server_t *s = ss->server;
         net_buf_destroy(&ss->batch);
-        free(ss);
+        net__free(ss);
         server_unref(s);
     }
 }
@@ -160,8 +161,8 @@ static void req_free(net_rpc_req_t *req)
     atomic_fetch_sub(&req->session->server->in_flight, 1);
     session_unref(req->session);
     net_conn_unref(req->conn);
-    free(req->body);
-    free(req);
+    net__free(req->body);
+    net__free(req);
 }
 
 /* Sends one encoded response: into the read's batch when we are inside it,
@@ -225,7 +226,7 @@ static void reply_error(net_conn_t *conn, struct session *ss, uint64_t id, uint3
 static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f,
                               struct handler *h)
 {
-    net_rpc_req_t *req = malloc(sizeof *req);
+    net_rpc_req_t *req = net__malloc(sizeof *req);
     if (!req)
         return NULL;
     *req = (net_rpc_req_t){.conn = net_conn_ref(conn), .session = ss, .call_id = f->hdr.call_id,
@@ -246,7 +247,7 @@ static void run_blocking(struct net__rpc_work *w)
 
 static void hand_to_worker(net_rpc_req_t *req, const struct net__rpc_frame *f)
 {
-    req->body = malloc(f->hdr.body_len ? f->hdr.body_len : 1);
+    req->body = net__malloc(f->hdr.body_len ? f->hdr.body_len : 1);
     if (!req->body) {
         net_rpc_reply(req, NET_RPC_INTERNAL, "out of memory", 13);
         return;
@@ -314,7 +315,7 @@ static void on_connection(net_conn_t *conn, void *arg)
 {
     net_rpc_server_t *s = arg;
     if (net_conn_connected(conn)) {
-        struct session *ss = calloc(1, sizeof *ss);
+        struct session *ss = net__calloc(1, sizeof *ss);
         if (!ss) {
             net_conn_force_close(conn);
             return;
@@ -336,7 +337,7 @@ int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
 {
     if (!loop || !addr || !out)
         return -EINVAL;
-    net_rpc_server_t *s = calloc(1, sizeof *s);
+    net_rpc_server_t *s = net__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     atomic_init(&s->refs, 1);
@@ -354,7 +355,7 @@ int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
         rc = net__rpc_workers_start(s->opt.worker_threads, &s->workers);
     if (rc < 0) {
         net_server_free(s->tcp);
-        free(s);
+        net__free(s);
         return rc;
     }
     *out = s;

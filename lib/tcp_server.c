@@ -18,6 +18,7 @@
 #include <net/tcp_server.h>
 
 #include "acceptor.h"
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "loop_internal.h"
 #include "tcp_conn_internal.h"
@@ -67,8 +68,8 @@ static void server_unref(net_server_t *s)
 {
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
-    free(s->slots);
-    free(s);
+    net__free(s->slots);
+    net__free(s);
 }
 
 struct slot_work {
@@ -83,13 +84,13 @@ static void slot_work_run(void *arg)
     if (!s->freed)
         w->fn(w->slot);
     server_unref(s);
-    free(w);
+    net__free(w);
 }
 
 /* Runs fn(slot) on the slot's loop, later. */
 static void slot_defer(struct slot *slot, void (*fn)(struct slot *))
 {
-    struct slot_work *w = malloc(sizeof *w);
+    struct slot_work *w = net__malloc(sizeof *w);
     if (!w) {
         NET__LOG_RL(NET_LOG_ERROR, "server: out of memory queueing work");
         return;
@@ -98,7 +99,7 @@ static void slot_defer(struct slot *slot, void (*fn)(struct slot *))
     server_ref(slot->server);
     if (net_loop_queue_in_loop(slot->loop, slot_work_run, w) < 0) {
         server_unref(slot->server);
-        free(w);
+        net__free(w);
     }
 }
 
@@ -217,7 +218,7 @@ int net_server_new(net_loop_t *base, const net_addr_t *addr,
         return -EINVAL;
     if (!net_loop_in_loop_thread(base))
         return NET_EWRONGTHREAD;
-    net_server_t *s = calloc(1, sizeof *s);
+    net_server_t *s = net__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     atomic_init(&s->refs, 1);
@@ -235,7 +236,7 @@ int net_server_new(net_loop_t *base, const net_addr_t *addr,
     int rc = net__acceptor_open(&s->acceptor, base, addr, s->opt.reuse_port, s->opt.ipv6_only,
                                 on_accept, s);
     if (rc < 0) {
-        free(s);
+        net__free(s);
         return rc;
     }
     *out = s;
@@ -248,7 +249,7 @@ static int make_slots(net_server_t *s)
     if (rc < 0)
         return rc;
     s->nslots = net_loop_pool_size(s->pool);
-    s->slots = calloc(s->nslots, sizeof *s->slots);
+    s->slots = net__calloc(s->nslots, sizeof *s->slots);
     if (!s->slots) {
         net_loop_pool_stop(s->pool);
         s->pool = NULL;
