@@ -248,16 +248,28 @@ static int make_slots(net_server_t *s)
     int rc = net_loop_pool_start(s->base, s->opt.io_threads, s->name, NULL, NULL, &s->pool);
     if (rc < 0)
         return rc;
-    s->nslots = net_loop_pool_size(s->pool);
-    s->slots = net__calloc(s->nslots, sizeof *s->slots);
+    size_t n = net_loop_pool_size(s->pool);
+    s->slots = net__calloc(n, sizeof *s->slots);
     if (!s->slots) {
         net_loop_pool_stop(s->pool);
         s->pool = NULL;
         return -ENOMEM;
     }
+    s->nslots = n;
     for (size_t i = 0; i < s->nslots; i++)
         s->slots[i] = (struct slot){.server = s, .loop = net_loop_pool_get(s->pool, i)};
     return 0;
+}
+
+/* A failed start leaves no slot behind: stop would otherwise queue work on
+ * the loops of the pool just stopped. */
+static void drop_slots(net_server_t *s)
+{
+    net_loop_pool_stop(s->pool);
+    s->pool = NULL;
+    net__free(s->slots);
+    s->slots = NULL;
+    s->nslots = 0;
 }
 
 static int start_in_loop(net_server_t *s)
@@ -265,10 +277,8 @@ static int start_in_loop(net_server_t *s)
     if (s->stopping)
         return -ESHUTDOWN;
     int rc = make_slots(s);
-    if (rc == 0 && (rc = net__acceptor_listen(&s->acceptor, s->opt.backlog)) < 0) {
-        net_loop_pool_stop(s->pool);
-        s->pool = NULL;
-    }
+    if (rc == 0 && (rc = net__acceptor_listen(&s->acceptor, s->opt.backlog)) < 0)
+        drop_slots(s);
     if (rc < 0) {
         NET__LOG(NET_LOG_ERROR, "%s: start failed: %s", s->name, net_strerror(rc));
         atomic_store(&s->started, false);
