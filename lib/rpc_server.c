@@ -185,19 +185,28 @@ static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint
     return net__conn_sendv(conn, iov, len ? 2 : 1);
 }
 
+/* A reply that could not be queued (rc from send_response): the caller
+ * would wait forever for it, so the connection closes instead and the
+ * client's calls end DISCONNECTED. Returns the error the replier should
+ * see: a dead connection is not its error. */
+static int reply_lost(net_conn_t *conn, int rc)
+{
+    if (rc != -ENOMEM && rc != -ENOBUFS)
+        return 0; /* sent, or the connection is closing already */
+    NET__LOG_RL(NET_LOG_ERROR, "rpc: no %s for a reply; closing the connection",
+                rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
+    net_conn_force_close(conn);
+    return rc;
+}
+
 int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t body_len)
 {
     if (!req || (body_len && !body) || body_len > UINT32_MAX || status >= NET__RPC_LOCAL_MIN)
         return -EINVAL;
     int rc = send_response(req->conn, req->session, req->call_id, status, body, body_len);
-    if (rc == -ENOMEM || rc == -ENOBUFS) {
-        /* The caller would wait forever for this reply: close instead. */
-        NET__LOG_RL(NET_LOG_ERROR, "rpc: no %s for a reply; closing the connection",
-                    rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
-        net_conn_force_close(req->conn);
-    }
+    rc = reply_lost(req->conn, rc);
     req_free(req);
-    return rc == -ENOMEM || rc == -ENOBUFS ? rc : 0; /* a dead connection is not the caller's error */
+    return rc;
 }
 
 const char *net_rpc_req_method(const net_rpc_req_t *req)
@@ -220,7 +229,7 @@ net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req)
 static void reply_error(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
                         const char *message)
 {
-    send_response(conn, ss, id, status, message, strlen(message));
+    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)));
 }
 
 static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f,
@@ -307,8 +316,13 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
         net_buf_retrieve(in, f.total);
     }
     atomic_store_explicit(&ss->batching, false, memory_order_relaxed);
-    if (net_buf_readable(&ss->batch) && net_conn_send_buf(conn, &ss->batch) < 0)
-        net_buf_retrieve_all(&ss->batch);
+    if (net_buf_readable(&ss->batch)) {
+        int rc = net_conn_send_buf(conn, &ss->batch);
+        if (rc < 0) {
+            net_buf_retrieve_all(&ss->batch);
+            reply_lost(conn, rc);
+        }
+    }
 }
 
 static void on_connection(net_conn_t *conn, void *arg)

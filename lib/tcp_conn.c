@@ -341,7 +341,12 @@ int net_conn_shutdown(net_conn_t *conn)
         return -ENOTCONN;
     /* Deferred even on the loop thread: the shutdown may complete the close,
      * whose callback must not run inside this call. */
-    return net__conn_defer(conn, shutdown_in_loop);
+    int rc = net__conn_defer(conn, shutdown_in_loop);
+    if (rc < 0) { /* nothing happened: stay open, so that sends and a retry work */
+        expected = NET_CONN_DISCONNECTING;
+        atomic_compare_exchange_strong(&conn->state, &expected, NET_CONN_CONNECTED);
+    }
+    return rc;
 }
 
 static void force_close_in_loop(void *arg)
@@ -355,7 +360,10 @@ int net_conn_force_close(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED || atomic_exchange(&conn->closing, true))
         return -ENOTCONN;
-    return net__conn_defer(conn, force_close_in_loop);
+    int rc = net__conn_defer(conn, force_close_in_loop);
+    if (rc < 0) /* not closing after all: a later force_close must not see -ENOTCONN */
+        atomic_store(&conn->closing, false);
+    return rc;
 }
 
 void net__conn_close_in_loop(net_conn_t *conn)
