@@ -14,8 +14,9 @@
  *   alloc_scenario_clean               the scenario once, nothing failing: strict, counts K
  *   alloc_fail_each_once               N = 1..K: only the Nth allocation fails
  *   alloc_fail_from_nth                N = 1..K (stride): every allocation from the Nth fails
- *   alloc_rpc_batch_reply_nomem_reg    a reply that finds no memory in the server's
- *                                      batch closes the connection (was: silently lost)
+ *   alloc_rpc_batch_reply_nomem_reg    an error reply that finds no memory in the
+ *                                      server's batch closes the connection (it was
+ *                                      dropped: the call waited for its timeout)
  *
  * The scenario (one child): a loop on the main thread, timers (one-shot,
  * repeating, one added from another thread), a functor queued from another
@@ -66,20 +67,31 @@
 #define HDR 16
 #define MAGIC 0x6e6c616c6c6f6321ull
 
-enum fail_mode { FAIL_NONE, FAIL_ONCE, FAIL_FROM };
+/* FAIL_MATCH: the first allocation of match_size bytes on match_loop's
+ * thread fails, once match_loop is set (for the regression tests). */
+enum fail_mode { FAIL_NONE, FAIL_ONCE, FAIL_FROM, FAIL_MATCH };
 
 static struct {
     enum fail_mode mode; /* set before the library runs, read-only after */
     unsigned long at;
+    size_t match_size;
+    _Atomic(net_loop_t *) match_loop;
     atomic_ulong count, injected;
 } ta;
+
+static bool match_failure(size_t size)
+{
+    net_loop_t *loop = atomic_load(&ta.match_loop);
+    return loop && size == ta.match_size && net_loop_current() == loop &&
+           atomic_compare_exchange_strong(&ta.match_loop, &loop, NULL);
+}
 
 /* Writes who got the first NULL to stderr, which the parent shows only if
  * the child fails (`addr2line -e test_alloc_fail +0x...` names the
  * frames), and is a breakpoint for debuggers. */
 __attribute__((noinline)) static void allocation_failed(unsigned long n)
 {
-    if (n != ta.at)
+    if (n != ta.at && ta.mode != FAIL_MATCH)
         return;
     void *frames[24];
     int depth = backtrace(frames, 24);
@@ -87,10 +99,11 @@ __attribute__((noinline)) static void allocation_failed(unsigned long n)
     backtrace_symbols_fd(frames, depth, 2);
 }
 
-static bool inject_failure(void)
+static bool inject_failure(size_t size)
 {
     unsigned long n = atomic_fetch_add(&ta.count, 1) + 1;
-    bool fail = (ta.mode == FAIL_ONCE && n == ta.at) || (ta.mode == FAIL_FROM && n >= ta.at);
+    bool fail = (ta.mode == FAIL_ONCE && n == ta.at) || (ta.mode == FAIL_FROM && n >= ta.at) ||
+                (ta.mode == FAIL_MATCH && match_failure(size));
     if (fail) {
         atomic_fetch_add(&ta.injected, 1);
         allocation_failed(n);
@@ -120,21 +133,21 @@ static char *untag(void *p)
 
 static void *ta_malloc(size_t n)
 {
-    if (n > SIZE_MAX - HDR || inject_failure())
+    if (n > SIZE_MAX - HDR || inject_failure(n))
         return NULL;
     return tag(malloc(n + HDR));
 }
 
 static void *ta_calloc(size_t count, size_t n)
 {
-    if ((n && count > (SIZE_MAX - HDR) / n) || inject_failure())
+    if ((n && count > (SIZE_MAX - HDR) / n) || inject_failure(count * n))
         return NULL;
     return tag(calloc(1, count * n + HDR));
 }
 
 static void *ta_realloc(void *p, size_t n)
 {
-    if (n > SIZE_MAX - HDR || inject_failure())
+    if (n > SIZE_MAX - HDR || inject_failure(n))
         return NULL;
     if (!p)
         return tag(malloc(n + HDR));
@@ -941,4 +954,98 @@ TEST(alloc_fail_each_once)
 TEST(alloc_fail_from_nth)
 {
     sweep("fail from N on", FAIL_FROM, ULONG_MAX, 1);
+}
+
+/* ---- regressions ------------------------------------------------------------------------ */
+
+struct reg_rpc {
+    net_rpc_server_t *server;
+    net_rpc_client_t *client;
+    net_loop_t *server_loop;
+    atomic_bool stopped;
+};
+
+static void reg_server_start(void *arg)
+{
+    struct reg_rpc *r = arg;
+    struct net_rpc_server_options opt;
+    net_rpc_server_options_init(&opt);
+    net_addr_t addr;
+    CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
+    CHECK_OK(net_rpc_server_new(net_loop_current(), &addr, &opt, &r->server));
+    CHECK_OK(net_rpc_server_register(r->server, "echo", rpc_echo, NULL, false));
+    CHECK_OK(net_rpc_server_start(r->server));
+}
+
+static void reg_client_start(void *arg)
+{
+    struct reg_rpc *r = arg;
+    CHECK_OK(net_rpc_client_new(net_loop_current(), net_rpc_server_addr(r->server), NULL,
+                                &r->client));
+}
+
+static void reg_client_free(void *arg)
+{
+    net_rpc_client_free(((struct reg_rpc *)arg)->client);
+}
+
+static void reg_server_stopped(net_rpc_server_t *server, void *arg)
+{
+    (void)server;
+    atomic_store(&((struct reg_rpc *)arg)->stopped, true);
+}
+
+static void reg_server_stop(void *arg)
+{
+    struct reg_rpc *r = arg;
+    CHECK_OK(net_rpc_server_stop(r->server, 0, reg_server_stopped, r));
+}
+
+static void reg_server_free(void *arg)
+{
+    CHECK_OK(net_rpc_server_free(((struct reg_rpc *)arg)->server));
+}
+
+/* The server answers an unknown method from its read, into the session's
+ * batch; when the batch could not grow, the error reply was dropped and
+ * the call waited for its timeout. Now the connection closes: the call
+ * ends DISCONNECTED at once. The failing allocation is the batch's first
+ * block (128 bytes: the smallest a buffer takes) on the server's loop, the
+ * request being large enough that the input buffer is not that size. */
+TEST(alloc_rpc_batch_reply_nomem_reg)
+{
+    watchdog_start();
+    ta_install(FAIL_MATCH, 0);
+    ta.match_size = 128;
+    struct reg_rpc r = {0};
+    net_loop_thread_t *st, *ct;
+    CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &st));
+    CHECK_OK(net_loop_thread_start("regcli", NULL, NULL, &ct));
+    r.server_loop = net_loop_thread_loop(st);
+    on_loop(r.server_loop, reg_server_start, &r);
+    on_loop(net_loop_thread_loop(ct), reg_client_start, &r);
+    static char body[1000];
+    memset(body, 'b', sizeof body);
+    uint32_t status;
+    void *reply = NULL;
+    size_t len;
+    atomic_store(&ta.match_loop, r.server_loop);
+    CHECK_OK(net_rpc_call_sync(r.client, "nosuchmethod", body, sizeof body, CALL_TIMEOUT_MS,
+                               &status, &reply, &len));
+    free(reply);
+    CHECK_EQ(atomic_load(&ta.injected), 1);
+    if (status != NET_RPC_DISCONNECTED)
+        net_test_fail(__FILE__, __LINE__, "the call ended %s, not DISCONNECTED",
+                      net_rpc_status_name(status));
+    /* The client reconnects; the server still answers. */
+    CHECK_OK(net_rpc_call_sync(r.client, "nosuchmethod", body, sizeof body, CALL_TIMEOUT_MS,
+                               &status, &reply, &len));
+    CHECK_EQ(status, NET_RPC_UNKNOWN_METHOD);
+    free(reply);
+    on_loop(net_loop_thread_loop(ct), reg_client_free, &r);
+    on_loop(r.server_loop, reg_server_stop, &r);
+    WAIT_UNTIL(atomic_load(&r.stopped));
+    on_loop(r.server_loop, reg_server_free, &r);
+    net_loop_thread_stop(ct);
+    net_loop_thread_stop(st);
 }
