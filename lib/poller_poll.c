@@ -10,11 +10,17 @@
 #include "alloc_internal.h"
 #include "poller.h"
 
+/* Ready entries kept inside the poller, used while the heap array cannot
+ * grow: even with no memory at all the loop still dispatches something
+ * each wait, timers included, instead of spinning on an empty batch. */
+#define READY_SPARE 8
+
 struct net__poller {
     struct pollfd *fds;
     struct net__channel **chans;
     struct net__ready *ready; /* resized only in wait: dispatch walks it */
     int n, cap, ready_cap;
+    struct net__ready spare[READY_SPARE];
 };
 
 static void poll_destroy(struct net__poller *p)
@@ -116,19 +122,24 @@ static int poll_wait_ready(struct net__poller *p, int timeout_ms, struct net__re
     /* Without memory for a bigger array the batch is only smaller: the
      * rest stay ready (level-triggered) and come with the next wait, which
      * tries to grow again. Failing the wait would stop the loop for good. */
-    (void)reserve_ready(p);
+    struct net__ready *out = p->ready;
+    int cap = p->ready_cap;
+    if (reserve_ready(p) == 0)
+        out = p->ready, cap = p->ready_cap;
+    else if (cap < READY_SPARE)
+        out = p->spare, cap = READY_SPARE;
     int rc = poll(p->fds, (nfds_t)p->n, timeout_ms);
     if (rc < 0)
         return -errno;
     int n = 0;
-    for (int i = 0; i < p->n && n < rc && n < p->ready_cap; i++) {
+    for (int i = 0; i < p->n && n < rc && n < cap; i++) {
         if (!p->fds[i].revents)
             continue;
-        p->ready[n].ch = p->chans[i];
-        p->ready[n].revents = from_poll(p->fds[i].revents);
+        out[n].ch = p->chans[i];
+        out[n].revents = from_poll(p->fds[i].revents);
         n++;
     }
-    *ready = p->ready;
+    *ready = out;
     return n;
 }
 

@@ -23,6 +23,10 @@
 #include "loop_internal.h"
 #include "tcp_conn_internal.h"
 
+/* After the drain deadline, how often a stop that has not completed looks
+ * again (see drain_deadline). */
+#define DRAIN_RECHECK_MS 10
+
 struct slot {
     net_server_t *server;
     net_loop_t *loop;
@@ -328,12 +332,25 @@ static void close_all(struct slot *slot)
         net__conn_close_in_loop(slot->head);
 }
 
+/* At the deadline, and every DRAIN_RECHECK_MS after it until the stop
+ * completes: closes what is left, and completes the stop once nothing is.
+ * Normally the last connection's conn_gone completes it first; this also
+ * covers a conn_gone (or a close_all) that found no memory to queue
+ * itself, which would otherwise leave the stop waiting forever. */
 static void drain_deadline(void *arg)
 {
     net_server_t *s = arg;
     s->drain_timer = 0;
+    if (s->stopped)
+        return;
+    if (atomic_load(&s->nconns) == 0) {
+        stopped_on_base(server_ref(s));
+        return;
+    }
     for (size_t i = 0; i < s->nslots; i++)
         slot_defer(&s->slots[i], close_all);
+    net_timer_id_t id = net_loop_run_after(s->base, DRAIN_RECHECK_MS, drain_deadline, s);
+    s->drain_timer = id > 0 ? id : 0;
 }
 
 int net_server_stop(net_server_t *server, uint64_t drain_ms, net_server_stopped_fn done,
