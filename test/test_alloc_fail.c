@@ -17,6 +17,9 @@
  *   alloc_rpc_batch_reply_nomem_reg    an error reply that finds no memory in the
  *                                      server's batch closes the connection (it was
  *                                      dropped: the call waited for its timeout)
+ *   alloc_server_stop_completes_reg    a server stop whose completion could not be
+ *                                      queued completes at its drain deadline (it
+ *                                      never completed)
  *
  * The scenario (one child): a loop on the main thread, timers (one-shot,
  * repeating, one added from another thread), a functor queued from another
@@ -1100,4 +1103,45 @@ TEST(alloc_rpc_batch_reply_nomem_reg)
     on_loop(r.server_loop, reg_server_free, &r);
     net_loop_thread_stop(ct);
     net_loop_thread_stop(st);
+}
+
+static void quit_loop(void *arg)
+{
+    net_loop_quit(arg);
+}
+
+static void stop_done(net_server_t *server, void *arg)
+{
+    (void)server;
+    *(bool *)arg = true;
+    net_loop_quit(net_loop_current());
+}
+
+/* A stop with nothing left to close completes through a functor queued on
+ * the base loop; when that push found no memory (the loop's first functor
+ * grows the queue: 64 entries of 16 bytes), the stop never completed and
+ * net_server_free() kept returning -EBUSY. Now the drain deadline
+ * completes it. */
+TEST(alloc_server_stop_completes_reg)
+{
+    watchdog_start();
+    ta_install(FAIL_MATCH, 0);
+    ta.match_size = 64 * 16;
+    net_loop_t *loop;
+    CHECK_OK(net_loop_new(&loop));
+    net_addr_t addr;
+    CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
+    net_server_t *server;
+    CHECK_OK(net_server_new(loop, &addr, NULL, NULL, &server));
+    net_timer_id_t guard = net_loop_run_after(loop, WAIT_MS, quit_loop, loop);
+    CHECK_OK(guard);
+    bool stopped = false;
+    atomic_store(&ta.match_loop, loop);
+    CHECK_OK(net_server_stop(server, 20, stop_done, &stopped));
+    CHECK_EQ(atomic_load(&ta.injected), 1);
+    CHECK_OK(net_loop_run(loop));
+    CHECK(stopped);
+    CHECK_OK(net_server_free(server));
+    net_loop_cancel(loop, guard);
+    net_loop_free(loop);
 }
