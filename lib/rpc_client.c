@@ -579,6 +579,7 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
         rc = net_client_connect(c->tcp);
     if (rc < 0) {
         net_client_free(c->tcp);
+        net__free(c->table);
         client_unref(c);
         return rc;
     }
