@@ -312,8 +312,13 @@ static void reconnect_functor(void *arg)
  * holds the read lock, so the loop cannot hand out `waiting` meanwhile. */
 static int wait_for_connection(net_rpc_client_t *c, const struct iovec *iov, int n)
 {
-    int rc = 0;
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
     pthread_mutex_lock(&c->wait_mu);
+    /* All of the frame or nothing: a part left behind would corrupt the
+     * stream the waiting frames are sent on. */
+    int rc = net_buf_ensure_writable(&c->waiting, len);
     for (int i = 0; i < n && rc == 0; i++)
         rc = net_buf_append(&c->waiting, iov[i].iov_base, iov[i].iov_len);
     pthread_mutex_unlock(&c->wait_mu);

@@ -17,6 +17,9 @@
  *   alloc_rpc_batch_reply_nomem_reg    an error reply that finds no memory in the
  *                                      server's batch closes the connection (it was
  *                                      dropped: the call waited for its timeout)
+ *   alloc_rpc_waiting_frame_whole_reg  a call made before the connection is up
+ *                                      whose frame finds no memory leaves no part
+ *                                      of it behind (it corrupted the stream)
  *   alloc_server_stop_completes_reg    a server stop whose completion could not be
  *                                      queued completes at its drain deadline (it
  *                                      never completed)
@@ -73,24 +76,36 @@
 #define HDR 16
 #define MAGIC 0x6e6c616c6c6f6321ull
 
-/* FAIL_MATCH: the first allocation of match_size bytes on match_loop's
- * thread fails, once match_loop is set (for the regression tests). */
+/* FAIL_MATCH: once armed, the first allocation of match_min..match_max
+ * bytes on match_loop's thread (any thread if NULL) fails (for the
+ * regression tests). */
 enum fail_mode { FAIL_NONE, FAIL_ONCE, FAIL_FROM, FAIL_MATCH };
 
 static struct {
     enum fail_mode mode; /* set before the library runs, read-only after */
     unsigned long at;
-    size_t match_size;
-    _Atomic(net_loop_t *) match_loop;
+    size_t match_min, match_max;
+    net_loop_t *match_loop;
+    atomic_bool match_armed;
     atomic_bool recovered; /* FAIL_FROM: memory is back (teardown) */
     atomic_ulong count, injected;
 } ta;
 
 static bool match_failure(size_t size)
 {
-    net_loop_t *loop = atomic_load(&ta.match_loop);
-    return loop && size == ta.match_size && net_loop_current() == loop &&
-           atomic_compare_exchange_strong(&ta.match_loop, &loop, NULL);
+    return atomic_load(&ta.match_armed) && size >= ta.match_min && size <= ta.match_max &&
+           (!ta.match_loop || net_loop_current() == ta.match_loop) &&
+           atomic_exchange(&ta.match_armed, false);
+}
+
+/* Arms FAIL_MATCH. Call before the threads concerned can allocate: the
+ * fields are plain (the flag publishes them). */
+static void match_arm(size_t min, size_t max, net_loop_t *loop)
+{
+    ta.match_min = min;
+    ta.match_max = max;
+    ta.match_loop = loop;
+    atomic_store(&ta.match_armed, true);
 }
 
 /* Writes who got the first NULL to stderr, which the parent shows only if
@@ -195,6 +210,7 @@ static void ta_install(enum fail_mode mode, unsigned long at)
     X(CLIENT_CONNECT, "net_client_connect")                       \
     X(SEND_LOOP, "net_conn_send (loop thread)")                   \
     X(SEND_XTHREAD, "net_conn_send (other thread)")               \
+    X(READ_CONTROL, "net_conn_stop_read/start_read (other thread)") \
     X(ECHO_SEND, "net_conn_send_buf (echo server)")               \
     X(FORCE_CLOSE, "net_conn_force_close (echo server)")          \
     X(RPC_SERVER_NEW, "net_rpc_server_new")                       \
@@ -276,7 +292,7 @@ static struct {
 
     net_client_t *client;
     net_conn_t *client_conn; /* loop thread; from the up callback to the down one */
-    int client_ups, client_downs;
+    int client_ups, client_downs, write_completes, high_waters;
     bool client_failed, tearing_down;
     _Atomic int rec[SENDERS][MAX_RECS]; /* enum rec_state */
     bool echoed[SENDERS][MAX_RECS];
@@ -450,12 +466,30 @@ static void client_on_message(net_conn_t *conn, net_buf_t *in, uint64_t when, vo
     }
 }
 
+/* Notifications: without memory one may be lost (documented), so they are
+ * only counted, for coverage of their paths. */
+static void client_on_write_complete(net_conn_t *conn, void *arg)
+{
+    (void)conn;
+    (void)arg;
+    sc.write_completes++;
+}
+
+static void client_on_high_water(net_conn_t *conn, size_t queued, void *arg)
+{
+    (void)conn;
+    (void)arg;
+    CHECK(queued >= REC_LEN);
+    sc.high_waters++;
+}
+
 static void client_on_connection(net_conn_t *conn, void *arg)
 {
     (void)arg;
     if (net_conn_connected(conn)) {
         sc.client_ups++;
         sc.client_conn = conn;
+        net_conn_set_high_water_mark(conn, REC_LEN); /* each queued record crosses it */
         record_send(conn, SENDER_LOOP, 0);
         return;
     }
@@ -480,6 +514,7 @@ static void start_echo(void)
     net_server_options_init(&opt);
     opt.io_threads = 2;
     opt.name = "afecho";
+    opt.conn.idle_timeout_ms = 60000; /* a timer per connection */
     struct net_conn_callbacks scbs = {.on_connection = echo_on_connection,
                                       .on_message = echo_on_message};
     net_addr_t addr;
@@ -490,7 +525,9 @@ static void start_echo(void)
         return;
     sc.server_started = true;
     struct net_conn_callbacks ccbs = {.on_connection = client_on_connection,
-                                      .on_message = client_on_message};
+                                      .on_message = client_on_message,
+                                      .on_write_complete = client_on_write_complete,
+                                      .on_high_water = client_on_high_water};
     if (!TRY(CLIENT_NEW, net_client_new(sc.loop, net_server_addr(sc.server), NULL, &ccbs,
                                         client_on_failed, NULL, &sc.client)))
         return;
@@ -660,12 +697,30 @@ static bool calls_settled(void)
 
 /* ---- the other thread ------------------------------------------------------------- */
 
+/* Pauses and resumes reading on conn from this thread. A resume that finds
+ * no memory is retried: reading stopped for good would stall the echo. */
+static void read_pause(net_conn_t *conn)
+{
+    int rc = net_conn_stop_read(conn);
+    if ((rc == -ENOTCONN && failures_injected()) || !TRY(READ_CONTROL, rc))
+        return;
+    for (int i = 0; i < 100; i++) {
+        rc = net_conn_start_read(conn);
+        if ((rc == -ENOTCONN && failures_injected()) || TRY(READ_CONTROL, rc))
+            return;
+        sleep_ms(1);
+    }
+}
+
 static void *driver_main(void *arg)
 {
     (void)arg;
     net_conn_t *conn = sc.client ? net_client_conn(sc.client) : NULL;
-    for (int q = 0; conn && q < XTHREAD_RECS; q++)
+    for (int q = 0; conn && q < XTHREAD_RECS; q++) {
         record_send(conn, SENDER_XTHREAD, q);
+        if (q == XTHREAD_RECS / 2)
+            read_pause(conn);
+    }
     net_conn_unref(conn);
     sc.xthread_functor_queued =
         TRY(QUEUE_XTHREAD, net_loop_queue_in_loop(sc.loop, count_up, &sc.xthread_functor_ran));
@@ -1071,7 +1126,6 @@ TEST(alloc_rpc_batch_reply_nomem_reg)
 {
     watchdog_start();
     ta_install(FAIL_MATCH, 0);
-    ta.match_size = 128;
     struct reg_rpc r = {0};
     net_loop_thread_t *st, *ct;
     CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &st));
@@ -1084,7 +1138,7 @@ TEST(alloc_rpc_batch_reply_nomem_reg)
     uint32_t status;
     void *reply = NULL;
     size_t len;
-    atomic_store(&ta.match_loop, r.server_loop);
+    match_arm(128, 128, r.server_loop);
     CHECK_OK(net_rpc_call_sync(r.client, "nosuchmethod", body, sizeof body, CALL_TIMEOUT_MS,
                                &status, &reply, &len));
     free(reply);
@@ -1126,7 +1180,6 @@ TEST(alloc_server_stop_completes_reg)
 {
     watchdog_start();
     ta_install(FAIL_MATCH, 0);
-    ta.match_size = 64 * 16;
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     net_addr_t addr;
@@ -1136,7 +1189,7 @@ TEST(alloc_server_stop_completes_reg)
     net_timer_id_t guard = net_loop_run_after(loop, WAIT_MS, quit_loop, loop);
     CHECK_OK(guard);
     bool stopped = false;
-    atomic_store(&ta.match_loop, loop);
+    match_arm(64 * 16, 64 * 16, loop);
     CHECK_OK(net_server_stop(server, 20, stop_done, &stopped));
     CHECK_EQ(atomic_load(&ta.injected), 1);
     CHECK_OK(net_loop_run(loop));
@@ -1144,4 +1197,87 @@ TEST(alloc_server_stop_completes_reg)
     CHECK_OK(net_server_free(server));
     net_loop_cancel(loop, guard);
     net_loop_free(loop);
+}
+
+struct reg_call {
+    char body[200];
+    size_t len;
+    atomic_int fired;
+    atomic_uint status;
+    bool body_ok;
+};
+
+struct reg_wait {
+    struct reg_rpc rpc;
+    atomic_bool created, release;
+};
+
+/* Creates the client and holds its loop until released, so that its
+ * connection cannot come up: calls made meanwhile wait in its buffer. */
+static void reg_client_start_held(void *arg)
+{
+    struct reg_wait *w = arg;
+    reg_client_start(&w->rpc);
+    atomic_store(&w->created, true);
+    uint64_t deadline = net_test_now_ms() + WAIT_MS;
+    while (!atomic_load(&w->release) && net_test_now_ms() < deadline)
+        sleep_ms(1);
+}
+
+static void reg_call_done(net_rpc_client_t *client, uint32_t status, const void *body,
+                          size_t len, void *arg)
+{
+    (void)client;
+    struct reg_call *k = arg;
+    k->body_ok = len == k->len && memcmp(body, k->body, len) == 0;
+    atomic_store(&k->status, status);
+    atomic_fetch_add(&k->fired, 1);
+}
+
+static void reg_call(net_rpc_client_t *client, struct reg_call *k, size_t len, char fill)
+{
+    memset(k->body, fill, len);
+    k->len = len;
+    CHECK_OK(net_rpc_call(client, "echo", k->body, len, CALL_TIMEOUT_MS, reg_call_done, k));
+}
+
+/* Calls made before the connection is up wait in one buffer as whole
+ * frames. When a frame's body found no memory there, its header stayed
+ * behind: the frames after it were read as its body and their calls
+ * waited for their timeouts. The frame is now all or nothing: the call
+ * ends INTERNAL and the next one is answered. */
+TEST(alloc_rpc_waiting_frame_whole_reg)
+{
+    watchdog_start();
+    ta_install(FAIL_MATCH, 0);
+    struct reg_wait w = {0};
+    net_loop_thread_t *st, *ct;
+    CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &st));
+    CHECK_OK(net_loop_thread_start("regcli", NULL, NULL, &ct));
+    w.rpc.server_loop = net_loop_thread_loop(st);
+    on_loop(w.rpc.server_loop, reg_server_start, &w.rpc);
+    CHECK_OK(net_loop_queue_in_loop(net_loop_thread_loop(ct), reg_client_start_held, &w));
+    WAIT_UNTIL(atomic_load(&w.created));
+    /* The first frame's buffer space (24 + 4 + 200 bytes and the
+     * buffer's own 8); the call's other allocations (its record, 512
+     * bytes; its failure notice, 24) stay outside the range. */
+    static struct reg_call k[2];
+    match_arm(200, 300, NULL);
+    reg_call(w.rpc.client, &k[0], 200, 'a');
+    CHECK_EQ(atomic_load(&ta.injected), 1);
+    reg_call(w.rpc.client, &k[1], 20, 'b');
+    atomic_store(&w.release, true);
+    WAIT_UNTIL(atomic_load(&k[0].fired) && atomic_load(&k[1].fired));
+    CHECK_EQ(atomic_load(&k[0].status), NET_RPC_INTERNAL);
+    if (atomic_load(&k[1].status) != NET_RPC_OK)
+        net_test_fail(__FILE__, __LINE__, "the call after the refused one ended %s",
+                      net_rpc_status_name(atomic_load(&k[1].status)));
+    CHECK(k[1].body_ok);
+    on_loop(net_loop_thread_loop(ct), reg_client_free, &w.rpc);
+    on_loop(w.rpc.server_loop, reg_server_stop, &w.rpc);
+    WAIT_UNTIL(atomic_load(&w.rpc.stopped));
+    on_loop(w.rpc.server_loop, reg_server_free, &w.rpc);
+    CHECK_EQ(atomic_load(&k[0].fired) + atomic_load(&k[1].fired), 2);
+    net_loop_thread_stop(ct);
+    net_loop_thread_stop(st);
 }
