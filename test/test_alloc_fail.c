@@ -13,7 +13,8 @@
  *   alloc_hook_rejects_null            net_replace_allocator() wants all four functions
  *   alloc_scenario_clean               the scenario once, nothing failing: strict, counts K
  *   alloc_fail_each_once               N = 1..K: only the Nth allocation fails
- *   alloc_fail_from_nth                N = 1..K (stride): every allocation from the Nth fails
+ *   alloc_fail_from_nth                N = 1..K: every allocation from the Nth fails, until
+ *                                      the teardown (memory comes back for it)
  *   alloc_rpc_batch_reply_nomem_reg    an error reply that finds no memory in the
  *                                      server's batch closes the connection (it was
  *                                      dropped: the call waited for its timeout)
@@ -27,10 +28,23 @@
  * The scenario (one child): a loop on the main thread, timers (one-shot,
  * repeating, one added from another thread), a functor queued from another
  * thread, a pool of 2 loop threads with a functor each; a TCP echo server
- * with 2 I/O threads and a TCP client, fixed-size records echoed, sent from
- * the loop thread and from another thread; an RPC server (1 I/O thread, 1
- * worker for a blocking handler) and an RPC client with async calls from
- * both threads and sync calls; then every object stopped and freed.
+ * with 2 I/O threads (and an idle timer per connection) and a TCP client
+ * (high-water and write-complete callbacks), fixed-size records echoed,
+ * sent from the loop thread and from another thread, which also pauses and
+ * resumes reading; an RPC server (1 I/O thread, 1 worker for a blocking
+ * handler) and an RPC client with async calls from both threads and sync
+ * calls; then every object stopped and freed.
+ *
+ * Tolerated, and counted in the summary each sweep prints: a cross-thread
+ * send that returned -ENOMEM yet whose bytes went out later (tcp_conn.h
+ * documents it). With memory gone for good (alloc_fail_from_nth) the
+ * scenario is lenient where the library cannot make progress without
+ * memory: see sc.lenient.
+ *
+ * To reproduce one child in this process (under gdb, say):
+ *   ALLOC_FAIL_N=57 test_alloc_fail alloc_fail_each_once
+ * A failing child's log shows where its allocation failed (addresses for
+ * addr2line). Memory in the counted K varies a little run to run (threads).
  *
  * The parent never has a thread of its own (the counting pass also runs in
  * a child), so fork() is safe under TSan too. The main thread of a child
@@ -39,7 +53,6 @@
  * however little memory the library gets. */
 #include <execinfo.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1009,10 +1022,9 @@ static void sweep_print(const char *what, unsigned long k, const struct sweep *s
            "-ENOMEM: %u\n", s->drops, s->connect_failures, s->late_records);
 }
 
-/* Runs the children for N = 1..K (every stride-th N once past `dense`);
- * stops early, saying so, if the budget runs out. */
-static void sweep(const char *what, enum fail_mode mode, unsigned long dense,
-                  unsigned long stride)
+/* Runs the children for every N = 1..K (K is about 130: no need to sample);
+ * stops early, saying so, if the time budget runs out. */
+static void sweep(const char *what, enum fail_mode mode)
 {
     /* ALLOC_FAIL_N=n runs that N alone, in this process (to reproduce a
      * failure under a debugger). */
@@ -1024,7 +1036,7 @@ static void sweep(const char *what, enum fail_mode mode, unsigned long dense,
     struct sweep s = {0};
     static struct child_result r;
     uint64_t t0 = net_test_now_ms();
-    for (unsigned long n = 1; n <= k; n += n < dense ? 1 : stride) {
+    for (unsigned long n = 1; n <= k; n++) {
         if (net_test_now_ms() - t0 > SWEEP_BUDGET_MS) {
             printf("%s: time budget spent at N = %lu of %lu\n", what, n, k);
             break;
@@ -1058,12 +1070,12 @@ TEST(alloc_scenario_clean)
 
 TEST(alloc_fail_each_once)
 {
-    sweep("fail once", FAIL_ONCE, ULONG_MAX, 1);
+    sweep("fail once", FAIL_ONCE);
 }
 
 TEST(alloc_fail_from_nth)
 {
-    sweep("fail from N on", FAIL_FROM, ULONG_MAX, 1);
+    sweep("fail from N on", FAIL_FROM);
 }
 
 /* ---- regressions ------------------------------------------------------------------------ */
