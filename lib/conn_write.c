@@ -317,7 +317,7 @@ void net__conn_flush_then_finish(net_conn_t *conn)
 /* ---- sending ------------------------------------------------------------------- */
 
 /* Copies the n pieces into one node and pushes it. Returns 1 when the
- * queue was empty (the caller sees to the flush), 0, -ENOBUFS or -ENOMEM. */
+ * queue was empty, 0, -ENOBUFS or -ENOMEM. */
 static int enqueue_iov(net_conn_t *conn, const struct iovec *iov, int n)
 {
     size_t len = 0;
