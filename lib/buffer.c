@@ -11,6 +11,8 @@
 
 #include <net/buffer.h>
 
+#include "alloc_internal.h"
+
 /* The first allocation is at least this big: tiny appends (a 4-byte length,
  * a short header) would otherwise reallocate several times in a row, while an
  * idle connection that got a few bytes still pays for a small block only. */
@@ -36,12 +38,12 @@ static size_t buf_readable(const net_buf_t *buf)
 static int buf_reallocate(net_buf_t *buf, size_t new_cap)
 {
     size_t readable = buf_readable(buf);
-    char *data = malloc(new_cap);
+    char *data = net__malloc(new_cap);
     if (!data)
         return -ENOMEM;
     if (readable > 0)
         memcpy(data + NET_BUF_PREPEND, buf->data + buf->rd, readable);
-    free(buf->data);
+    net__free(buf->data);
     buf->data = data;
     buf->cap = new_cap;
     buf->rd = NET_BUF_PREPEND;
@@ -101,7 +103,7 @@ void net_buf_destroy(net_buf_t *buf)
 {
     if (!buf)
         return;
-    free(buf->data);
+    net__free(buf->data);
     net_buf_init(buf);
 }
 

@@ -15,18 +15,21 @@
  *
  * Why no node is stranded (a Dekker pair, hence seq_cst on both sides):
  *   sender:  push(node)          [seq_cst exchange of wq.head]
- *            if the queue was empty: load/exchange flushing  [seq_cst]
+ *            load/exchange flushing                         [seq_cst]
  *   loop:    store flushing=false                           [seq_cst]
  *            load wq.head; if not empty, exchange flushing=true
  * In the single total order of these operations either the sender's look at
  * the token comes after the loop's release (it sees false, takes the token
  * and schedules a flush) or before it, and then the push is also before the
- * loop's load of the head, which sees the node and takes the token back. A
- * sender that pushed onto a non-empty queue need not look: the node under
- * it has a sender that does, and whoever takes that node takes the whole
- * stack. Per-thread order holds because the loop takes the stack whole and
- * reverses it (write_queue.h), and because the loop thread itself only
- * writes directly when it holds the token with nothing pending or pushed.
+ * loop's load of the head, which sees the node and takes the token back.
+ * Every sender looks, not only the one that found the queue empty: a
+ * sender that took the token but could not queue its flush (no memory)
+ * gives the token back with its node still pushed, and the next sender's
+ * look must find it free and flush for both (the look is a plain load while
+ * a flush holds the token). Per-thread order holds because the loop takes
+ * the stack whole and reverses it (write_queue.h), and because the loop
+ * thread itself only writes directly when it holds the token with nothing
+ * pending or pushed.
  *
  * Bytes are counted in `queued` when a send accepts them, not when they are
  * written, so the high-water mark and max_output see a slow reader at once
@@ -38,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "tcp_conn_impl.h"
 
@@ -313,7 +317,7 @@ void net__conn_flush_then_finish(net_conn_t *conn)
 /* ---- sending ------------------------------------------------------------------- */
 
 /* Copies the n pieces into one node and pushes it. Returns 1 when the
- * queue was empty (the caller sees to the flush), 0, -ENOBUFS or -ENOMEM. */
+ * queue was empty, 0, -ENOBUFS or -ENOMEM. */
 static int enqueue_iov(net_conn_t *conn, const struct iovec *iov, int n)
 {
     size_t len = 0;
@@ -340,15 +344,15 @@ static bool token_take(net_conn_t *conn)
            !atomic_exchange_explicit(&conn->flushing, true, memory_order_seq_cst);
 }
 
-/* Pushes, and if this push found the queue empty and the token free,
- * queues one flush (on the loop thread too: the flush then runs after the
- * current iteration, so messages made during it leave together). */
+/* Pushes, and if the token is free, queues one flush (on the loop thread
+ * too: the flush then runs after the current iteration, so messages made
+ * during it leave together). */
 static int send_queued(net_conn_t *conn, const struct iovec *iov, int n)
 {
     if (atomic_load_explicit(&conn->closing, memory_order_relaxed))
         return -ENOTCONN;
     int rc = enqueue_iov(conn, iov, n);
-    if (rc <= 0 || !token_take(conn))
+    if (rc < 0 || !token_take(conn))
         return rc < 0 ? rc : 0;
     if ((rc = net__conn_defer(conn, flush_cb)) < 0) {
         /* The loop is gone or out of memory: the bytes stay queued and go
@@ -441,13 +445,13 @@ static void send_task_run(void *arg)
     send_in_loop(t->conn, net_buf_peek(&t->buf), net_buf_readable(&t->buf));
     net_conn_unref(t->conn);
     net_buf_destroy(&t->buf);
-    free(t);
+    net__free(t);
 }
 
 /* Hands buf's storage (not a copy of it) to the loop. */
 static int send_task_queue(net_conn_t *conn, net_buf_t *buf)
 {
-    struct send_task *t = malloc(sizeof *t);
+    struct send_task *t = net__malloc(sizeof *t);
     if (!t)
         return -ENOMEM;
     t->conn = net_conn_ref(conn);
@@ -455,7 +459,7 @@ static int send_task_queue(net_conn_t *conn, net_buf_t *buf)
     int rc = net_loop_queue_in_loop(conn->loop, send_task_run, t);
     if (rc < 0) {
         net_conn_unref(conn);
-        free(t);
+        net__free(t);
         return rc;
     }
     net_buf_init(buf);

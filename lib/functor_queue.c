@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "alloc_internal.h"
 #include "functor_queue.h"
 
 /* A batch vector this large after a burst is released rather than kept, so
@@ -17,8 +18,8 @@ int net__fqueue_init(struct net__fqueue *q)
 void net__fqueue_destroy(struct net__fqueue *q)
 {
     pthread_mutex_destroy(&q->mu);
-    free(q->pending.items);
-    free(q->batch.items);
+    net__free(q->pending.items);
+    net__free(q->batch.items);
 }
 
 static int fvec_grow(struct net__fvec *v)
@@ -26,7 +27,7 @@ static int fvec_grow(struct net__fvec *v)
     size_t cap = v->cap ? v->cap * 2 : 64;
     if (cap > SIZE_MAX / sizeof *v->items)
         return -ENOMEM;
-    struct net__functor *items = realloc(v->items, cap * sizeof *items);
+    struct net__functor *items = net__realloc(v->items, cap * sizeof *items);
     if (!items)
         return -ENOMEM;
     v->items = items;
@@ -59,7 +60,7 @@ size_t net__fqueue_run(struct net__fqueue *q)
     size_t ran = batch.n;
     batch.n = 0;
     if (batch.cap > FVEC_KEEP_MAX) {
-        free(batch.items);
+        net__free(batch.items);
         batch = (struct net__fvec){0};
     }
     q->batch = batch;

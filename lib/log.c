@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 
 #define LINE_MAX_BYTES 1024
@@ -73,14 +74,14 @@ void net_log_set_sink(net_log_sink_fn fn, void *arg)
 {
     struct sink *s = NULL;
     if (fn) {
-        s = malloc(sizeof *s);
+        s = net__malloc(sizeof *s);
         if (!s)
             return;
         s->fn = fn;
         s->arg = arg;
     }
     struct sink *old = atomic_exchange(&log_sink, s);
-    struct retired *r = old ? malloc(sizeof *r) : NULL;
+    struct retired *r = old ? net__malloc(sizeof *r) : NULL;
     if (r) {
         pthread_mutex_lock(&retired_mu);
         *r = (struct retired){old, retired_sinks};

@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "loop_internal.h"
 
@@ -105,12 +106,12 @@ int net_loop_new(net_loop_t **out)
         NET__LOG(NET_LOG_ERROR, "net_loop_new: this thread already has a loop");
         return NET_ELOOPEXISTS;
     }
-    net_loop_t *loop = calloc(1, sizeof *loop);
+    net_loop_t *loop = net__calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
     int rc = loop_open(loop);
     if (rc < 0) {
-        free(loop);
+        net__free(loop);
         return rc;
     }
     current_loop = loop;
@@ -134,8 +135,8 @@ void net_loop_free(net_loop_t *loop)
     close(loop->wakeup.fd);
     loop->ops->destroy(loop->poller);
     current_loop = NULL;
-    free(loop->scratch);
-    free(loop);
+    net__free(loop->scratch);
+    net__free(loop);
 }
 
 /* ---- running ---------------------------------------------------------- */

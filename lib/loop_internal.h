@@ -9,6 +9,7 @@
 
 #include <net/loop.h>
 
+#include "alloc_internal.h"
 #include "channel.h"
 #include "functor_queue.h"
 #include "poller.h"
@@ -45,7 +46,7 @@ struct net_loop {
 static inline char *net__loop_scratch(net_loop_t *loop)
 {
     if (!loop->scratch)
-        loop->scratch = malloc(NET__LOOP_SCRATCH);
+        loop->scratch = net__malloc(NET__LOOP_SCRATCH);
     return loop->scratch;
 }
 

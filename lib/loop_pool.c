@@ -6,6 +6,8 @@
 
 #include <net/loop_thread.h>
 
+#include "alloc_internal.h"
+
 #define POOL_THREADS_MAX 1024
 
 struct net_loop_pool {
@@ -20,9 +22,9 @@ int net_loop_pool_start(net_loop_t *base, size_t nthreads, const char *name,
 {
     if (!base || !out || nthreads > POOL_THREADS_MAX)
         return -EINVAL;
-    net_loop_pool_t *pool = calloc(1, sizeof *pool);
-    if (!pool || !(pool->threads = calloc(nthreads ? nthreads : 1, sizeof *pool->threads))) {
-        free(pool);
+    net_loop_pool_t *pool = net__calloc(1, sizeof *pool);
+    if (!pool || !(pool->threads = net__calloc(nthreads ? nthreads : 1, sizeof *pool->threads))) {
+        net__free(pool);
         return -ENOMEM;
     }
     pool->base = base;
@@ -74,6 +76,6 @@ void net_loop_pool_stop(net_loop_pool_t *pool)
         return;
     for (size_t i = 0; i < pool->n; i++)
         net_loop_thread_stop(pool->threads[i]);
-    free(pool->threads);
-    free(pool);
+    net__free(pool->threads);
+    net__free(pool);
 }

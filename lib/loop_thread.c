@@ -7,6 +7,7 @@
 
 #include <net/loop_thread.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 
 struct net_loop_thread {
@@ -84,7 +85,7 @@ static void loop_thread_destroy(net_loop_thread_t *t)
 {
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->mu);
-    free(t);
+    net__free(t);
 }
 
 int net_loop_thread_start(const char *name, net_loop_init_fn init, void *arg,
@@ -92,7 +93,7 @@ int net_loop_thread_start(const char *name, net_loop_init_fn init, void *arg,
 {
     if (!out)
         return -EINVAL;
-    net_loop_thread_t *t = calloc(1, sizeof *t);
+    net_loop_thread_t *t = net__calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
     pthread_mutex_init(&t->mu, NULL);

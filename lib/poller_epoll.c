@@ -12,6 +12,7 @@
 
 #include <net/loop.h>
 
+#include "alloc_internal.h"
 #include "poller.h"
 
 #define EVENTS_INITIAL 64
@@ -26,11 +27,11 @@ struct net__poller {
 
 static int grow(struct net__poller *p, int cap)
 {
-    struct epoll_event *ev = realloc(p->events, (size_t)cap * sizeof *ev);
+    struct epoll_event *ev = net__realloc(p->events, (size_t)cap * sizeof *ev);
     if (!ev)
         return -ENOMEM;
     p->events = ev;
-    struct net__ready *r = realloc(p->ready, (size_t)cap * sizeof *r);
+    struct net__ready *r = net__realloc(p->ready, (size_t)cap * sizeof *r);
     if (!r)
         return -ENOMEM;
     p->ready = r;
@@ -42,14 +43,14 @@ static void epoll_destroy(struct net__poller *p)
 {
     if (p->epfd >= 0)
         close(p->epfd);
-    free(p->events);
-    free(p->ready);
-    free(p);
+    net__free(p->events);
+    net__free(p->ready);
+    net__free(p);
 }
 
 static int epoll_create_poller(struct net__poller **out)
 {
-    struct net__poller *p = calloc(1, sizeof *p);
+    struct net__poller *p = net__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -7,26 +7,33 @@
 
 #include <net/loop.h>
 
+#include "alloc_internal.h"
 #include "poller.h"
+
+/* Ready entries kept inside the poller, used while the heap array cannot
+ * grow: even with no memory at all the loop still dispatches something
+ * each wait, timers included, instead of spinning on an empty batch. */
+#define READY_SPARE 8
 
 struct net__poller {
     struct pollfd *fds;
     struct net__channel **chans;
     struct net__ready *ready; /* resized only in wait: dispatch walks it */
     int n, cap, ready_cap;
+    struct net__ready spare[READY_SPARE];
 };
 
 static void poll_destroy(struct net__poller *p)
 {
-    free(p->fds);
-    free(p->chans);
-    free(p->ready);
-    free(p);
+    net__free(p->fds);
+    net__free(p->chans);
+    net__free(p->ready);
+    net__free(p);
 }
 
 static int poll_create_poller(struct net__poller **out)
 {
-    struct net__poller *p = calloc(1, sizeof *p);
+    struct net__poller *p = net__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     *out = p;
@@ -51,11 +58,11 @@ static int reserve(struct net__poller *p)
     if (p->n < p->cap)
         return 0;
     int cap = p->cap ? p->cap * 2 : 16;
-    struct pollfd *fds = realloc(p->fds, (size_t)cap * sizeof *fds);
+    struct pollfd *fds = net__realloc(p->fds, (size_t)cap * sizeof *fds);
     if (!fds)
         return -ENOMEM;
     p->fds = fds;
-    struct net__channel **ch = realloc(p->chans, (size_t)cap * sizeof *ch);
+    struct net__channel **ch = net__realloc(p->chans, (size_t)cap * sizeof *ch);
     if (!ch)
         return -ENOMEM;
     p->chans = ch;
@@ -69,7 +76,7 @@ static int reserve_ready(struct net__poller *p)
 {
     if (p->ready_cap >= p->n)
         return 0;
-    struct net__ready *r = realloc(p->ready, (size_t)p->cap * sizeof *r);
+    struct net__ready *r = net__realloc(p->ready, (size_t)p->cap * sizeof *r);
     if (!r)
         return -ENOMEM;
     p->ready = r;
@@ -112,21 +119,27 @@ static void poll_remove(struct net__poller *p, struct net__channel *ch)
 
 static int poll_wait_ready(struct net__poller *p, int timeout_ms, struct net__ready **ready)
 {
-    int rc = reserve_ready(p);
-    if (rc < 0)
-        return rc;
-    rc = poll(p->fds, (nfds_t)p->n, timeout_ms);
+    /* Without memory for a bigger array the batch is only smaller: the
+     * rest stay ready (level-triggered) and come with the next wait, which
+     * tries to grow again. Failing the wait would stop the loop for good. */
+    struct net__ready *out = p->ready;
+    int cap = p->ready_cap;
+    if (reserve_ready(p) == 0)
+        out = p->ready, cap = p->ready_cap;
+    else if (cap < READY_SPARE)
+        out = p->spare, cap = READY_SPARE;
+    int rc = poll(p->fds, (nfds_t)p->n, timeout_ms);
     if (rc < 0)
         return -errno;
     int n = 0;
-    for (int i = 0; i < p->n && n < rc; i++) {
+    for (int i = 0; i < p->n && n < rc && n < cap; i++) {
         if (!p->fds[i].revents)
             continue;
-        p->ready[n].ch = p->chans[i];
-        p->ready[n].revents = from_poll(p->fds[i].revents);
+        out[n].ch = p->chans[i];
+        out[n].revents = from_poll(p->fds[i].revents);
         n++;
     }
-    *ready = p->ready;
+    *ready = out;
     return n;
 }
 

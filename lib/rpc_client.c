@@ -31,6 +31,7 @@
 
 #include <net/rpc.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "loop_internal.h"
 #include "rpc_codec.h"
@@ -112,7 +113,7 @@ static void client_unref(net_rpc_client_t *c)
     pthread_rwlock_destroy(&c->conn_lock);
     pthread_mutex_destroy(&c->wait_mu);
     net_buf_destroy(&c->waiting);
-    free(c);
+    net__free(c);
 }
 
 /* Queues fn(c) on the loop with a reference; returns false if it could not. */
@@ -135,7 +136,7 @@ static struct call **bucket(net_rpc_client_t *c, uint64_t id)
 static void table_grow(net_rpc_client_t *c)
 {
     size_t size = c->table_size ? c->table_size * 2 : 256;
-    struct call **t = calloc(size, sizeof *t);
+    struct call **t = net__calloc(size, sizeof *t);
     if (!t)
         return; /* longer chains, still correct */
     for (size_t i = 0; i < c->table_size; i++) {
@@ -145,7 +146,7 @@ static void table_grow(net_rpc_client_t *c)
             t[k->id & (size - 1)] = k;
         }
     }
-    free(c->table);
+    net__free(c->table);
     c->table = t;
     c->table_size = size;
 }
@@ -316,8 +317,13 @@ static void reconnect_functor(void *arg)
  * holds the read lock, so the loop cannot hand out `waiting` meanwhile. */
 static int wait_for_connection(net_rpc_client_t *c, const struct iovec *iov, int n)
 {
-    int rc = 0;
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
     pthread_mutex_lock(&c->wait_mu);
+    /* All of the frame or nothing: a part left behind would corrupt the
+     * stream the waiting frames are sent on. */
+    int rc = net_buf_ensure_writable(&c->waiting, len);
     for (int i = 0; i < n && rc == 0; i++)
         rc = net_buf_append(&c->waiting, iov[i].iov_base, iov[i].iov_len);
     pthread_mutex_unlock(&c->wait_mu);
@@ -376,7 +382,7 @@ static void failed_send_functor(void *arg)
             complete(c, k, f->status, NULL, 0);
     }
     client_unref(c);
-    free(f);
+    net__free(f);
 }
 
 /* The frame could not be queued (no memory, output limit): end the call
@@ -384,7 +390,7 @@ static void failed_send_functor(void *arg)
  * with its timeout, the connection's loss or the client's stop. */
 static void fail_sent_call(net_rpc_client_t *c, uint64_t id, uint32_t status)
 {
-    struct failed_send *f = malloc(sizeof *f);
+    struct failed_send *f = net__malloc(sizeof *f);
     if (!f) {
         NET__LOG_RL(NET_LOG_ERROR, "rpc client: call %llu could not be sent or failed",
                     (unsigned long long)id);
@@ -394,7 +400,7 @@ static void fail_sent_call(net_rpc_client_t *c, uint64_t id, uint32_t status)
     client_ref(c);
     if (net_loop_queue_in_loop(c->loop, failed_send_functor, f) < 0) {
         client_unref(c);
-        free(f);
+        net__free(f);
     }
 }
 
@@ -550,7 +556,7 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
         return -EINVAL;
     if (!net_loop_in_loop_thread(loop))
         return NET_EWRONGTHREAD;
-    net_rpc_client_t *c = calloc(1, sizeof *c);
+    net_rpc_client_t *c = net__calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     atomic_init(&c->refs, 1);
@@ -587,6 +593,7 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
         rc = net_client_connect(c->tcp);
     if (rc < 0) {
         net_client_free(c->tcp);
+        net__free(c->table);
         client_unref(c);
         return rc;
     }
@@ -632,7 +639,7 @@ void net_rpc_client_free(net_rpc_client_t *client)
     stop_tick(client);
     set_conn(client, NULL);
     client->tcp = NULL;
-    free(client->table);
+    net__free(client->table);
     client->table = NULL;
     client->table_size = 0;
     client_unref(client); /* queued functors may still hold references */
@@ -664,6 +671,8 @@ static void sync_done(net_rpc_client_t *c, uint32_t status, const void *body, si
                       void *arg)
 {
     struct sync_call *s = arg;
+    /* The C library's malloc, not net__malloc: the caller frees this with
+     * free() (include/net/alloc.h). */
     void *copy = len ? malloc(len) : NULL;
     if (copy)
         memcpy(copy, body, len);
@@ -698,7 +707,7 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
     if (body_out)
         *body_out = s.body;
     else
-        free(s.body);
+        free(s.body); /* malloc'd by sync_done */
     if (len_out)
         *len_out = s.len;
     return 0;

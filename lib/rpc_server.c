@@ -18,6 +18,7 @@
 
 #include <net/rpc.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "rpc_codec.h"
 #include "tcp_conn_internal.h"
@@ -118,7 +119,7 @@ int net_rpc_server_register(net_rpc_server_t *server, const char *method, net_rp
         return -EBUSY;
     if (lookup(server, method, len))
         return -EEXIST;
-    struct handler *h = malloc(sizeof *h + len + 1);
+    struct handler *h = net__malloc(sizeof *h + len + 1);
     if (!h)
         return -ENOMEM;
     *h = (struct handler){.fn = fn, .arg = arg, .blocking = blocking, .len = len};
@@ -138,10 +139,10 @@ static void server_unref(net_rpc_server_t *s)
     for (size_t i = 0; i < TABLE_SIZE; i++) {
         for (struct handler *h = s->table[i], *next; h; h = next) {
             next = h->next;
-            free(h);
+            net__free(h);
         }
     }
-    free(s);
+    net__free(s);
 }
 
 static void session_unref(struct session *ss)
@@ -149,7 +150,7 @@ static void session_unref(struct session *ss)
     if (atomic_fetch_sub(&ss->refs, 1) == 1) {
         net_rpc_server_t *s = ss->server;
         net_buf_destroy(&ss->batch);
-        free(ss);
+        net__free(ss);
         server_unref(s);
     }
 }
@@ -160,8 +161,8 @@ static void req_free(net_rpc_req_t *req)
     atomic_fetch_sub(&req->session->server->in_flight, 1);
     session_unref(req->session);
     net_conn_unref(req->conn);
-    free(req->body);
-    free(req);
+    net__free(req->body);
+    net__free(req);
 }
 
 /* Sends one encoded response: into the read's batch when we are inside it,
@@ -184,19 +185,28 @@ static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint
     return net__conn_sendv(conn, iov, len ? 2 : 1);
 }
 
+/* A reply that could not be queued (rc from send_response): the caller
+ * would wait forever for it, so the connection closes instead and the
+ * client's calls end DISCONNECTED. Returns the error the replier should
+ * see: a dead connection is not its error. */
+static int reply_lost(net_conn_t *conn, int rc)
+{
+    if (rc != -ENOMEM && rc != -ENOBUFS)
+        return 0; /* sent, or the connection is closing already */
+    NET__LOG_RL(NET_LOG_ERROR, "rpc: no %s for a reply; closing the connection",
+                rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
+    net_conn_force_close(conn);
+    return rc;
+}
+
 int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t body_len)
 {
     if (!req || (body_len && !body) || body_len > UINT32_MAX || status >= NET__RPC_LOCAL_MIN)
         return -EINVAL;
     int rc = send_response(req->conn, req->session, req->call_id, status, body, body_len);
-    if (rc == -ENOMEM || rc == -ENOBUFS) {
-        /* The caller would wait forever for this reply: close instead. */
-        NET__LOG_RL(NET_LOG_ERROR, "rpc: no %s for a reply; closing the connection",
-                    rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
-        net_conn_force_close(req->conn);
-    }
+    rc = reply_lost(req->conn, rc);
     req_free(req);
-    return rc == -ENOMEM || rc == -ENOBUFS ? rc : 0; /* a dead connection is not the caller's error */
+    return rc;
 }
 
 const char *net_rpc_req_method(const net_rpc_req_t *req)
@@ -219,13 +229,13 @@ net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req)
 static void reply_error(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
                         const char *message)
 {
-    send_response(conn, ss, id, status, message, strlen(message));
+    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)));
 }
 
 static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f,
                               struct handler *h)
 {
-    net_rpc_req_t *req = malloc(sizeof *req);
+    net_rpc_req_t *req = net__malloc(sizeof *req);
     if (!req)
         return NULL;
     *req = (net_rpc_req_t){.conn = net_conn_ref(conn), .session = ss, .call_id = f->hdr.call_id,
@@ -246,7 +256,7 @@ static void run_blocking(struct net__rpc_work *w)
 
 static void hand_to_worker(net_rpc_req_t *req, const struct net__rpc_frame *f)
 {
-    req->body = malloc(f->hdr.body_len ? f->hdr.body_len : 1);
+    req->body = net__malloc(f->hdr.body_len ? f->hdr.body_len : 1);
     if (!req->body) {
         net_rpc_reply(req, NET_RPC_INTERNAL, "out of memory", 13);
         return;
@@ -306,15 +316,20 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
         net_buf_retrieve(in, f.total);
     }
     atomic_store_explicit(&ss->batching, false, memory_order_relaxed);
-    if (net_buf_readable(&ss->batch) && net_conn_send_buf(conn, &ss->batch) < 0)
-        net_buf_retrieve_all(&ss->batch);
+    if (net_buf_readable(&ss->batch)) {
+        int rc = net_conn_send_buf(conn, &ss->batch);
+        if (rc < 0) {
+            net_buf_retrieve_all(&ss->batch);
+            reply_lost(conn, rc);
+        }
+    }
 }
 
 static void on_connection(net_conn_t *conn, void *arg)
 {
     net_rpc_server_t *s = arg;
     if (net_conn_connected(conn)) {
-        struct session *ss = calloc(1, sizeof *ss);
+        struct session *ss = net__calloc(1, sizeof *ss);
         if (!ss) {
             net_conn_force_close(conn);
             return;
@@ -336,7 +351,7 @@ int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
 {
     if (!loop || !addr || !out)
         return -EINVAL;
-    net_rpc_server_t *s = calloc(1, sizeof *s);
+    net_rpc_server_t *s = net__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     atomic_init(&s->refs, 1);
@@ -354,7 +369,7 @@ int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
         rc = net__rpc_workers_start(s->opt.worker_threads, &s->workers);
     if (rc < 0) {
         net_server_free(s->tcp);
-        free(s);
+        net__free(s);
         return rc;
     }
     *out = s;

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "alloc_internal.h"
 #include "rpc_workers.h"
 
 struct net__rpc_workers {
@@ -39,7 +40,7 @@ static void *worker_main(void *arg)
 
 int net__rpc_workers_start(size_t n, struct net__rpc_workers **out)
 {
-    struct net__rpc_workers *p = calloc(1, sizeof *p + n * sizeof(pthread_t));
+    struct net__rpc_workers *p = net__calloc(1, sizeof *p + n * sizeof(pthread_t));
     if (!p)
         return -ENOMEM;
     pthread_mutex_init(&p->mu, NULL);
@@ -86,5 +87,5 @@ void net__rpc_workers_stop(struct net__rpc_workers *p)
         pthread_join(p->threads[i], NULL);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->mu);
-    free(p);
+    net__free(p);
 }

@@ -7,6 +7,7 @@
 
 #include <net/signal.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "loop_internal.h"
 
@@ -57,12 +58,12 @@ int net_signal_new(net_loop_t *loop, const int *signals, size_t n, net_signal_fn
         return -EINVAL;
     if (!net_loop_in_loop_thread(loop))
         return NET_EWRONGTHREAD;
-    net_signal_t *s = malloc(sizeof *s);
+    net_signal_t *s = net__malloc(sizeof *s);
     if (!s)
         return -ENOMEM;
     int fd = signal_open(signals, n);
     if (fd < 0) {
-        free(s);
+        net__free(s);
         return fd;
     }
     *s = (net_signal_t){.loop = loop, .fn = fn, .arg = arg};
@@ -71,7 +72,7 @@ int net_signal_new(net_loop_t *loop, const int *signals, size_t n, net_signal_fn
     int rc = net__loop_add_channel(loop, &s->ch);
     if (rc < 0) {
         close(fd);
-        free(s);
+        net__free(s);
         return rc;
     }
     *out = s;
@@ -84,7 +85,7 @@ void net_signal_free(net_signal_t *s)
         return;
     net__loop_remove_channel(s->loop, &s->ch);
     close(s->ch.fd);
-    free(s);
+    net__free(s);
 }
 
 static void quit_on_signal(net_signal_t *s, int signo, void *arg)

@@ -31,6 +31,7 @@
 
 #include <net/tcp_client.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "loop_internal.h"
 #include "tcp_conn_internal.h"
@@ -91,7 +92,7 @@ static void client_unref(net_client_t *c)
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     pthread_mutex_destroy(&c->mu);
-    free(c);
+    net__free(c);
 }
 
 static void set_conn(net_client_t *c, net_conn_t *conn)
@@ -127,11 +128,11 @@ int net_client_new(net_loop_t *loop, const net_addr_t *addr,
         return -EINVAL;
     if (!net_loop_in_loop_thread(loop))
         return NET_EWRONGTHREAD;
-    net_client_t *c = calloc(1, sizeof *c);
+    net_client_t *c = net__calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
-        free(c);
+        net__free(c);
         return -ENOMEM;
     }
     c->loop = loop;

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "tcp_conn_impl.h"
 
@@ -45,7 +46,7 @@ static void conn_free(net_conn_t *conn)
         close(conn->ch.fd);
     net_buf_destroy(&conn->in);
     net__conn_output_discard(conn);
-    free(conn);
+    net__free(conn);
 }
 
 void net_conn_unref(net_conn_t *conn)
@@ -154,19 +155,19 @@ static void high_water_cb(void *arg)
     if (net_conn_state(ev->conn) != NET_CONN_DISCONNECTED)
         ev->conn->cbs.on_high_water(ev->conn, ev->queued, ev->conn->cbs.arg);
     net_conn_unref(ev->conn);
-    free(ev);
+    net__free(ev);
 }
 
 void net__conn_queue_high_water(net_conn_t *conn, size_t queued)
 {
-    struct high_water_event *ev = malloc(sizeof *ev);
+    struct high_water_event *ev = net__malloc(sizeof *ev);
     if (!ev)
         return; /* a lost notification beats a failed send */
     ev->conn = net_conn_ref(conn);
     ev->queued = queued;
     if (net_loop_queue_in_loop(conn->loop, high_water_cb, ev) < 0) {
         net_conn_unref(conn);
-        free(ev);
+        net__free(ev);
     }
 }
 
@@ -248,21 +249,21 @@ static void error_cb(void *arg)
     struct error_event *ev = arg;
     net__conn_handle_error(ev->conn, ev->err, "write");
     net_conn_unref(ev->conn);
-    free(ev);
+    net__free(ev);
 }
 
 /* A send on the loop thread failed: close later, not inside the send. */
 void net__conn_queue_error(net_conn_t *conn, int err)
 {
     atomic_store(&conn->closing, true);
-    struct error_event *ev = malloc(sizeof *ev);
+    struct error_event *ev = net__malloc(sizeof *ev);
     if (ev) {
         ev->conn = net_conn_ref(conn);
         ev->err = err;
         if (net_loop_queue_in_loop(conn->loop, error_cb, ev) == 0)
             return;
         net_conn_unref(conn);
-        free(ev);
+        net__free(ev);
     }
     NET__LOG_RL(NET_LOG_ERROR, "conn %llu: cannot queue close; closing now",
                 (unsigned long long)conn->id);
@@ -340,7 +341,12 @@ int net_conn_shutdown(net_conn_t *conn)
         return -ENOTCONN;
     /* Deferred even on the loop thread: the shutdown may complete the close,
      * whose callback must not run inside this call. */
-    return net__conn_defer(conn, shutdown_in_loop);
+    int rc = net__conn_defer(conn, shutdown_in_loop);
+    if (rc < 0) { /* nothing happened: stay open, so that sends and a retry work */
+        expected = NET_CONN_DISCONNECTING;
+        atomic_compare_exchange_strong(&conn->state, &expected, NET_CONN_CONNECTED);
+    }
+    return rc;
 }
 
 static void force_close_in_loop(void *arg)
@@ -354,7 +360,10 @@ int net_conn_force_close(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED || atomic_exchange(&conn->closing, true))
         return -ENOTCONN;
-    return net__conn_defer(conn, force_close_in_loop);
+    int rc = net__conn_defer(conn, force_close_in_loop);
+    if (rc < 0) /* not closing after all: a later force_close must not see -ENOTCONN */
+        atomic_store(&conn->closing, false);
+    return rc;
 }
 
 void net__conn_close_in_loop(net_conn_t *conn)
@@ -390,14 +399,14 @@ static void close_after_in_loop(void *arg)
             conn->close_timer = id;
     }
     net_conn_unref(conn);
-    free(c);
+    net__free(c);
 }
 
 int net_conn_force_close_after(net_conn_t *conn, uint64_t delay_ms)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return -ENOTCONN;
-    struct close_after *c = malloc(sizeof *c);
+    struct close_after *c = net__malloc(sizeof *c);
     if (!c)
         return -ENOMEM;
     c->conn = net_conn_ref(conn);
@@ -405,7 +414,7 @@ int net_conn_force_close_after(net_conn_t *conn, uint64_t delay_ms)
     int rc = net_loop_run_in_loop(conn->loop, close_after_in_loop, c);
     if (rc < 0) {
         net_conn_unref(conn);
-        free(c);
+        net__free(c);
     }
     return rc;
 }
@@ -522,7 +531,7 @@ net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_option
                           const struct net_conn_callbacks *cbs, net__conn_closed_fn closed,
                           void *owner)
 {
-    net_conn_t *conn = calloc(1, sizeof *conn);
+    net_conn_t *conn = net__calloc(1, sizeof *conn);
     if (!conn) {
         close(fd);
         return NULL;

@@ -18,9 +18,14 @@
 #include <net/tcp_server.h>
 
 #include "acceptor.h"
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "loop_internal.h"
 #include "tcp_conn_internal.h"
+
+/* After the drain deadline, how often a stop that has not completed looks
+ * again (see drain_deadline). */
+#define DRAIN_RECHECK_MS 10
 
 struct slot {
     net_server_t *server;
@@ -67,8 +72,8 @@ static void server_unref(net_server_t *s)
 {
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
-    free(s->slots);
-    free(s);
+    net__free(s->slots);
+    net__free(s);
 }
 
 struct slot_work {
@@ -83,13 +88,13 @@ static void slot_work_run(void *arg)
     if (!s->freed)
         w->fn(w->slot);
     server_unref(s);
-    free(w);
+    net__free(w);
 }
 
 /* Runs fn(slot) on the slot's loop, later. */
 static void slot_defer(struct slot *slot, void (*fn)(struct slot *))
 {
-    struct slot_work *w = malloc(sizeof *w);
+    struct slot_work *w = net__malloc(sizeof *w);
     if (!w) {
         NET__LOG_RL(NET_LOG_ERROR, "server: out of memory queueing work");
         return;
@@ -98,7 +103,7 @@ static void slot_defer(struct slot *slot, void (*fn)(struct slot *))
     server_ref(slot->server);
     if (net_loop_queue_in_loop(slot->loop, slot_work_run, w) < 0) {
         server_unref(slot->server);
-        free(w);
+        net__free(w);
     }
 }
 
@@ -217,7 +222,7 @@ int net_server_new(net_loop_t *base, const net_addr_t *addr,
         return -EINVAL;
     if (!net_loop_in_loop_thread(base))
         return NET_EWRONGTHREAD;
-    net_server_t *s = calloc(1, sizeof *s);
+    net_server_t *s = net__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     atomic_init(&s->refs, 1);
@@ -235,7 +240,7 @@ int net_server_new(net_loop_t *base, const net_addr_t *addr,
     int rc = net__acceptor_open(&s->acceptor, base, addr, s->opt.reuse_port, s->opt.ipv6_only,
                                 on_accept, s);
     if (rc < 0) {
-        free(s);
+        net__free(s);
         return rc;
     }
     *out = s;
@@ -247,16 +252,28 @@ static int make_slots(net_server_t *s)
     int rc = net_loop_pool_start(s->base, s->opt.io_threads, s->name, NULL, NULL, &s->pool);
     if (rc < 0)
         return rc;
-    s->nslots = net_loop_pool_size(s->pool);
-    s->slots = calloc(s->nslots, sizeof *s->slots);
+    size_t n = net_loop_pool_size(s->pool);
+    s->slots = net__calloc(n, sizeof *s->slots);
     if (!s->slots) {
         net_loop_pool_stop(s->pool);
         s->pool = NULL;
         return -ENOMEM;
     }
+    s->nslots = n;
     for (size_t i = 0; i < s->nslots; i++)
         s->slots[i] = (struct slot){.server = s, .loop = net_loop_pool_get(s->pool, i)};
     return 0;
+}
+
+/* A failed start leaves no slot behind: stop would otherwise queue work on
+ * the loops of the pool just stopped. */
+static void drop_slots(net_server_t *s)
+{
+    net_loop_pool_stop(s->pool);
+    s->pool = NULL;
+    net__free(s->slots);
+    s->slots = NULL;
+    s->nslots = 0;
 }
 
 static int start_in_loop(net_server_t *s)
@@ -264,10 +281,8 @@ static int start_in_loop(net_server_t *s)
     if (s->stopping)
         return -ESHUTDOWN;
     int rc = make_slots(s);
-    if (rc == 0 && (rc = net__acceptor_listen(&s->acceptor, s->opt.backlog)) < 0) {
-        net_loop_pool_stop(s->pool);
-        s->pool = NULL;
-    }
+    if (rc == 0 && (rc = net__acceptor_listen(&s->acceptor, s->opt.backlog)) < 0)
+        drop_slots(s);
     if (rc < 0) {
         NET__LOG(NET_LOG_ERROR, "%s: start failed: %s", s->name, net_strerror(rc));
         atomic_store(&s->started, false);
@@ -317,12 +332,25 @@ static void close_all(struct slot *slot)
         net__conn_close_in_loop(slot->head);
 }
 
+/* At the deadline, and every DRAIN_RECHECK_MS after it until the stop
+ * completes: closes what is left, and completes the stop once nothing is.
+ * Normally the last connection's conn_gone completes it first; this also
+ * covers a conn_gone (or a close_all) that found no memory to queue
+ * itself, which would otherwise leave the stop waiting forever. */
 static void drain_deadline(void *arg)
 {
     net_server_t *s = arg;
     s->drain_timer = 0;
+    if (s->stopped)
+        return;
+    if (atomic_load(&s->nconns) == 0) {
+        stopped_on_base(server_ref(s));
+        return;
+    }
     for (size_t i = 0; i < s->nslots; i++)
         slot_defer(&s->slots[i], close_all);
+    net_timer_id_t id = net_loop_run_after(s->base, DRAIN_RECHECK_MS, drain_deadline, s);
+    s->drain_timer = id > 0 ? id : 0;
 }
 
 int net_server_stop(net_server_t *server, uint64_t drain_ms, net_server_stopped_fn done,

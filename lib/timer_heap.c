@@ -2,6 +2,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "alloc_internal.h"
 #include "timer_heap.h"
 
 static bool before(const struct net__timer *a, const struct net__timer *b)
@@ -47,7 +48,7 @@ static void sift_down(struct net__timer_heap *h, size_t i)
 
 void net__timer_heap_destroy(struct net__timer_heap *h)
 {
-    free(h->items);
+    net__free(h->items);
     *h = (struct net__timer_heap){0};
 }
 
@@ -55,7 +56,7 @@ int net__timer_heap_push(struct net__timer_heap *h, struct net__timer *t)
 {
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 16;
-        struct net__timer **items = realloc(h->items, cap * sizeof *items);
+        struct net__timer **items = net__realloc(h->items, cap * sizeof *items);
         if (!items)
             return -ENOMEM;
         h->items = items;

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc_internal.h"
 #include "log_internal.h"
 #include "timer_queue.h"
 
@@ -39,7 +40,7 @@ static struct net__timer **table_bucket(struct net__timer_queue *tq, int64_t id)
 static int table_grow(struct net__timer_queue *tq)
 {
     size_t size = tq->table_size ? tq->table_size * 2 : 64;
-    struct net__timer **table = calloc(size, sizeof *table);
+    struct net__timer **table = net__calloc(size, sizeof *table);
     if (!table)
         return -ENOMEM;
     for (size_t i = 0; i < tq->table_size; i++) {
@@ -49,7 +50,7 @@ static int table_grow(struct net__timer_queue *tq)
             table[(uint64_t)t->id & (size - 1)] = t;
         }
     }
-    free(tq->table);
+    net__free(tq->table);
     tq->table = table;
     tq->table_size = size;
     return 0;
@@ -123,10 +124,10 @@ void net__timer_queue_destroy(struct net__timer_queue *tq)
     for (size_t i = 0; i < tq->table_size; i++) {
         for (struct net__timer *t = tq->table[i], *next; t; t = next) {
             next = t->id_next;
-            free(t);
+            net__free(t);
         }
     }
-    free(tq->table);
+    net__free(tq->table);
     net__timer_heap_destroy(&tq->heap);
     pthread_mutex_destroy(&tq->mu);
     close(tq->ch.fd);
@@ -149,7 +150,7 @@ static int insert(struct net__timer_queue *tq, struct net__timer *t)
 net_timer_id_t net__timer_queue_add(struct net__timer_queue *tq, int64_t when_ns,
                                     int64_t interval_ns, net_loop_fn fn, void *arg)
 {
-    struct net__timer *t = malloc(sizeof *t);
+    struct net__timer *t = net__malloc(sizeof *t);
     if (!t)
         return -ENOMEM;
     /* when 0 would disarm the timerfd: the earliest expressible time is 1 ns. */
@@ -164,7 +165,7 @@ net_timer_id_t net__timer_queue_add(struct net__timer_queue *tq, int64_t when_ns
         rearm(tq);
     pthread_mutex_unlock(&tq->mu);
     if (rc < 0) {
-        free(t);
+        net__free(t);
         return rc;
     }
     return id; /* not t->id: once unlocked, t may already have fired and gone */
@@ -185,7 +186,7 @@ int net__timer_queue_cancel(struct net__timer_queue *tq, net_timer_id_t id)
     } else if (t) {
         net__timer_heap_remove(&tq->heap, t);
         table_remove(tq, t);
-        free(t);
+        net__free(t);
         rc = 0;
     }
     pthread_mutex_unlock(&tq->mu);
@@ -210,7 +211,7 @@ static void finish_run(struct net__timer_queue *tq, struct net__timer *t, int64_
             return;
     }
     table_remove(tq, t);
-    free(t);
+    net__free(t);
 }
 
 static void timer_queue_fire(struct net__channel *ch, unsigned revents)

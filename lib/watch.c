@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "alloc_internal.h"
 #include "loop_internal.h"
 
 struct net_watch {
@@ -24,7 +25,7 @@ int net_watch_new(net_loop_t *loop, int fd, unsigned events, net_watch_fn fn, vo
         return -EINVAL;
     if (!net_loop_in_loop_thread(loop))
         return NET_EWRONGTHREAD;
-    net_watch_t *w = malloc(sizeof *w);
+    net_watch_t *w = net__malloc(sizeof *w);
     if (!w)
         return -ENOMEM;
     *w = (net_watch_t){.loop = loop, .fn = fn, .arg = arg};
@@ -32,7 +33,7 @@ int net_watch_new(net_loop_t *loop, int fd, unsigned events, net_watch_fn fn, vo
     w->ch.interest = events;
     int rc = net__loop_add_channel(loop, &w->ch);
     if (rc < 0) {
-        free(w);
+        net__free(w);
         return rc;
     }
     *out = w;
@@ -65,5 +66,5 @@ void net_watch_free(net_watch_t *w)
     if (!w)
         return;
     net__loop_remove_channel(w->loop, &w->ch);
-    free(w);
+    net__free(w);
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "alloc_internal.h"
 #include "write_queue.h"
 
 #define UNLINKED ((struct net__wq_node *)(uintptr_t)1)
@@ -39,8 +40,8 @@ static pthread_once_t mag_once = PTHREAD_ONCE_INIT;
 static void free_magazine(struct magazine *m)
 {
     for (int i = 0; i < m->n; i++)
-        free(m->nodes[i]);
-    free(m);
+        net__free(m->nodes[i]);
+    net__free(m);
 }
 
 /* Trades `give` (full, empty or NULL) for a magazine with nodes (want_full)
@@ -76,7 +77,7 @@ static void thread_exit(void *m)
     mag = NULL;
     /* Hand in ours, take one empty magazine out and free it, so the empty
      * list does not grow with every thread that ever sent. */
-    free(depot_exchange(m, false));
+    net__free(depot_exchange(m, false));
 }
 
 static void make_key(void)
@@ -95,7 +96,7 @@ static void set_magazine(struct magazine *m)
 
 static struct net__wq_node *node_malloc(size_t cap)
 {
-    struct net__wq_node *n = malloc(sizeof *n + cap);
+    struct net__wq_node *n = net__malloc(sizeof *n + cap);
     if (n)
         n->cap = cap;
     return n;
@@ -125,16 +126,16 @@ void net__wq_node_free(struct net__wq_node *n)
     if (!n)
         return;
     if (n->cap != NET__WQ_SMALL) {
-        free(n);
+        net__free(n);
         return;
     }
     if (!mag || mag->n == MAG_NODES) {
         struct magazine *room = depot_exchange(mag, false);
-        if (!room && (room = malloc(sizeof *room)))
+        if (!room && (room = net__malloc(sizeof *room)))
             room->n = 0;
         set_magazine(room);
         if (!room) {
-            free(n);
+            net__free(n);
             return;
         }
     }

@@ -110,7 +110,10 @@ NET_EXPORT void net_conn_unref(net_conn_t *conn);
  * pass the max_output option; nothing queued), -ENOMEM, or on the loop
  * thread the socket's errno (-EPIPE, -ECONNRESET: the connection then
  * closes, later). A send from another thread racing with shutdown() or a
- * close may return 0 and still be dropped. len 0 is a no-op returning 0.
+ * close may return 0 and still be dropped. From another thread, -ENOMEM
+ * can also mean that the bytes were queued but the loop could not be asked
+ * to flush them: they then go out with the connection's next flush (the
+ * next send's), so do not resend them blindly. len 0 is a no-op returning 0.
  * Thread-safe. */
 NET_EXPORT int net_conn_send(net_conn_t *conn, const void *data, size_t len);
 
