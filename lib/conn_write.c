@@ -8,28 +8,28 @@
  *
  * The flush token (`flushing`) makes one flush serve many senders. Whoever
  * turns it from false to true owns the flush: on the loop thread it writes
- * at once; on another thread it queues one functor (one eventfd write at
- * most). Everyone else only pushes. The loop keeps the token while it writes,
+ * at once; on another thread it posts the connection's flush task to the
+ * loop (no allocation, one eventfd write at most). Everyone else only
+ * pushes. The loop keeps the token while it writes,
  * while it waits for EPOLLOUT and across its own continuations, and gives it
  * back only when it has found the queue empty.
  *
  * Why no node is stranded (a Dekker pair, hence seq_cst on both sides):
  *   sender:  push(node)          [seq_cst exchange of wq.head]
- *            load/exchange flushing                         [seq_cst]
+ *            if the queue was empty: load/exchange flushing  [seq_cst]
  *   loop:    store flushing=false                           [seq_cst]
  *            load wq.head; if not empty, exchange flushing=true
  * In the single total order of these operations either the sender's look at
  * the token comes after the loop's release (it sees false, takes the token
  * and schedules a flush) or before it, and then the push is also before the
- * loop's load of the head, which sees the node and takes the token back.
- * Every sender looks, not only the one that found the queue empty: a
- * sender that took the token but could not queue its flush (no memory)
- * gives the token back with its node still pushed, and the next sender's
- * look must find it free and flush for both (the look is a plain load while
- * a flush holds the token). Per-thread order holds because the loop takes
- * the stack whole and reverses it (write_queue.h), and because the loop
- * thread itself only writes directly when it holds the token with nothing
- * pending or pushed.
+ * loop's load of the head, which sees the node and takes the token back. A
+ * sender that pushed onto a non-empty queue need not look: the node under
+ * it has a sender that does, and whoever takes that node takes the whole
+ * stack. Scheduling the flush cannot fail: the task that carries it lives
+ * in the connection (net__loop_post), so a token once taken always reaches
+ * the loop. Per-thread order holds because the loop takes the stack whole
+ * and reverses it (write_queue.h), and because the loop thread itself only
+ * writes directly when it holds the token with nothing pending or pushed.
  *
  * Bytes are counted in `queued` when a send accepts them, not when they are
  * written, so the high-water mark and max_output see a slow reader at once
@@ -57,8 +57,11 @@
 
 static void flush_output(net_conn_t *conn);
 
+static void flush_cb(void *arg);
+
 void net__conn_output_init(net_conn_t *conn)
 {
+    conn->flush_task = (struct net__loop_task){.fn = flush_cb, .arg = conn};
     atomic_init(&conn->wq.head, NULL);
     atomic_init(&conn->flushing, false);
     atomic_init(&conn->queued, 0);
@@ -265,12 +268,13 @@ static void flush_cb(void *arg)
     net_conn_unref(arg);
 }
 
-/* Queues a flush for the token's holder; without memory for that, EPOLLOUT
- * (which fires at once on a writable socket) does the same job. */
+/* Queues a flush for the token's holder. The task lives in the connection
+ * and posting it needs no memory, so a flush is never lost for want of it;
+ * the token makes sure at most one is queued at a time. */
 static void flush_later(net_conn_t *conn)
 {
-    if (net__conn_defer(conn, flush_cb) < 0)
-        wait_writable(conn);
+    net_conn_ref(conn);
+    net__loop_post(conn->loop, &conn->flush_task);
 }
 
 /* The one place output leaves. The caller holds the token; it passes on to
@@ -317,7 +321,7 @@ void net__conn_flush_then_finish(net_conn_t *conn)
 /* ---- sending ------------------------------------------------------------------- */
 
 /* Copies the n pieces into one node and pushes it. Returns 1 when the
- * queue was empty, 0, -ENOBUFS or -ENOMEM. */
+ * queue was empty (the caller sees to the flush), 0, -ENOBUFS or -ENOMEM. */
 static int enqueue_iov(net_conn_t *conn, const struct iovec *iov, int n)
 {
     size_t len = 0;
@@ -344,22 +348,18 @@ static bool token_take(net_conn_t *conn)
            !atomic_exchange_explicit(&conn->flushing, true, memory_order_seq_cst);
 }
 
-/* Pushes, and if the token is free, queues one flush (on the loop thread
- * too: the flush then runs after the current iteration, so messages made
- * during it leave together). */
+/* Pushes, and if this push found the queue empty and the token free,
+ * queues one flush (on the loop thread too: the flush then runs after the
+ * current iteration, so messages made during it leave together). Returns 0,
+ * or -ENOBUFS / -ENOMEM with nothing queued. */
 static int send_queued(net_conn_t *conn, const struct iovec *iov, int n)
 {
     if (atomic_load_explicit(&conn->closing, memory_order_relaxed))
         return -ENOTCONN;
     int rc = enqueue_iov(conn, iov, n);
-    if (rc < 0 || !token_take(conn))
+    if (rc <= 0 || !token_take(conn))
         return rc < 0 ? rc : 0;
-    if ((rc = net__conn_defer(conn, flush_cb)) < 0) {
-        /* The loop is gone or out of memory: the bytes stay queued and go
-         * out with the next send's flush, if any. */
-        atomic_store(&conn->flushing, false);
-        return rc;
-    }
+    flush_later(conn);
     return 0;
 }
 

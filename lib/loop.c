@@ -56,6 +56,8 @@ void net__loop_wakeup(net_loop_t *loop)
     (void)w;
 }
 
+static size_t run_functors(net_loop_t *loop);
+
 /* ---- creation --------------------------------------------------------- */
 
 static int loop_register_own_channels(net_loop_t *loop)
@@ -109,6 +111,7 @@ int net_loop_new(net_loop_t **out)
     net_loop_t *loop = net__calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
+    atomic_init(&loop->posted, NULL);
     int rc = loop_open(loop);
     if (rc < 0) {
         net__free(loop);
@@ -128,7 +131,7 @@ void net_loop_free(net_loop_t *loop)
         return;
     }
     /* Every accepted functor runs exactly once, even those queued late. */
-    while (net__fqueue_run(&loop->functors) > 0) {
+    while (run_functors(loop) > 0) {
     }
     net__fqueue_destroy(&loop->functors);
     net__timer_queue_destroy(&loop->timers);
@@ -154,19 +157,44 @@ static void dispatch(net_loop_t *loop, struct net__ready *ready, int n)
     loop->nready = 0;
 }
 
-static void run_functors(net_loop_t *loop)
+/* Runs the posted tasks, oldest first. Returns how many ran. */
+static size_t run_posted(net_loop_t *loop)
+{
+    struct net__loop_task *t = atomic_exchange(&loop->posted, NULL), *fifo = NULL;
+    while (t) { /* the stack is newest first: reverse it */
+        struct net__loop_task *next = t->next;
+        t->next = fifo;
+        fifo = t;
+        t = next;
+    }
+    size_t ran = 0;
+    for (struct net__loop_task *next; fifo; fifo = next, ran++) {
+        next = fifo->next; /* fn may post fifo again */
+        fifo->fn(fifo->arg);
+    }
+    return ran;
+}
+
+static size_t run_functors(net_loop_t *loop)
 {
     /* Cleared before the batch is taken: a producer that saw the flag set
      * pushed before this point and is in the batch; one that pushes later
      * sees it clear and writes the eventfd. */
     atomic_store(&loop->wakeup_pending, false);
-    net__fqueue_run(&loop->functors);
+    size_t ran = run_posted(loop);
+    return ran + net__fqueue_run(&loop->functors);
+}
+
+static bool work_waiting(net_loop_t *loop)
+{
+    return atomic_load_explicit(&loop->posted, memory_order_relaxed) ||
+           net__fqueue_size(&loop->functors);
 }
 
 static int run_once(net_loop_t *loop)
 {
     /* Functors queued by the previous batch run without waiting for I/O. */
-    int timeout = net__fqueue_size(&loop->functors) ? 0 : -1;
+    int timeout = work_waiting(loop) ? 0 : -1;
     struct net__ready *ready;
     int n = loop->ops->wait(loop->poller, timeout, &ready);
     if (n < 0 && n != -EINTR) {
@@ -205,6 +233,27 @@ void net_loop_quit(net_loop_t *loop)
 }
 
 /* ---- functors --------------------------------------------------------- */
+
+void net__loop_post(net_loop_t *loop, struct net__loop_task *t)
+{
+    /* A Treiber push: the loop takes the whole stack at once, so there is
+     * no pop and no ABA. The release pairs with run_posted's exchange. */
+    struct net__loop_task *top = atomic_load_explicit(&loop->posted, memory_order_relaxed);
+    do {
+        t->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&loop->posted, &top, t,
+                                                    memory_order_release, memory_order_relaxed));
+    if (!top && !net_loop_in_loop_thread(loop))
+        net__loop_wakeup(loop);
+}
+
+size_t net__loop_posted_count(net_loop_t *loop)
+{
+    size_t n = 0;
+    for (struct net__loop_task *t = atomic_load(&loop->posted); t; t = t->next)
+        n++;
+    return n;
+}
 
 int net_loop_queue_in_loop(net_loop_t *loop, net_loop_fn fn, void *arg)
 {

@@ -21,6 +21,7 @@ struct net_loop {
     struct net__channel wakeup;  /* eventfd */
     struct net__timer_queue timers;
     struct net__fqueue functors;
+    _Atomic(struct net__loop_task *) posted; /* net__loop_post: a LIFO stack */
     /* Set by the producer that writes the eventfd, cleared by the loop just
      * before it takes the batch: many producers between two batches cost one
      * eventfd write. */
@@ -62,6 +63,25 @@ static inline uint64_t net__loop_now_ms(const net_loop_t *loop)
 int net__loop_add_channel(net_loop_t *loop, struct net__channel *ch);
 int net__loop_update_channel(net_loop_t *loop, struct net__channel *ch);
 void net__loop_remove_channel(net_loop_t *loop, struct net__channel *ch);
+
+/* Work for the loop that brings its own storage, so posting it cannot fail
+ * (net_loop_queue_in_loop needs memory when its vector grows). For what
+ * must reach the loop even without memory: a connection's flush. The owner
+ * posts a task at most once until it has run; it runs once, on the loop,
+ * with the queued functors, and may post itself again from inside fn. */
+struct net__loop_task {
+    struct net__loop_task *next;
+    net_loop_fn fn;
+    void *arg;
+};
+
+/* Posts t (fn and arg set by the caller) to run on the loop soon; wakes the
+ * loop when called from another thread. Lock-free. Thread-safe. */
+void net__loop_post(net_loop_t *loop, struct net__loop_task *t);
+
+/* Tasks posted and not yet taken. Walks the list: only while the loop
+ * cannot take it (its thread, or parked; for tests). */
+size_t net__loop_posted_count(net_loop_t *loop);
 
 /* Wakes the loop from another thread (coalesced). Thread-safe. */
 void net__loop_wakeup(net_loop_t *loop);

@@ -36,6 +36,7 @@ struct net_conn {
     atomic_bool flushing;
     atomic_size_t queued;
     struct net__wq_node *pend, *pend_tail; /* loop thread only */
+    struct net__loop_task flush_task;      /* the token holder's queued flush */
     bool flush_wrote;         /* this flush wrote something: report write-complete */
 
     bool want_read;           /* the user has not stopped reading */

@@ -35,9 +35,8 @@
  * handler) and an RPC client with async calls from both threads and sync
  * calls; then every object stopped and freed.
  *
- * Tolerated, and counted in the summary each sweep prints: a cross-thread
- * send that returned -ENOMEM yet whose bytes went out later (tcp_conn.h
- * documents it). With memory gone for good (alloc_fail_from_nth) the
+ * A refused send (-ENOMEM from the loop thread or another) must never come
+ * back in the echo. With memory gone for good (alloc_fail_from_nth) the
  * scenario is lenient where the library cannot make progress without
  * memory: see sc.lenient.
  *
@@ -250,7 +249,6 @@ struct outcome {
     unsigned enomem[NSTEPS];      /* calls of each step that returned -ENOMEM */
     unsigned rpc[NOUTCOMES];      /* RPC calls by outcome */
     unsigned records_sent, records_echoed;
-    unsigned records_late;        /* REC_REFUSED_QUEUED records that came back */
     unsigned client_drops;        /* the echo client's connection went down early */
     unsigned connect_failures;    /* the echo client's connect failed */
     bool finished;
@@ -263,10 +261,7 @@ struct outcome {
 #define XTHREAD_RECS 8
 #define MAX_RECS 8
 enum { SENDER_LOOP, SENDER_XTHREAD, SENDERS };
-/* REC_REFUSED_QUEUED: a send from another thread returned -ENOMEM because
- * the flush could not be queued, but its bytes were queued: they go out
- * with the connection's next flush (tcp_conn.h says so). */
-enum rec_state { REC_UNSENT, REC_SENDING, REC_ACCEPTED, REC_REFUSED, REC_REFUSED_QUEUED };
+enum rec_state { REC_UNSENT, REC_SENDING, REC_ACCEPTED, REC_REFUSED };
 
 #define MAX_CALLS 16
 
@@ -349,7 +344,7 @@ static void *ticker_main(void *arg)
     (void)arg;
     while (!atomic_load(&sc.ticker_stop)) {
         net_loop_quit(sc.loop);
-        sleep_ms(1);
+        net_test_sleep_ms(1);
     }
     return NULL;
 }
@@ -451,11 +446,8 @@ static void record_send(net_conn_t *conn, int sender, int seq)
         atomic_store(&sc.rec[sender][seq], REC_REFUSED);
         return;
     }
-    if (sender == SENDER_LOOP)
-        atomic_store(&sc.rec[sender][seq], TRY(SEND_LOOP, rc) ? REC_ACCEPTED : REC_REFUSED);
-    else
-        atomic_store(&sc.rec[sender][seq],
-                     TRY(SEND_XTHREAD, rc) ? REC_ACCEPTED : REC_REFUSED_QUEUED);
+    bool ok = sender == SENDER_LOOP ? TRY(SEND_LOOP, rc) : TRY(SEND_XTHREAD, rc);
+    atomic_store(&sc.rec[sender][seq], ok ? REC_ACCEPTED : REC_REFUSED);
 }
 
 /* Checks each whole record as it comes back: well formed, and in order
@@ -569,7 +561,7 @@ static bool echo_settled(void)
 
 /* No accepted record is missing before one that came back (a hole), and
  * while the connection lived to the end, none is missing at all. A
- * refused record never comes back (but see REC_REFUSED_QUEUED). */
+ * refused record never comes back. */
 static void echo_check(bool conn_lived, struct outcome *out)
 {
     for (int s = 0; s < SENDERS; s++) {
@@ -578,10 +570,6 @@ static void echo_check(bool conn_lived, struct outcome *out)
             CHECK(st != REC_SENDING);
             out->records_sent += st == REC_ACCEPTED;
             out->records_echoed += sc.echoed[s][q];
-            if (st == REC_REFUSED_QUEUED) {
-                out->records_late += sc.echoed[s][q];
-                continue;
-            }
             if (st == REC_REFUSED || st == REC_UNSENT) {
                 if (sc.echoed[s][q])
                     net_test_fail(__FILE__, __LINE__,
@@ -721,7 +709,7 @@ static void read_pause(net_conn_t *conn)
         rc = net_conn_start_read(conn);
         if ((rc == -ENOTCONN && failures_injected()) || TRY(READ_CONTROL, rc))
             return;
-        sleep_ms(1);
+        net_test_sleep_ms(1);
     }
 }
 
@@ -987,7 +975,7 @@ static struct outcome clean_run(void)
 struct sweep {
     unsigned long runs, injected, finished_clean;
     unsigned enomem[NSTEPS], rpc[NOUTCOMES];
-    unsigned drops, connect_failures, late_records;
+    unsigned drops, connect_failures;
 };
 
 static void sweep_add(struct sweep *s, const struct outcome *o)
@@ -1003,7 +991,6 @@ static void sweep_add(struct sweep *s, const struct outcome *o)
         s->rpc[i] += o->rpc[i];
     s->drops += o->client_drops;
     s->connect_failures += o->connect_failures;
-    s->late_records += o->records_late;
     s->finished_clean += !any && !o->client_drops && !o->connect_failures &&
                          o->rpc[RPC_OK] == 7 && o->records_echoed == o->records_sent;
 }
@@ -1018,8 +1005,8 @@ static void sweep_print(const char *what, unsigned long k, const struct sweep *s
             printf("  -ENOMEM from %s: %u\n", step_names[i], s->enomem[i]);
     for (int i = 0; i < NOUTCOMES; i++)
         printf("  RPC calls %s: %u\n", outcome_names[i], s->rpc[i]);
-    printf("  echo connection dropped: %u, echo connect failed: %u, records sent after "
-           "-ENOMEM: %u\n", s->drops, s->connect_failures, s->late_records);
+    printf("  echo connection dropped: %u, echo connect failed: %u\n", s->drops,
+           s->connect_failures);
 }
 
 /* Runs the children for every N = 1..K (K is about 130: no need to sample);
@@ -1136,15 +1123,15 @@ static void reg_server_free(void *arg)
  * request being large enough that the input buffer is not that size. */
 TEST(alloc_rpc_batch_reply_nomem_reg)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     ta_install(FAIL_MATCH, 0);
     struct reg_rpc r = {0};
     net_loop_thread_t *st, *ct;
     CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &st));
     CHECK_OK(net_loop_thread_start("regcli", NULL, NULL, &ct));
     r.server_loop = net_loop_thread_loop(st);
-    on_loop(r.server_loop, reg_server_start, &r);
-    on_loop(net_loop_thread_loop(ct), reg_client_start, &r);
+    net_test_on_loop(r.server_loop, reg_server_start, &r);
+    net_test_on_loop(net_loop_thread_loop(ct), reg_client_start, &r);
     static char body[1000];
     memset(body, 'b', sizeof body);
     uint32_t status;
@@ -1163,10 +1150,10 @@ TEST(alloc_rpc_batch_reply_nomem_reg)
                                &status, &reply, &len));
     CHECK_EQ(status, NET_RPC_UNKNOWN_METHOD);
     free(reply);
-    on_loop(net_loop_thread_loop(ct), reg_client_free, &r);
-    on_loop(r.server_loop, reg_server_stop, &r);
+    net_test_on_loop(net_loop_thread_loop(ct), reg_client_free, &r);
+    net_test_on_loop(r.server_loop, reg_server_stop, &r);
     WAIT_UNTIL(atomic_load(&r.stopped));
-    on_loop(r.server_loop, reg_server_free, &r);
+    net_test_on_loop(r.server_loop, reg_server_free, &r);
     net_loop_thread_stop(ct);
     net_loop_thread_stop(st);
 }
@@ -1190,7 +1177,7 @@ static void stop_done(net_server_t *server, void *arg)
  * completes it. */
 TEST(alloc_server_stop_completes_reg)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     ta_install(FAIL_MATCH, 0);
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
@@ -1198,7 +1185,7 @@ TEST(alloc_server_stop_completes_reg)
     CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
     net_server_t *server;
     CHECK_OK(net_server_new(loop, &addr, NULL, NULL, &server));
-    net_timer_id_t guard = net_loop_run_after(loop, WAIT_MS, quit_loop, loop);
+    net_timer_id_t guard = net_loop_run_after(loop, NET_TEST_WAIT_MS, quit_loop, loop);
     CHECK_OK(guard);
     bool stopped = false;
     match_arm(64 * 16, 64 * 16, loop);
@@ -1231,9 +1218,9 @@ static void reg_client_start_held(void *arg)
     struct reg_wait *w = arg;
     reg_client_start(&w->rpc);
     atomic_store(&w->created, true);
-    uint64_t deadline = net_test_now_ms() + WAIT_MS;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_WAIT_MS;
     while (!atomic_load(&w->release) && net_test_now_ms() < deadline)
-        sleep_ms(1);
+        net_test_sleep_ms(1);
 }
 
 static void reg_call_done(net_rpc_client_t *client, uint32_t status, const void *body,
@@ -1260,14 +1247,14 @@ static void reg_call(net_rpc_client_t *client, struct reg_call *k, size_t len, c
  * ends INTERNAL and the next one is answered. */
 TEST(alloc_rpc_waiting_frame_whole_reg)
 {
-    watchdog_start();
+    net_test_watchdog_start();
     ta_install(FAIL_MATCH, 0);
     struct reg_wait w = {0};
     net_loop_thread_t *st, *ct;
     CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &st));
     CHECK_OK(net_loop_thread_start("regcli", NULL, NULL, &ct));
     w.rpc.server_loop = net_loop_thread_loop(st);
-    on_loop(w.rpc.server_loop, reg_server_start, &w.rpc);
+    net_test_on_loop(w.rpc.server_loop, reg_server_start, &w.rpc);
     CHECK_OK(net_loop_queue_in_loop(net_loop_thread_loop(ct), reg_client_start_held, &w));
     WAIT_UNTIL(atomic_load(&w.created));
     /* The first frame's buffer space (24 + 4 + 200 bytes and the
@@ -1285,10 +1272,10 @@ TEST(alloc_rpc_waiting_frame_whole_reg)
         net_test_fail(__FILE__, __LINE__, "the call after the refused one ended %s",
                       net_rpc_status_name(atomic_load(&k[1].status)));
     CHECK(k[1].body_ok);
-    on_loop(net_loop_thread_loop(ct), reg_client_free, &w.rpc);
-    on_loop(w.rpc.server_loop, reg_server_stop, &w.rpc);
+    net_test_on_loop(net_loop_thread_loop(ct), reg_client_free, &w.rpc);
+    net_test_on_loop(w.rpc.server_loop, reg_server_stop, &w.rpc);
     WAIT_UNTIL(atomic_load(&w.rpc.stopped));
-    on_loop(w.rpc.server_loop, reg_server_free, &w.rpc);
+    net_test_on_loop(w.rpc.server_loop, reg_server_free, &w.rpc);
     CHECK_EQ(atomic_load(&k[0].fired) + atomic_load(&k[1].fired), 2);
     net_loop_thread_stop(ct);
     net_loop_thread_stop(st);

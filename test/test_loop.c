@@ -374,3 +374,90 @@ TEST(loop_backend_matches_env)
     CHECK(strcmp(net_loop_backend(loop), want && *want ? want : "epoll") == 0);
     net_loop_free(loop);
 }
+
+/* ---- posted tasks (allocation-free work for the loop) ------------------- */
+
+#define POST_THREADS 4
+#define POST_ROUNDS 20000
+
+/* One task per thread, reposted after each run: each runs exactly
+ * POST_ROUNDS times, on the loop thread, however the posts interleave. */
+static struct {
+    net_loop_t *loop;
+    pthread_t loop_thread;
+    struct net__loop_task task[POST_THREADS];
+    atomic_int ran[POST_THREADS];
+    atomic_bool posted[POST_THREADS]; /* the owner may post again once it ran */
+    atomic_int done;
+} pt;
+
+static void post_task_run(void *arg)
+{
+    unsigned i = (unsigned)(uintptr_t)arg;
+    CHECK(pthread_equal(pthread_self(), pt.loop_thread));
+    CHECK(atomic_exchange(&pt.posted[i], false)); /* posted once, ran once */
+    if (atomic_fetch_add(&pt.ran[i], 1) + 1 == POST_ROUNDS &&
+        atomic_fetch_add(&pt.done, 1) + 1 == POST_THREADS)
+        net_loop_quit(pt.loop);
+}
+
+static void *post_poster(void *arg)
+{
+    unsigned i = (unsigned)(uintptr_t)arg;
+    uint64_t deadline = net_test_now_ms() + NET_TEST_WAIT_MS;
+    for (int round = 0; round < POST_ROUNDS; round++) {
+        while (atomic_load(&pt.posted[i])) { /* wait for the last run */
+            CHECK(net_test_now_ms() < deadline);
+            sched_yield();
+        }
+        atomic_store(&pt.posted[i], true);
+        net__loop_post(pt.loop, &pt.task[i]);
+    }
+    return NULL;
+}
+
+TEST(loop_posted_tasks_run_once_each_from_4_threads)
+{
+    pt.loop = net_test_new_loop(60000);
+    pt.loop_thread = pthread_self();
+    pthread_t t[POST_THREADS];
+    for (uintptr_t i = 0; i < POST_THREADS; i++) {
+        pt.task[i] = (struct net__loop_task){.fn = post_task_run, .arg = (void *)i};
+        CHECK_EQ(pthread_create(&t[i], NULL, post_poster, (void *)i), 0);
+    }
+    CHECK_OK(net_loop_run(pt.loop));
+    for (int i = 0; i < POST_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_EQ(atomic_load(&pt.ran[i]), POST_ROUNDS);
+    }
+    CHECK_EQ(net__loop_posted_count(pt.loop), 0);
+    net_loop_free(pt.loop);
+}
+
+static int repost_left;
+
+static void repost_self(void *arg)
+{
+    struct net__loop_task *t = arg;
+    if (--repost_left > 0)
+        net__loop_post(net_loop_current(), t);
+}
+
+/* A task may post itself again from inside its own run; posted tasks still
+ * waiting when the loop is freed run then. */
+TEST(loop_posted_task_reposts_itself_and_runs_at_free)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    struct net__loop_task t = {.fn = repost_self};
+    t.arg = &t;
+    repost_left = 3;
+    net__loop_post(loop, &t);
+    CHECK_EQ(net__loop_posted_count(loop), 1);
+    net_test_run_for(loop, 20);
+    CHECK_EQ(repost_left, 0); /* ran three times, across iterations */
+    CHECK_EQ(net__loop_posted_count(loop), 0);
+    repost_left = 2;
+    net__loop_post(loop, &t);
+    net_loop_free(loop); /* runs it, and the repost it makes */
+    CHECK_EQ(repost_left, 0);
+}

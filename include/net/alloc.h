@@ -11,9 +11,7 @@
  * needed the memory returns -ENOMEM (or the error its header documents),
  * or, when the memory was needed by a connection's own work where no caller
  * can be told (reading input, queueing a reply), that connection is closed
- * with one log line (a cross-thread net_conn_send() may have queued its
- * bytes all the same: see tcp_conn.h). Every RPC call still ends exactly
- * once.
+ * with one log line. Every RPC call still ends exactly once.
  *
  * The one block that crosses the API the other way: the reply body that
  * net_rpc_call_sync() stores in *body_out is allocated with the C library's

@@ -107,13 +107,10 @@ NET_EXPORT void net_conn_unref(net_conn_t *conn);
  * Queued bytes count towards the high-water mark and max_output as soon as
  * the send accepts them.
  * Returns 0, -ENOTCONN (closed, closing or shutting down), -ENOBUFS (would
- * pass the max_output option; nothing queued), -ENOMEM, or on the loop
- * thread the socket's errno (-EPIPE, -ECONNRESET: the connection then
- * closes, later). A send from another thread racing with shutdown() or a
- * close may return 0 and still be dropped. From another thread, -ENOMEM
- * can also mean that the bytes were queued but the loop could not be asked
- * to flush them: they then go out with the connection's next flush (the
- * next send's), so do not resend them blindly. len 0 is a no-op returning 0.
+ * pass the max_output option; nothing queued), -ENOMEM (nothing queued), or
+ * on the loop thread the socket's errno (-EPIPE, -ECONNRESET: the connection
+ * then closes, later). A send from another thread racing with shutdown() or
+ * a close may return 0 and still be dropped. len 0 is a no-op returning 0.
  * Thread-safe. */
 NET_EXPORT int net_conn_send(net_conn_t *conn, const void *data, size_t len);
 
