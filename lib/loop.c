@@ -160,6 +160,12 @@ static void dispatch(net_loop_t *loop, struct net__ready *ready, int n)
 /* Runs the posted tasks, oldest first. Returns how many ran. */
 static size_t run_posted(net_loop_t *loop)
 {
+    /* A plain look first: the common case writes nothing to the posters'
+     * cache line. seq_cst pairs with the post's CAS across wakeup_pending:
+     * a poster whose wakeup was coalesced into one already pending (its
+     * exchange came before run_functors cleared the flag) is seen here. */
+    if (!atomic_load(&loop->posted))
+        return 0;
     struct net__loop_task *t = atomic_exchange(&loop->posted, NULL), *fifo = NULL;
     while (t) { /* the stack is newest first: reverse it */
         struct net__loop_task *next = t->next;
@@ -237,12 +243,12 @@ void net_loop_quit(net_loop_t *loop)
 void net__loop_post(net_loop_t *loop, struct net__loop_task *t)
 {
     /* A Treiber push: the loop takes the whole stack at once, so there is
-     * no pop and no ABA. The release pairs with run_posted's exchange. */
+     * no pop and no ABA. seq_cst: see run_posted. */
     struct net__loop_task *top = atomic_load_explicit(&loop->posted, memory_order_relaxed);
     do {
         t->next = top;
     } while (!atomic_compare_exchange_weak_explicit(&loop->posted, &top, t,
-                                                    memory_order_release, memory_order_relaxed));
+                                                    memory_order_seq_cst, memory_order_relaxed));
     if (!top && !net_loop_in_loop_thread(loop))
         net__loop_wakeup(loop);
 }
