@@ -186,7 +186,9 @@ NET_EXPORT void net_rpc_client_stop(net_rpc_client_t *client);
 
 /* Stops and frees the client; CANCELLED callbacks run before this returns
  * (the one documented exception), and threads waiting in net_rpc_call_sync
- * return with CANCELLED. Loop thread only. */
+ * return with CANCELLED (keep the loop until they have returned: a caller
+ * may still be finishing its submission). No other call may use the client
+ * from now on. Loop thread only. */
 NET_EXPORT void net_rpc_client_free(net_rpc_client_t *client);
 
 struct net_rpc_client_stats {
