@@ -1068,6 +1068,7 @@ TEST(alloc_fail_from_nth)
 /* ---- regressions ------------------------------------------------------------------------ */
 
 struct reg_rpc {
+    net_loop_thread_t *server_thread, *client_thread;
     net_rpc_server_t *server;
     net_rpc_client_t *client;
     net_loop_t *server_loop;
@@ -1115,6 +1116,31 @@ static void reg_server_free(void *arg)
     CHECK_OK(net_rpc_server_free(((struct reg_rpc *)arg)->server));
 }
 
+/* Two loop threads and the RPC server on the first; the test makes the
+ * client on the second. */
+static void reg_up(struct reg_rpc *r)
+{
+    CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &r->server_thread));
+    CHECK_OK(net_loop_thread_start("regcli", NULL, NULL, &r->client_thread));
+    r->server_loop = net_loop_thread_loop(r->server_thread);
+    net_test_on_loop(r->server_loop, reg_server_start, r);
+}
+
+static net_loop_t *reg_client_loop(struct reg_rpc *r)
+{
+    return net_loop_thread_loop(r->client_thread);
+}
+
+static void reg_down(struct reg_rpc *r)
+{
+    net_test_on_loop(reg_client_loop(r), reg_client_free, r);
+    net_test_on_loop(r->server_loop, reg_server_stop, r);
+    WAIT_UNTIL(atomic_load(&r->stopped));
+    net_test_on_loop(r->server_loop, reg_server_free, r);
+    net_loop_thread_stop(r->client_thread);
+    net_loop_thread_stop(r->server_thread);
+}
+
 /* The server answers an unknown method from its read, into the session's
  * batch; when the batch could not grow, the error reply was dropped and
  * the call waited for its timeout. Now the connection closes: the call
@@ -1126,12 +1152,8 @@ TEST(alloc_rpc_batch_reply_nomem_reg)
     net_test_watchdog_start();
     ta_install(FAIL_MATCH, 0);
     struct reg_rpc r = {0};
-    net_loop_thread_t *st, *ct;
-    CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &st));
-    CHECK_OK(net_loop_thread_start("regcli", NULL, NULL, &ct));
-    r.server_loop = net_loop_thread_loop(st);
-    net_test_on_loop(r.server_loop, reg_server_start, &r);
-    net_test_on_loop(net_loop_thread_loop(ct), reg_client_start, &r);
+    reg_up(&r);
+    net_test_on_loop(reg_client_loop(&r), reg_client_start, &r);
     static char body[1000];
     memset(body, 'b', sizeof body);
     uint32_t status;
@@ -1150,12 +1172,7 @@ TEST(alloc_rpc_batch_reply_nomem_reg)
                                &status, &reply, &len));
     CHECK_EQ(status, NET_RPC_UNKNOWN_METHOD);
     free(reply);
-    net_test_on_loop(net_loop_thread_loop(ct), reg_client_free, &r);
-    net_test_on_loop(r.server_loop, reg_server_stop, &r);
-    WAIT_UNTIL(atomic_load(&r.stopped));
-    net_test_on_loop(r.server_loop, reg_server_free, &r);
-    net_loop_thread_stop(ct);
-    net_loop_thread_stop(st);
+    reg_down(&r);
 }
 
 static void quit_loop(void *arg)
@@ -1250,12 +1267,8 @@ TEST(alloc_rpc_waiting_frame_whole_reg)
     net_test_watchdog_start();
     ta_install(FAIL_MATCH, 0);
     struct reg_wait w = {0};
-    net_loop_thread_t *st, *ct;
-    CHECK_OK(net_loop_thread_start("regsrv", NULL, NULL, &st));
-    CHECK_OK(net_loop_thread_start("regcli", NULL, NULL, &ct));
-    w.rpc.server_loop = net_loop_thread_loop(st);
-    net_test_on_loop(w.rpc.server_loop, reg_server_start, &w.rpc);
-    CHECK_OK(net_loop_queue_in_loop(net_loop_thread_loop(ct), reg_client_start_held, &w));
+    reg_up(&w.rpc);
+    CHECK_OK(net_loop_queue_in_loop(reg_client_loop(&w.rpc), reg_client_start_held, &w));
     WAIT_UNTIL(atomic_load(&w.created));
     /* The first frame's buffer space (24 + 4 + 200 bytes and the
      * buffer's own 8); the call's other allocations (its record, 512
@@ -1272,11 +1285,6 @@ TEST(alloc_rpc_waiting_frame_whole_reg)
         net_test_fail(__FILE__, __LINE__, "the call after the refused one ended %s",
                       net_rpc_status_name(atomic_load(&k[1].status)));
     CHECK(k[1].body_ok);
-    net_test_on_loop(net_loop_thread_loop(ct), reg_client_free, &w.rpc);
-    net_test_on_loop(w.rpc.server_loop, reg_server_stop, &w.rpc);
-    WAIT_UNTIL(atomic_load(&w.rpc.stopped));
-    net_test_on_loop(w.rpc.server_loop, reg_server_free, &w.rpc);
+    reg_down(&w.rpc);
     CHECK_EQ(atomic_load(&k[0].fired) + atomic_load(&k[1].fired), 2);
-    net_loop_thread_stop(ct);
-    net_loop_thread_stop(st);
 }

@@ -309,7 +309,6 @@ struct loop_send {
     net_conn_t *conn;
     size_t len;
     int rc;
-    atomic_bool done;
 };
 
 static void loop_send_fn(void *arg)
@@ -317,7 +316,6 @@ static void loop_send_fn(void *arg)
     struct loop_send *ls = arg;
     static unsigned char big[MO_LIMIT + 1];
     ls->rc = net_conn_send(ls->conn, big, ls->len);
-    atomic_store(&ls->done, true);
 }
 
 TEST(xsend_max_output_enobufs_queues_nothing)
@@ -339,8 +337,7 @@ TEST(xsend_max_output_enobufs_queues_nothing)
 
     /* On the loop thread, a send larger than the limit fails the same way. */
     struct loop_send ls = {.conn = conn, .len = MO_LIMIT + 1};
-    CHECK_OK(net_loop_run_in_loop(net_conn_loop(conn), loop_send_fn, &ls));
-    WAIT_UNTIL(atomic_load(&ls.done));
+    net_test_on_loop(net_conn_loop(conn), loop_send_fn, &ls); /* returns when it ran */
     CHECK_EQ(ls.rc, -ENOBUFS);
 
     unsigned char *all = malloc(MO_LIMIT);

@@ -12,7 +12,7 @@
 # Every scenario of the suite runs once with the epoll and once with the poll
 # backend.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ./tools/deps.sh || exit 1
 
 configs="$*"
@@ -22,9 +22,20 @@ if [ -z "$configs" ]; then
     configs="$configs fuzz soak"
 fi
 
+plain_opts="--buildtype=release"
 total_pass=0 total_fail=0 total_skip=0
-count() { # PASSED FAILED SKIPPED
-    total_pass=$((total_pass + $1)); total_fail=$((total_fail + $2)); total_skip=$((total_skip + $3))
+# report STAGE PASSED FAILED SKIPPED: one stage's line, added to the totals.
+report() {
+    echo "$1: $2 passed, $3 failed, $4 skipped"
+    total_pass=$((total_pass + $2)); total_fail=$((total_fail + $3)); total_skip=$((total_skip + $4))
+}
+
+# setup DIR CC OPTS...: configures DIR once (later runs reuse it).
+setup() {
+    setup_dir=$1 setup_cc=$2; shift 2
+    [ -f "$setup_dir/build.ninja" ] && return 0
+    CC=$setup_cc meson setup "$setup_dir" "$@" >"$setup_dir.setup.log" 2>&1 || {
+        cat "$setup_dir.setup.log"; return 1; }
 }
 
 # Each libFuzzer target is one test; fuzz.sh exits 77 when clang's libFuzzer
@@ -35,44 +46,35 @@ run_fuzz() {
     rc=$?
     cat build-fuzz.run.log
     if [ "$rc" -eq 77 ]; then
-        echo "fuzz: 0 passed, 0 failed, 3 skipped"; count 0 0 3; return
+        report fuzz 0 0 3; return
     fi
     p=$(grep -c '^fuzz_[a-z_]*: .*: ok$' build-fuzz.run.log)
-    f=$((3 - p))
-    echo "fuzz: $p passed, $f failed, 0 skipped"
-    count "$p" "$f" 0
+    report fuzz "$p" $((3 - p)) 0
 }
 
 # The soak needs the plain build's tools/soak (built here if missing).
 run_soak() {
     echo "=== soak (build, 30 s)"
-    if [ ! -f build/build.ninja ]; then
-        CC=gcc meson setup build --buildtype=release >build.setup.log 2>&1 || {
-            cat build.setup.log; echo "soak: 0 passed, 1 failed, 0 skipped"; count 0 1 0; return; }
-    fi
-    if ninja -C build tools/soak >build.build.log 2>&1 &&
+    if setup build gcc $plain_opts && ninja -C build tools/soak >build.build.log 2>&1 &&
         timeout 180 build/tools/soak --seconds 30 --interval 5 >build.soak.log 2>&1; then
-        tail -1 build.soak.log; echo "soak: 1 passed, 0 failed, 0 skipped"; count 1 0 0
+        tail -1 build.soak.log; report soak 1 0 0
     else
-        tail -30 build.soak.log 2>/dev/null; echo "soak: 0 passed, 1 failed, 0 skipped"; count 0 1 0
+        tail -30 build.soak.log 2>/dev/null; report soak 0 1 0
     fi
 }
 for config in $configs; do
     case "$config" in
     fuzz) run_fuzz; continue ;;
     soak) run_soak; continue ;;
-    plain) dir=build; opts="--buildtype=release"; cc=gcc ;;
+    plain) dir=build; opts=$plain_opts; cc=gcc ;;
     asan) dir=build-asan; opts="-Db_sanitize=address,undefined -Db_lundef=false"; cc=gcc ;;
     tsan) dir=build-tsan; opts="-Db_sanitize=thread -Db_lundef=false"; cc=gcc ;;
     clang) dir=build-clang; opts=""; cc=clang ;;
     *) echo "unknown configuration: $config" >&2; exit 2 ;;
     esac
     echo "=== $config ($dir)"
-    if [ ! -f "$dir/build.ninja" ]; then
-        # shellcheck disable=SC2086
-        CC=$cc meson setup "$dir" $opts >"$dir.setup.log" 2>&1 || {
-            cat "$dir.setup.log"; total_fail=$((total_fail + 1)); continue; }
-    fi
+    # shellcheck disable=SC2086
+    setup "$dir" "$cc" $opts || { total_fail=$((total_fail + 1)); continue; }
     if ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
         tail -50 "$dir.build.log"
         echo "$config: build failed"
@@ -99,9 +101,8 @@ except OSError:
 print(p, f, s)
 PY
 )
-    set -- $counts
-    echo "$config: $1 passed, $2 failed, $3 skipped"
-    count "$1" "$2" "$3"
+    # shellcheck disable=SC2086
+    report "$config" $counts
 done
 echo "$total_skip skipped"
 echo "$total_pass passed, $total_fail failed"
