@@ -73,8 +73,11 @@ static bool writing(const net_conn_t *conn)
     return conn->ch.interest & NET_WRITABLE;
 }
 
+/* The socket is full: output backs up, and may pause reading (the
+ * backpressure rule, tcp_conn.c). */
 static void wait_writable(net_conn_t *conn)
 {
+    net__conn_output_backed_up(conn);
     net__conn_set_interest(conn, net__conn_read_interest(conn) | NET_WRITABLE);
 }
 
@@ -185,12 +188,9 @@ static int gather(const net_conn_t *conn, struct iovec *iov, size_t *offered)
     return n;
 }
 
-/* Drops `written` bytes from the front of `pend`. */
-static void consume(net_conn_t *conn, size_t written)
+/* Frees the nodes the socket took and advances into a partial one. */
+static void drop_written(net_conn_t *conn, size_t written)
 {
-    unaccount(conn, written);
-    atomic_fetch_add_explicit(&conn->bytes_out, written, memory_order_relaxed);
-    conn->flush_wrote = true;
     while (written) {
         struct net__wq_node *p = conn->pend;
         size_t left = p->len - p->off;
@@ -203,6 +203,16 @@ static void consume(net_conn_t *conn, size_t written)
             conn->pend_tail = NULL;
         net__wq_node_free(p);
     }
+}
+
+/* Drops `written` bytes from the front of `pend`. */
+static void consume(net_conn_t *conn, size_t written)
+{
+    unaccount(conn, written);
+    atomic_fetch_add_explicit(&conn->bytes_out, written, memory_order_relaxed);
+    conn->flush_wrote = true;
+    drop_written(conn, written);
+    net__conn_output_moved(conn);
 }
 
 /* Writes `pend` until it is empty (0) or the socket is full (1). On an

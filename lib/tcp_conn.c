@@ -23,6 +23,20 @@
  * reader, a large message) does not pin memory for the connection's life. */
 #define BUF_KEEP_MAX (64 * 1024)
 #define DEFAULT_HIGH_WATER (64u * 1024 * 1024)
+/* A few MiB of queued output keep a fast link busy (several bandwidth-delay
+ * products of a LAN) while one peer that never reads costs little. */
+#define DEFAULT_BACKPRESSURE (4u * 1024 * 1024)
+/* As large as the RPC layer's default frame: a message being assembled. */
+#define DEFAULT_MAX_INPUT (64u * 1024 * 1024)
+/* Over the budget, connections holding less than this keep reading: an
+ * honest client with small messages is served while the big holders wait. */
+#define BUDGET_SMALL (256u * 1024)
+/* How often a connection paused for the budget looks whether the total
+ * fell below 7/8 of it. */
+#define BUDGET_RECHECK_MS 20
+/* Input storage this large is a mapping (buffer.c): untouched pages cost
+ * nothing, so only the used extent counts. */
+#define BUF_MAPPED_MIN (1u << 20)
 
 static atomic_ullong next_conn_id = 1;
 
@@ -30,7 +44,19 @@ static atomic_ullong next_conn_id = 1;
 
 void net_conn_options_init(struct net_conn_options *opt)
 {
-    *opt = (struct net_conn_options){.high_water_mark = DEFAULT_HIGH_WATER, .tcp_nodelay = true};
+    *opt = (struct net_conn_options){.high_water_mark = DEFAULT_HIGH_WATER,
+                                     .backpressure_mark = DEFAULT_BACKPRESSURE,
+                                     .max_input = DEFAULT_MAX_INPUT,
+                                     .tcp_nodelay = true};
+}
+
+/* 0 means the default for the size options added with backpressure. */
+static void options_normalise(struct net_conn_options *opt)
+{
+    if (!opt->backpressure_mark)
+        opt->backpressure_mark = DEFAULT_BACKPRESSURE;
+    if (!opt->max_input)
+        opt->max_input = DEFAULT_MAX_INPUT;
 }
 
 net_conn_t *net_conn_ref(net_conn_t *conn)
@@ -186,7 +212,172 @@ void net__conn_set_interest(net_conn_t *conn, unsigned interest)
 
 unsigned net__conn_read_interest(const net_conn_t *conn)
 {
-    return conn->want_read && !conn->peer_eof ? NET_READABLE : 0u;
+    return !conn->pause && !conn->peer_eof ? NET_READABLE : 0u;
+}
+
+/* ---- pausing and the memory budget ----------------------------------------- */
+
+static void deliver(net_conn_t *conn);
+
+static void redeliver_cb(void *arg)
+{
+    net_conn_t *conn = arg;
+    conn->redeliver_queued = false;
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED && !conn->pause &&
+        net_buf_readable(&conn->in))
+        deliver(conn);
+    net_conn_unref(conn);
+}
+
+/* Input left in the buffer when reading paused is handed over again once
+ * it resumes: no new bytes may come to trigger it (the rest of a pipelined
+ * burst can be all there is). If the task cannot be queued the bytes wait
+ * for the next read. */
+static void queue_redeliver(net_conn_t *conn)
+{
+    if (!conn->redeliver_queued && net__conn_defer(conn, redeliver_cb) == 0)
+        conn->redeliver_queued = true;
+}
+
+static void attach(net_conn_t *conn)
+{
+    conn->detached = false;
+    conn->ch.interest = NET_READABLE;
+    int rc = net__loop_add_channel(conn->loop, &conn->ch);
+    if (rc < 0)
+        net__conn_queue_error(conn, rc);
+}
+
+static void detach(net_conn_t *conn)
+{
+    conn->detached = true;
+    net__loop_remove_channel(conn->loop, &conn->ch);
+}
+
+/* Applies conn->pause after it went to or from zero. */
+static void read_state_changed(net_conn_t *conn)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return;
+    unsigned writable = conn->ch.interest & NET_WRITABLE;
+    if (conn->pause) {
+        net__conn_set_interest(conn, writable);
+    } else if (conn->detached) {
+        attach(conn);
+    } else {
+        net__conn_set_interest(conn, net__conn_read_interest(conn) | writable);
+        if (net_buf_readable(&conn->in))
+            queue_redeliver(conn);
+    }
+}
+
+static void pause_set(net_conn_t *conn, unsigned reason, bool on)
+{
+    unsigned old = conn->pause;
+    conn->pause = on ? old | reason : old & ~reason;
+    if (!old != !conn->pause)
+        read_state_changed(conn);
+}
+
+static size_t input_held(const net_conn_t *conn)
+{
+    size_t cap = net_buf_capacity(&conn->in);
+    return cap < BUF_MAPPED_MIN ? cap : net_buf_prependable(&conn->in) + net_buf_readable(&conn->in);
+}
+
+static size_t held(const net_conn_t *conn)
+{
+    return input_held(conn) + atomic_load_explicit(&conn->queued, memory_order_relaxed);
+}
+
+/* Brings the budget's total up to date with what this connection holds,
+ * in steps (relaxed: the total is a gauge; nothing is ordered by it). */
+static void budget_sync(net_conn_t *conn)
+{
+    struct net__budget *b = conn->budget;
+    if (!b)
+        return;
+    size_t step = held(conn) & ~(size_t)(NET__BUDGET_STEP - 1);
+    if (step != conn->budget_reported) {
+        atomic_fetch_add_explicit(&b->used, step - conn->budget_reported, memory_order_relaxed);
+        conn->budget_reported = step;
+    }
+}
+
+static void budget_leave(net_conn_t *conn)
+{
+    if (conn->budget)
+        atomic_fetch_sub_explicit(&conn->budget->used, conn->budget_reported,
+                                  memory_order_relaxed);
+    conn->budget = NULL;
+    conn->budget_reported = 0;
+}
+
+static bool budget_over(const struct net__budget *b, size_t limit)
+{
+    return atomic_load_explicit(&((struct net__budget *)b)->used, memory_order_relaxed) > limit;
+}
+
+static void budget_timer_fired(void *arg);
+
+static int budget_arm(net_conn_t *conn)
+{
+    net_timer_id_t id = net_loop_run_after(conn->loop, BUDGET_RECHECK_MS, budget_timer_fired, conn);
+    conn->budget_timer = id > 0 ? id : 0;
+    return id > 0 ? 0 : -ENOMEM;
+}
+
+/* Resumes once the total is below 7/8 of the budget; else looks again. The
+ * timer's reference passes to the next timer. */
+static void budget_timer_fired(void *arg)
+{
+    net_conn_t *conn = arg;
+    conn->budget_timer = 0;
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED && conn->budget) {
+        if (!budget_over(conn->budget, conn->budget->limit - conn->budget->limit / 8))
+            pause_set(conn, NET__PAUSE_BUDGET, false);
+        else if (budget_arm(conn) == 0)
+            return;
+    }
+    net_conn_unref(conn);
+}
+
+/* Before a read: over the budget, a connection holding more than a small
+ * share pauses instead of reading more. Without a timer to resume it, it
+ * reads on (bounded service beats a connection stuck forever). */
+static bool budget_refuses(net_conn_t *conn)
+{
+    struct net__budget *b = conn->budget;
+    if (!b || !budget_over(b, b->limit) || held(conn) < BUDGET_SMALL)
+        return false;
+    net_conn_ref(conn); /* held by the timer */
+    if (budget_arm(conn) < 0) {
+        net_conn_unref(conn);
+        return false;
+    }
+    atomic_fetch_add_explicit(&b->pauses, 1, memory_order_relaxed);
+    pause_set(conn, NET__PAUSE_BUDGET, true);
+    return true;
+}
+
+void net__conn_set_budget(net_conn_t *conn, struct net__budget *b)
+{
+    conn->budget = b;
+}
+
+void net__conn_output_backed_up(net_conn_t *conn)
+{
+    budget_sync(conn);
+    if (atomic_load_explicit(&conn->queued, memory_order_relaxed) >= conn->opt.backpressure_mark)
+        pause_set(conn, NET__PAUSE_OUTPUT, true);
+}
+
+void net__conn_output_moved(net_conn_t *conn)
+{
+    budget_sync(conn);
+    if ((conn->pause & NET__PAUSE_OUTPUT) &&
+        atomic_load_explicit(&conn->queued, memory_order_relaxed) < conn->opt.backpressure_mark / 2)
+        pause_set(conn, NET__PAUSE_OUTPUT, false);
 }
 
 /* ---- closing ------------------------------------------------------------ */
@@ -210,8 +401,10 @@ void net__conn_handle_close(net_conn_t *conn)
     conn->ch.fd = -1;
     cancel_timer(conn, &conn->idle_timer);
     cancel_timer(conn, &conn->close_timer);
+    cancel_timer(conn, &conn->budget_timer);
     net_buf_destroy(&conn->in);
     net__conn_output_discard(conn);
+    budget_leave(conn);
     net_conn_ref(conn); /* the owner's hook may drop the last other reference */
     if (conn->cbs.on_connection)
         conn->cbs.on_connection(conn, conn->cbs.arg);
@@ -225,7 +418,32 @@ static bool expected_disconnect(int err)
     return err == -ECONNRESET || err == -EPIPE || err == -ETIMEDOUT;
 }
 
-/* A read or write error: log once, close once. */
+/* Paused reading (and not force-closed): the kernel may hold bytes the
+ * user has not been given yet. */
+static bool keeps_unread_input(const net_conn_t *conn)
+{
+    return conn->pause && !conn->peer_eof && !atomic_load(&conn->closing);
+}
+
+/* The socket can take no more output (reset, or both directions shut)
+ * while bytes may still wait to be read: output is dropped, new sends are
+ * refused (DISCONNECTING), and the fd leaves the poller until reading
+ * resumes; then the read path delivers the rest and closes. */
+static void write_side_dead(net_conn_t *conn)
+{
+    int expected = NET_CONN_CONNECTED;
+    atomic_compare_exchange_strong(&conn->state, &expected, NET_CONN_DISCONNECTING);
+    conn->write_shut = true;
+    net__conn_output_discard(conn);
+    budget_sync(conn);
+    detach(conn);
+    /* The output is gone, so is that reason to wait: with no other, the
+     * read path takes over at once (attach) and ends in the close. */
+    pause_set(conn, NET__PAUSE_OUTPUT, false);
+}
+
+/* A read or write error: log once, close once (after the unread input, if
+ * reading is paused). */
 void net__conn_handle_error(net_conn_t *conn, int err, const char *op)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
@@ -236,7 +454,10 @@ void net__conn_handle_error(net_conn_t *conn, int err, const char *op)
     else
         NET__LOG_RL(NET_LOG_WARN, "conn %llu: %s: %s", (unsigned long long)conn->id, op,
                     net_strerror(err));
-    net__conn_handle_close(conn);
+    if (keeps_unread_input(conn))
+        write_side_dead(conn);
+    else
+        net__conn_handle_close(conn);
 }
 
 struct error_event {
@@ -255,7 +476,8 @@ static void error_cb(void *arg)
 /* A send on the loop thread failed: close later, not inside the send. */
 void net__conn_queue_error(net_conn_t *conn, int err)
 {
-    atomic_store(&conn->closing, true);
+    if (!conn->pause) /* a paused connection keeps its input for the user */
+        atomic_store(&conn->closing, true);
     struct error_event *ev = net__malloc(sizeof *ev);
     if (ev) {
         ev->conn = net_conn_ref(conn);
@@ -305,18 +527,38 @@ static void handle_peer_eof(net_conn_t *conn)
         net__conn_flush_then_finish(conn);
 }
 
+static void input_overflow(net_conn_t *conn)
+{
+    NET__LOG_RL(NET_LOG_WARN, "conn %llu: %zu bytes of unfinished input (max_input %zu): closing",
+                (unsigned long long)conn->id, net_buf_readable(&conn->in), conn->opt.max_input);
+    net__conn_handle_close(conn);
+}
+
+/* Hands the input buffer to on_message, then holds the connection to its
+ * input limits. */
+static void deliver(net_conn_t *conn)
+{
+    if (atomic_load_explicit(&conn->closing, memory_order_relaxed) || !conn->cbs.on_message)
+        net_buf_retrieve_all(&conn->in);
+    else
+        conn->cbs.on_message(conn, &conn->in, conn->last_input_ms, conn->cbs.arg);
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return;
+    if (net_buf_readable(&conn->in) > conn->opt.max_input)
+        return input_overflow(conn);
+    release_if_large(&conn->in);
+    budget_sync(conn);
+}
+
 static void handle_read(net_conn_t *conn)
 {
+    if (budget_refuses(conn))
+        return;
     ssize_t n = net_buf_read_fd(&conn->in, conn->ch.fd);
     if (n > 0) {
         atomic_fetch_add_explicit(&conn->bytes_in, (unsigned long long)n, memory_order_relaxed);
         conn->last_input_ms = net__loop_now_ms(conn->loop);
-        if (atomic_load_explicit(&conn->closing, memory_order_relaxed) || !conn->cbs.on_message)
-            net_buf_retrieve_all(&conn->in);
-        else
-            conn->cbs.on_message(conn, &conn->in, conn->last_input_ms, conn->cbs.arg);
-        if (net_conn_state(conn) != NET_CONN_DISCONNECTED)
-            release_if_large(&conn->in);
+        deliver(conn);
     } else if (n == 0) {
         handle_peer_eof(conn);
     } else if (n != -EAGAIN && n != -EINTR) {
@@ -419,23 +661,35 @@ int net_conn_force_close_after(net_conn_t *conn, uint64_t delay_ms)
     return rc;
 }
 
-static void read_control_in_loop(net_conn_t *conn, bool on)
-{
-    conn->want_read = on;
-    if (net_conn_state(conn) != NET_CONN_DISCONNECTED)
-        net__conn_set_interest(conn, net__conn_read_interest(conn) | (conn->ch.interest & NET_WRITABLE));
-}
-
 static void stop_read_in_loop(void *arg)
 {
-    read_control_in_loop(arg, false);
+    pause_set(arg, NET__PAUSE_USER, true);
     net_conn_unref(arg);
 }
 
 static void start_read_in_loop(void *arg)
 {
-    read_control_in_loop(arg, true);
+    pause_set(arg, NET__PAUSE_USER, false);
     net_conn_unref(arg);
+}
+
+static void pause_owner_in_loop(void *arg)
+{
+    pause_set(arg, NET__PAUSE_OWNER, true);
+    net_conn_unref(arg);
+}
+
+static void resume_owner_in_loop(void *arg)
+{
+    pause_set(arg, NET__PAUSE_OWNER, false);
+    net_conn_unref(arg);
+}
+
+int net__conn_pause_owner(net_conn_t *conn, bool pause)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return -ENOTCONN;
+    return in_loop(conn, pause ? pause_owner_in_loop : resume_owner_in_loop);
 }
 
 int net_conn_stop_read(net_conn_t *conn)
@@ -482,27 +736,37 @@ int net_conn_set_keepalive(net_conn_t *conn, bool on)
 
 /* ---- events and life ------------------------------------------------------- */
 
+/* HUP or ERR with nothing to read now. While reading is paused the kernel
+ * may still hold bytes for the user (muduo closes here and loses them):
+ * the connection waits, out of the poller, until reading resumes. */
+static void handle_hangup(net_conn_t *conn, unsigned revents)
+{
+    if (keeps_unread_input(conn))
+        return write_side_dead(conn);
+    if (!(revents & NET_ERROR))
+        return net__conn_handle_close(conn);
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(conn->ch.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    net__conn_handle_error(conn, err ? -err : -EIO, "socket");
+}
+
 static void handle_event(struct net__channel *ch, unsigned revents)
 {
     net_conn_t *conn = net__container_of(ch, net_conn_t, ch);
     net_conn_ref(conn); /* a callback below may drop every other reference */
-    if ((revents & NET_HUP) && !(revents & NET_READABLE))
-        net__conn_handle_close(conn);
     /* The interest check: an earlier callback of this batch may have stopped
-     * reading (stop_read) after the poller reported us readable. */
+     * reading (stop_read) after the poller reported us readable. A peer that
+     * sent data and then reset leaves ERR|IN: read first, so the bytes it
+     * sent before the reset are delivered; the read itself then reports the
+     * error. */
     bool readable = (revents & NET_READABLE) && (conn->ch.interest & NET_READABLE);
-    /* A peer that sent data and then reset leaves ERR|IN: read first, so the
-     * bytes it sent before the reset are delivered; the read itself then
-     * reports the error. Only an error we cannot read past closes here. */
-    if ((revents & NET_ERROR) && !readable && net_conn_state(conn) != NET_CONN_DISCONNECTED) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(ch->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        net__conn_handle_error(conn, err ? -err : -EIO, "socket");
-    }
+    if ((revents & (NET_HUP | NET_ERROR)) && !readable)
+        handle_hangup(conn, revents);
     if (readable && net_conn_state(conn) != NET_CONN_DISCONNECTED)
         handle_read(conn);
-    if ((revents & NET_WRITABLE) && net_conn_state(conn) != NET_CONN_DISCONNECTED)
+    if ((revents & NET_WRITABLE) && net_conn_state(conn) != NET_CONN_DISCONNECTED &&
+        !conn->detached)
         net__conn_handle_write(conn);
     net_conn_unref(conn);
 }
@@ -548,10 +812,10 @@ net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_option
         conn->opt = *opt;
     else
         net_conn_options_init(&conn->opt);
+    options_normalise(&conn->opt);
     atomic_init(&conn->high_water, conn->opt.high_water_mark);
     conn->closed = closed;
     conn->owner = owner;
-    conn->want_read = true;
     read_addresses(conn);
     return conn;
 }

@@ -10,6 +10,14 @@
 #include "tcp_conn_internal.h"
 #include "write_queue.h"
 
+/* Reasons to pause reading (net_conn.pause). */
+enum {
+    NET__PAUSE_USER = 1u,   /* net_conn_stop_read() */
+    NET__PAUSE_OUTPUT = 2u, /* queued output reached backpressure_mark */
+    NET__PAUSE_BUDGET = 4u, /* the server's buffers are over its memory budget */
+    NET__PAUSE_OWNER = 8u,  /* net__conn_pause_owner() */
+};
+
 struct net_conn {
     atomic_int refs;
     _Atomic int state;        /* net_conn_state_t */
@@ -39,9 +47,21 @@ struct net_conn {
     struct net__loop_task flush_task;      /* the token holder's queued flush */
     bool flush_wrote;         /* this flush wrote something: report write-complete */
 
-    bool want_read;           /* the user has not stopped reading */
+    /* Reading runs only while no reason to pause holds (NET__PAUSE_*): the
+     * user's stop_read, backed-up output, the server's memory budget and the
+     * owner's own (the RPC server's request limit) are independent. */
+    unsigned pause;
+    /* HUP or a write error came while reading was paused: the fd is out of
+     * the poller (those events cannot be masked, level-triggered they would
+     * spin) and goes back in when reading resumes, to deliver what the
+     * kernel still holds before the close. */
+    bool detached;
+    bool redeliver_queued;    /* a task will hand buffered input to on_message */
     bool peer_eof;
     bool write_shut;          /* shutdown(SHUT_WR) done: nothing more goes out */
+    struct net__budget *budget; /* the server's, or NULL */
+    size_t budget_reported;   /* what this connection added to budget->used */
+    net_timer_id_t budget_timer;
     struct net_conn_options opt;
     uint64_t last_input_ms;
     net_timer_id_t idle_timer, close_timer;
@@ -50,6 +70,13 @@ struct net_conn {
 };
 
 /* ---- provided by tcp_conn.c (loop thread unless said) ---- */
+
+/* Reads the output and budget pause rules need after output moved:
+ * resumes reading once queued output is below half the backpressure mark,
+ * and brings the budget's count up to date. Called after every write. */
+void net__conn_output_moved(net_conn_t *conn);
+/* Output is backing up (the socket is full): pauses reading at the mark. */
+void net__conn_output_backed_up(net_conn_t *conn);
 
 /* Runs fn(conn) later on the loop thread, holding a reference meanwhile.
  * Any thread. */

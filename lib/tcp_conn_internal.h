@@ -2,6 +2,7 @@
 #ifndef NET__TCP_CONN_INTERNAL_H
 #define NET__TCP_CONN_INTERNAL_H
 
+#include <stdatomic.h>
 #include <sys/uio.h>
 
 #include <net/tcp_conn.h>
@@ -32,6 +33,28 @@ void net__conn_close_in_loop(net_conn_t *conn);
  * flush runs after the loop's current iteration, so messages made during
  * one iteration leave in one writev. Returns as net_conn_send. Thread-safe. */
 int net__conn_sendv(net_conn_t *conn, const struct iovec *iov, int n);
+
+/* A cap on the bytes a group of connections (one server's) holds in its
+ * input and output buffers together. Each connection adds what it holds in
+ * steps of NET__BUDGET_STEP, so the small buffers of a busy happy path do
+ * not touch the shared counter on every message. */
+struct net__budget {
+    atomic_size_t used;
+    size_t limit;         /* SIZE_MAX: no cap */
+    atomic_ullong pauses; /* times a connection was paused for it */
+};
+#define NET__BUDGET_STEP (16u * 1024)
+
+/* Makes conn count against b (which must outlive the connection's close).
+ * Before net__conn_establish; any thread. */
+void net__conn_set_budget(net_conn_t *conn, struct net__budget *b);
+
+/* Pauses (true) or resumes (false) reading for the owner's own reason,
+ * independent of the user's stop_read and of the library's backpressure.
+ * When reading resumes with input still buffered, on_message runs again with
+ * it, later on the loop. Applied at once on the loop thread, else queued.
+ * Returns 0, -ENOTCONN or -ENOMEM. Thread-safe. */
+int net__conn_pause_owner(net_conn_t *conn, bool pause);
 
 /* The owner passed to net__conn_new. Thread-safe. */
 void *net__conn_owner(const net_conn_t *conn);

@@ -26,6 +26,9 @@
 /* After the drain deadline, how often a stop that has not completed looks
  * again (see drain_deadline). */
 #define DRAIN_RECHECK_MS 10
+/* A few hundred MiB: room for thousands of busy connections on a small
+ * machine, while a crowd of hostile peers cannot take gigabytes. */
+#define DEFAULT_MEMORY_BUDGET (256u * 1024 * 1024)
 
 struct slot {
     net_server_t *server;
@@ -51,12 +54,13 @@ struct net_server {
     net_server_stopped_fn done;
     void *done_arg;
     net_timer_id_t drain_timer;
+    struct net__budget budget; /* shared by every connection of the server */
 };
 
 void net_server_options_init(struct net_server_options *opt)
 {
     *opt = (struct net_server_options){.backlog = SOMAXCONN, .max_connections = 100000,
-                                       .name = "server"};
+                                       .name = "server", .memory_budget = DEFAULT_MEMORY_BUDGET};
     net_conn_options_init(&opt->conn);
 }
 
@@ -202,6 +206,8 @@ static void on_accept(int fd, void *arg)
         NET__LOG_RL(NET_LOG_ERROR, "%s: out of memory: connection dropped", s->name);
         return;
     }
+    if (s->budget.limit != SIZE_MAX)
+        net__conn_set_budget(conn, &s->budget);
     atomic_fetch_add(&s->nconns, 1);
     atomic_fetch_add(&s->accepted, 1);
     server_ref(s);
@@ -233,6 +239,9 @@ int net_server_new(net_loop_t *base, const net_addr_t *addr,
         net_server_options_init(&s->opt);
     if (s->opt.backlog <= 0)
         s->opt.backlog = SOMAXCONN;
+    if (!s->opt.memory_budget)
+        s->opt.memory_budget = DEFAULT_MEMORY_BUDGET;
+    s->budget.limit = s->opt.memory_budget;
     strncpy(s->name, s->opt.name ? s->opt.name : "server", sizeof s->name - 1);
     s->opt.name = s->name;
     if (cbs)
@@ -402,6 +411,19 @@ int net_server_free(net_server_t *server)
 const net_addr_t *net_server_addr(const net_server_t *server)
 {
     return &server->acceptor.addr;
+}
+
+void net_server_stats(const net_server_t *server, struct net_server_stats *out)
+{
+    net_server_t *s = (net_server_t *)server;
+    *out = (struct net_server_stats){
+        .connections = atomic_load(&s->nconns),
+        .accepted = atomic_load(&s->accepted),
+        .refused = atomic_load(&s->refused),
+        .memory_budget = s->budget.limit,
+        .memory_used = atomic_load_explicit(&s->budget.used, memory_order_relaxed),
+        .budget_pauses = atomic_load_explicit(&s->budget.pauses, memory_order_relaxed),
+    };
 }
 
 size_t net_server_connection_count(const net_server_t *server)

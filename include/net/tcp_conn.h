@@ -61,9 +61,24 @@ struct net_conn_callbacks {
     void *arg;
 };
 
+/* For a size option: no limit. */
+#define NET_UNLIMITED SIZE_MAX
+
 /* Per-connection settings; servers and clients take them in their options. */
 struct net_conn_options {
     size_t high_water_mark;  /* bytes; 0 disables. Default 64 MiB */
+    /* Backpressure: when this many bytes of output are queued (a peer that
+     * does not read what it is sent), the loop stops reading the connection,
+     * so the peer's requests wait in TCP instead of in memory; reading
+     * resumes once the output is below half of it. Independent of
+     * net_conn_stop_read(): reading runs when neither holds. Default 4 MiB;
+     * 0 means the default; NET_UNLIMITED turns it off. */
+    size_t backpressure_mark;
+    /* Most bytes on_message may leave unconsumed in the input buffer (a
+     * message being assembled); past it the connection is closed with one
+     * rate-limited log line. Default 64 MiB; 0 means the default;
+     * NET_UNLIMITED turns it off. */
+    size_t max_input;
     /* Close after this long without input, checked by one repeating timer
      * per connection: the close comes 1x to 2x the timeout after the last
      * input. 0 = never (default). Without it (or keepalive) a connection
@@ -133,8 +148,15 @@ NET_EXPORT int net_conn_force_close(net_conn_t *conn);
 NET_EXPORT int net_conn_force_close_after(net_conn_t *conn, uint64_t delay_ms);
 
 /* Stops / resumes reading (backpressure): while stopped no message callback
- * runs and the kernel's receive window fills. Returns 0 or -ENOTCONN.
- * Thread-safe (applied on the loop thread). */
+ * runs and the kernel's receive window fills. Nothing the peer sent is lost
+ * while reading is stopped: if the peer closes or resets meanwhile (or a
+ * write fails), the connection stays open, holding the unread bytes, and
+ * after start_read every byte is delivered before the close. When reading
+ * resumes with bytes still in the input buffer (left unconsumed by the last
+ * on_message), on_message runs again with them, later on the loop. The
+ * library's own backpressure (backpressure_mark) is a separate reason:
+ * start_read does not override it. Applied at once on the loop thread,
+ * queued from others. Returns 0, -ENOTCONN or -ENOMEM. Thread-safe. */
 NET_EXPORT int net_conn_stop_read(net_conn_t *conn);
 NET_EXPORT int net_conn_start_read(net_conn_t *conn);
 

@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <net/addr.h>
 #include <net/loop.h>
@@ -37,6 +38,13 @@ struct net_server_options {
     int backlog;            /* listen(2) backlog; default SOMAXCONN */
     size_t max_connections; /* beyond it, accept and close at once; default 100000 */
     const char *name;       /* for thread names and logs; default "server" */
+    /* Bytes all connections together may hold in their input and output
+     * buffers. Over it, connections holding more than 256 KiB stop reading
+     * (the largest holders: small ones are still served) until the total is
+     * back under 7/8 of it. Default 256 MiB; 0 means the default;
+     * NET_UNLIMITED turns it off. Each connection's own limits (conn.
+     * max_input, conn.backpressure_mark) still apply. */
+    size_t memory_budget;
     struct net_conn_options conn; /* defaults of net_conn_options_init() */
 };
 
@@ -80,6 +88,19 @@ NET_EXPORT int net_server_free(net_server_t *server);
 
 /* The bound address (with the real port when 0 was asked). Thread-safe. */
 NET_EXPORT const net_addr_t *net_server_addr(const net_server_t *server);
+
+struct net_server_stats {
+    size_t connections;     /* open now */
+    uint64_t accepted;      /* so far */
+    uint64_t refused;       /* over max_connections */
+    size_t memory_budget;   /* the option (NET_UNLIMITED when off) */
+    size_t memory_used;     /* held in the connections' buffers now, counted
+                               in 16 KiB steps per connection */
+    uint64_t budget_pauses; /* times a connection stopped reading for it */
+};
+
+/* Counters and the memory budget (a snapshot). Thread-safe. */
+NET_EXPORT void net_server_stats(const net_server_t *server, struct net_server_stats *out);
 
 /* Open connections (a snapshot). Thread-safe. */
 NET_EXPORT size_t net_server_connection_count(const net_server_t *server);
