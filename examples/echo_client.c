@@ -7,7 +7,10 @@
  * filled with a pattern that depends on its index, and compares the echoed
  * stream byte for byte. Prints one summary line and exits 0; exits 1 on a
  * failed connect, a mismatch, or a connection that closes before the end. */
+#include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +162,19 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     finish(arg, 1);
 }
 
+/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
+ * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
+static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: echo_client [--connect HOST:PORT] [--count N] [--size S]\n");
@@ -168,18 +184,20 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     struct app app = {.target = "127.0.0.1:2007", .count = 1000, .size = 64};
+    uint64_t n;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--connect") == 0 && i + 1 < argc)
             app.target = argv[++i];
-        else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
-            app.count = strtoul(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
-            app.size = (size_t)strtoul(argv[++i], NULL, 10);
+        /* The bounds keep count * size, the bytes to verify, within 64 bits. */
+        else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc &&
+                 parse_uint(argv[++i], 1, UINT32_MAX, &n))
+            app.count = (unsigned long)n;
+        else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc &&
+                 parse_uint(argv[++i], 1, 1u << 30, &n))
+            app.size = (size_t)n;
         else
             return usage();
     }
-    if (app.count == 0 || app.size == 0)
-        return usage();
     app.window = app.size >= WINDOW_BYTES ? 1 : WINDOW_BYTES / app.size;
     net_addr_t addr;
     if (net_addr_parse(&addr, app.target) < 0) {

@@ -7,6 +7,8 @@
  * (connections get up to a second to drain). */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,19 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
         net_loop_quit(app->loop);
 }
 
+/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
+ * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
+static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: echo_server [--listen HOST:PORT] [--threads N]\n");
@@ -57,11 +72,13 @@ int main(int argc, char **argv)
     struct net_server_options opt;
     net_server_options_init(&opt);
     opt.name = "echo";
+    uint64_t threads;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
-            opt.io_threads = (size_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc &&
+                 parse_uint(argv[++i], 0, 1024, &threads)) /* the loop pool's limit */
+            opt.io_threads = (size_t)threads;
         else
             return usage();
     }

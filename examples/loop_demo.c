@@ -1,6 +1,9 @@
 /* loop_demo: a loop thread pool, a repeating timer and cross-thread functors,
- * stopped by SIGINT/SIGTERM or after --seconds N (default: run until a
- * signal). */
+ * stopped by SIGINT/SIGTERM or after --seconds N, 1..86400 (default: run
+ * until a signal). */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,11 +39,27 @@ static void stop(void *arg)
     net_loop_quit(arg);
 }
 
+/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
+ * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
+static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
-    long seconds = -1;
-    if (argc == 3 && strcmp(argv[1], "--seconds") == 0)
-        seconds = atol(argv[2]);
+    uint64_t seconds = 0; /* 0: until a signal */
+    if (argc != 1 && (argc != 3 || strcmp(argv[1], "--seconds") != 0 ||
+                      !parse_uint(argv[2], 1, 86400, &seconds))) {
+        fprintf(stderr, "usage: loop_demo [--seconds N]   (N: 1..86400)\n");
+        return 2;
+    }
     struct demo d = {0};
     net_signal_t *sig;
     int rc;
@@ -52,8 +71,8 @@ int main(int argc, char **argv)
     printf("loop_demo: %s backend, 2 pool threads; Ctrl-C stops\n", net_loop_backend(d.base));
     fflush(stdout);
     net_loop_run_every(d.base, 500, tick, &d);
-    if (seconds >= 0)
-        net_loop_run_after(d.base, (uint64_t)seconds * 1000, stop, d.base);
+    if (seconds)
+        net_loop_run_after(d.base, seconds * 1000, stop, d.base);
     net_loop_run(d.base);
     net_loop_pool_stop(d.pool);
     net_signal_free(sig);

@@ -1,13 +1,17 @@
-/* rpc_server: an NRPC/1 server with two methods.
+/* rpc_server: an NRPC/1 server with three methods.
  *
  *   rpc_server [--listen HOST:PORT] [--threads N]
  *
- * Defaults 127.0.0.1:2008 and 0 I/O threads.
+ * Defaults 127.0.0.1:2008 and 0 I/O threads (N: 0..1024).
  *   echo   replies with the request body
  *   sleep  the body is a decimal number of milliseconds (ASCII); replies with
  *          an empty body after that long, from a timer: the loop is not
  *          blocked, so later requests overtake a sleeping one
- * SIGINT/SIGTERM stop it gracefully (requests in flight get a second). */
+ *   sleepers replies with the number of requests sleeping now, in decimal
+ *          (a script can wait for its sleeps to be under way)
+ * SIGINT/SIGTERM stop it gracefully: every sleeping request is answered
+ * SHUTTING_DOWN ("server stopped") at once, later requests get SHUTTING_DOWN
+ * too, and the connections have a second to flush those replies and close. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,8 +29,9 @@ static void echo(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 }
 
 /* Sleeping requests, so that a stop can answer those whose timers have not
- * fired (a loop discards pending timers when it is freed). Replies are
- * thread-safe; the list is shared by the I/O loops, hence the lock. */
+ * fired: a client should hear SHUTTING_DOWN, not wait for a sleep the server
+ * will never finish. Replies are thread-safe; the list is shared by the I/O
+ * loops, hence the lock. */
 struct sleeper {
     struct sleeper *prev, *next;
     net_rpc_req_t *req;
@@ -35,6 +40,10 @@ struct sleeper {
 };
 static struct sleeper *sleepers;
 static pthread_mutex_t sleepers_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Set, under the lock, by the stop: an I/O loop may be dispatching a sleep
+ * right then, before the server refuses requests itself; such a sleep is
+ * answered at once rather than left to be cut off by the close. */
+static bool sleepers_closed;
 
 static void sleeper_unlink(struct sleeper *s)
 {
@@ -56,12 +65,15 @@ static void wake(void *arg)
     free(s);
 }
 
-/* Answers every request still sleeping; called once the base loop is done.
- * A timer that cannot be cancelled is firing right now: its wake() owns the
+/* Answers every request still sleeping, and every later one. Called at the
+ * start of the stop, while the connections are still open: the replies are
+ * queued on them, and the stop's drain flushes them before the close. A
+ * timer that cannot be cancelled is firing right now: its wake() owns the
  * sleeper and waits for the lock we hold. */
 static void wake_all_shutting_down(void)
 {
     pthread_mutex_lock(&sleepers_mu);
+    sleepers_closed = true;
     for (struct sleeper *s = sleepers, *next; s; s = next) {
         next = s->next;
         if (net_loop_cancel(s->loop, s->timer) < 0)
@@ -73,7 +85,21 @@ static void wake_all_shutting_down(void)
     pthread_mutex_unlock(&sleepers_mu);
 }
 
-/* Parses the whole body as a decimal count of milliseconds. */
+/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
+ * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
+static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Parses the whole body as a decimal count of milliseconds (the body is not
+ * NUL-terminated, hence not parse_uint). */
 static bool parse_ms(const char *p, size_t len, uint64_t *out)
 {
     if (len == 0 || len > 9)
@@ -106,6 +132,12 @@ static void sleep_method(net_rpc_req_t *req, const void *body, size_t len, void 
     }
     *sl = (struct sleeper){.req = req, .loop = net_conn_loop(net_rpc_req_conn(req))};
     pthread_mutex_lock(&sleepers_mu);
+    if (sleepers_closed) {
+        pthread_mutex_unlock(&sleepers_mu);
+        net_rpc_reply(req, NET_RPC_SHUTTING_DOWN, "server stopped", 14);
+        free(sl);
+        return;
+    }
     sl->next = sleepers;
     if (sleepers)
         sleepers->prev = sl;
@@ -119,6 +151,19 @@ static void sleep_method(net_rpc_req_t *req, const void *body, size_t len, void 
         return;
     }
     pthread_mutex_unlock(&sleepers_mu);
+}
+
+static void sleepers_method(net_rpc_req_t *req, const void *body, size_t len, void *arg)
+{
+    (void)body, (void)len, (void)arg;
+    size_t n = 0;
+    pthread_mutex_lock(&sleepers_mu);
+    for (const struct sleeper *s = sleepers; s; s = s->next)
+        n++; /* asked for rarely: not worth a counter on every sleep */
+    pthread_mutex_unlock(&sleepers_mu);
+    char text[24];
+    int tl = snprintf(text, sizeof text, "%zu", n);
+    net_rpc_reply(req, NET_RPC_OK, text, (size_t)tl);
 }
 
 struct app {
@@ -137,6 +182,11 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     (void)sig;
     struct app *app = arg;
     fprintf(stderr, "rpc_server: signal %d, stopping\n", signo);
+    /* Answers first, stop second: the stop waits (up to the drain) for no
+     * request in flight, then half-closes each connection once its output
+     * is written, so these replies still reach their clients. Answered
+     * after the stop had closed the connections, they would be dropped. */
+    wake_all_shutting_down();
     int rc = net_rpc_server_stop(app->server, 1000, stopped, app->loop);
     if (rc < 0 && rc != -EALREADY) /* a second signal: the stop is under way */
         net_loop_quit(app->loop);
@@ -147,11 +197,13 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:2008";
     struct net_rpc_server_options opt;
     net_rpc_server_options_init(&opt);
+    uint64_t threads;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
-            opt.server.io_threads = (size_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc &&
+                 parse_uint(argv[++i], 0, 1024, &threads)) /* the loop pool's limit */
+            opt.server.io_threads = (size_t)threads;
         else {
             fprintf(stderr, "usage: rpc_server [--listen HOST:PORT] [--threads N]\n");
             return 2;
@@ -171,6 +223,7 @@ int main(int argc, char **argv)
         (rc = net_rpc_server_new(app.loop, &addr, &opt, &app.server)) < 0 ||
         (rc = net_rpc_server_register(app.server, "echo", echo, NULL, false)) < 0 ||
         (rc = net_rpc_server_register(app.server, "sleep", sleep_method, app.loop, false)) < 0 ||
+        (rc = net_rpc_server_register(app.server, "sleepers", sleepers_method, NULL, false)) < 0 ||
         (rc = net_rpc_server_start(app.server)) < 0) {
         fprintf(stderr, "rpc_server: %s: %s\n", listen, net_strerror(rc));
         return 1;
@@ -180,6 +233,8 @@ int main(int argc, char **argv)
     printf("rpc_server listening on %s (%zu I/O threads)\n", text, opt.server.io_threads);
     fflush(stdout);
     net_loop_run(app.loop);
+    /* The stop answered every sleeper; this is a backstop only, since a
+     * request never answered would keep its connection's memory. */
     wake_all_shutting_down();
     net_rpc_server_free(app.server);
     net_signal_free(sig);

@@ -43,6 +43,8 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +274,19 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
+ * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
+static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: xsend --path loop|queue [--threads T] [--size S] [--seconds N]\n");
@@ -287,21 +302,20 @@ static int parse_args(int argc, char **argv, const char **path)
         if (i + 1 >= argc)
             return -1;
         const char *v = argv[++i];
+        uint64_t n;
         if (strcmp(argv[i - 1], "--path") == 0)
             *path = v;
-        else if (strcmp(argv[i - 1], "--threads") == 0)
-            g.threads = (unsigned)strtoul(v, NULL, 10);
-        else if (strcmp(argv[i - 1], "--size") == 0)
-            g.size = (size_t)strtoul(v, NULL, 10);
-        else if (strcmp(argv[i - 1], "--seconds") == 0)
-            g.seconds = (unsigned)strtoul(v, NULL, 10);
+        else if (strcmp(argv[i - 1], "--threads") == 0 && parse_uint(v, 1, MAX_THREADS, &n))
+            g.threads = (unsigned)n;
+        else if (strcmp(argv[i - 1], "--size") == 0 &&
+                 parse_uint(v, HEADER_LEN, IN_FLIGHT_BYTES, &n))
+            g.size = (size_t)n;
+        else if (strcmp(argv[i - 1], "--seconds") == 0 && parse_uint(v, 1, 86400, &n))
+            g.seconds = (unsigned)n;
         else
             return -1;
     }
-    if (!*path || g.threads < 1 || g.threads > MAX_THREADS || g.size < HEADER_LEN ||
-        g.size > IN_FLIGHT_BYTES || g.seconds < 1)
-        return -1;
-    return 0;
+    return *path ? 0 : -1;
 }
 
 /* Runs the producers for g.seconds, waits for every message to be checked,

@@ -7,6 +7,7 @@
  * add+cancel rate on the loop thread. Benchmarks only: nothing is asserted. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,14 +100,25 @@ static void run_timers(double seconds)
     printf("timer add+cancel pairs=%llu pairs/s=%.0f\n", n, (double)n / elapsed);
 }
 
+/* The whole text as a number in [min, max]: atof would take "abc" as 0 and
+ * "2s" as 2 without a word. */
+static bool parse_number(const char *text, double min, double max, double *out)
+{
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || *end || !(v >= min && v <= max))
+        return false;
+    *out = v;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     double seconds = 2.0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
-            seconds = atof(argv[++i]);
-        else {
-            fprintf(stderr, "usage: loop_bench [--seconds N]\n");
+        if (strcmp(argv[i], "--seconds") != 0 || i + 1 >= argc ||
+            !parse_number(argv[++i], 0.1, 3600, &seconds)) {
+            fprintf(stderr, "usage: loop_bench [--seconds N]   (N: 0.1..3600, default 2)\n");
             return 2;
         }
     }

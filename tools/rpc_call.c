@@ -2,16 +2,23 @@
  *
  *   rpc_call [--timeout MS] HOST:PORT METHOD [BODY|-]
  *
+ * MS bounds the connect and the call alike: 1 to 4294967295 milliseconds;
+ * 0, or no --timeout, means the default of 5000 (a tool that may never
+ * return is no use in a script, so there is no "wait forever").
  * Prints the response body on stdout and exits 0. A remote error status
  * prints its message on stderr and exits 1; a local failure (connect
  * refused, TIMEOUT, DISCONNECTED, PROTOCOL_ERROR) prints a message on stderr
- * and exits 3. BODY "-" reads the body from stdin. Usage errors exit 2. */
+ * and exits 3. BODY "-" reads the body from stdin. Usage errors, a malformed MS among
+ * them, print the usage on stderr and exit 2. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <net/rpc.h>
+
+#define DEFAULT_TIMEOUT_MS 5000
 
 struct outcome {
     net_loop_t *loop;
@@ -53,18 +60,37 @@ static char *read_stdin(size_t *len)
     return buf;
 }
 
+/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
+ * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
+static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 static int usage(void)
 {
-    fprintf(stderr, "usage: rpc_call [--timeout MS] HOST:PORT METHOD [BODY|-]\n");
+    fprintf(stderr, "usage: rpc_call [--timeout MS] HOST:PORT METHOD [BODY|-]\n"
+                    "  MS: milliseconds for the connect and the call, 1..4294967295;\n"
+                    "  0 or no --timeout: %d\n", DEFAULT_TIMEOUT_MS);
     return 2;
 }
 
 int main(int argc, char **argv)
 {
-    uint64_t timeout = 5000;
+    uint64_t timeout = DEFAULT_TIMEOUT_MS;
     int i = 1;
     if (i + 1 < argc && strcmp(argv[i], "--timeout") == 0) {
-        timeout = strtoull(argv[i + 1], NULL, 10);
+        /* At most UINT32_MAX: the connect timeout is a uint32_t. */
+        if (!parse_uint(argv[i + 1], 0, UINT32_MAX, &timeout))
+            return usage();
+        if (timeout == 0) /* net_rpc_call would take 0 as "no timeout" */
+            timeout = DEFAULT_TIMEOUT_MS;
         i += 2;
     }
     if (argc - i < 2 || argc - i > 3)
@@ -86,7 +112,7 @@ int main(int argc, char **argv)
     net_rpc_client_options_init(&opt);
     opt.client.retry = false;     /* one attempt: a refused connect is final */
     opt.client.reconnect = false;
-    opt.client.connect_timeout_ms = (uint32_t)(timeout ? timeout : 5000);
+    opt.client.connect_timeout_ms = (uint32_t)timeout;
     net_rpc_client_t *client;
     int rc;
     if ((rc = net_loop_new(&o.loop)) < 0 ||

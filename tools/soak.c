@@ -1639,6 +1639,19 @@ static bool run(double warmup, struct figures *base)
     return have_baseline;
 }
 
+/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
+ * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
+static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: soak [--seconds N] [--seed S] [--threads T] [--interval I]\n"
@@ -1661,9 +1674,9 @@ static int parse_args(int argc, char **argv)
     double threads = 4;
     g.seconds = 30, g.interval = 2;
     g.seed = (unsigned long long)time(NULL) * 2654435761u ^ (unsigned long long)getpid();
+    uint64_t seed = g.seed;
     for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end;
         bool ok = v != NULL;
         if (ok && strcmp(argv[i], "--seconds") == 0)
             ok = parse_double(v, 1, 7 * 86400, &g.seconds);
@@ -1672,13 +1685,14 @@ static int parse_args(int argc, char **argv)
         else if (ok && strcmp(argv[i], "--threads") == 0)
             ok = parse_double(v, 1, 64, &threads) && threads == (int)threads;
         else if (ok && strcmp(argv[i], "--seed") == 0)
-            ok = (g.seed = strtoull(v, &end, 0), *v && !*end);
+            ok = parse_uint(v, 0, UINT64_MAX, &seed);
         else
             ok = false;
         if (!ok)
             return usage();
     }
     g.threads = (int)threads;
+    g.seed = seed;
     return 0;
 }
 
