@@ -547,6 +547,10 @@ static void deliver(net_conn_t *conn)
     if (net_buf_readable(&conn->in) > conn->opt.max_input)
         return input_overflow(conn);
     release_if_large(&conn->in);
+    /* Output made by this read that is still queued: the flush waiting for
+     * the socket does not look again until it can write. */
+    if (atomic_load_explicit(&conn->queued, memory_order_relaxed) >= conn->opt.backpressure_mark)
+        pause_set(conn, NET__PAUSE_OUTPUT, true);
     budget_sync(conn);
 }
 
