@@ -4,7 +4,11 @@
  * read, so plain variables suffice and the hot paths pay one indirect
  * call. */
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <net/alloc.h>
 
@@ -15,7 +19,8 @@ static struct {
     net_realloc_fn realloc_fn;
     net_calloc_fn calloc_fn;
     net_free_fn free_fn;
-} allocator = {malloc, realloc, calloc, free};
+    bool maps; /* the C library's functions: big blocks are mapped */
+} allocator = {malloc, realloc, calloc, free, true};
 
 int net_replace_allocator(net_malloc_fn malloc_fn, net_realloc_fn realloc_fn,
                           net_calloc_fn calloc_fn, net_free_fn free_fn)
@@ -26,6 +31,8 @@ int net_replace_allocator(net_malloc_fn malloc_fn, net_realloc_fn realloc_fn,
     allocator.realloc_fn = realloc_fn;
     allocator.calloc_fn = calloc_fn;
     allocator.free_fn = free_fn;
+    allocator.maps = malloc_fn == malloc && realloc_fn == realloc && calloc_fn == calloc &&
+                     free_fn == free;
     return 0;
 }
 
@@ -47,4 +54,45 @@ void *net__realloc(void *ptr, size_t size)
 void net__free(void *ptr)
 {
     allocator.free_fn(ptr);
+}
+
+/* ---- blocks sized by the caller ------------------------------------------ */
+
+/* Big blocks are mapped only while the C library's allocator is in place. A
+ * replaced one gets them like every other block: alloc.h promises that it
+ * sees all the library's memory, and it is how test_alloc_fail.c fails big
+ * allocations too. */
+
+size_t net__block_size(size_t size)
+{
+    if (size < NET__MAP_MIN)
+        return size;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return size > SIZE_MAX - (page - 1) ? 0 : (size + page - 1) & ~(page - 1);
+}
+
+void *net__block_alloc(size_t size)
+{
+    if (size < NET__MAP_MIN || !allocator.maps)
+        return allocator.malloc_fn(size);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* mremap moves the pages instead of copying their bytes, and the old range
+ * is gone when it returns: a mapping never exists twice. */
+void *net__block_remap(void *p, size_t old_size, size_t new_size)
+{
+    if (!allocator.maps)
+        return allocator.realloc_fn(p, new_size);
+    void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE);
+    return q == MAP_FAILED ? NULL : q;
+}
+
+void net__block_free(void *p, size_t size)
+{
+    if (size < NET__MAP_MIN || !allocator.maps)
+        allocator.free_fn(p);
+    else if (p)
+        munmap(p, size);
 }

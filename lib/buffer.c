@@ -2,7 +2,9 @@
  *
  * Invariants while storage exists: rd <= wr <= cap, and rd >= NET_BUF_PREPEND
  * unless prepends used that room. Without storage data is NULL and
- * cap == rd == wr == 0. */
+ * cap == rd == wr == 0. The storage is mapped exactly when
+ * cap >= NET__MAP_MIN (alloc_internal.h), and every capacity is a result of
+ * net__block_size(), so the capacity alone says how to free or grow it. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,18 +34,27 @@ static size_t buf_readable(const net_buf_t *buf)
     return buf->wr - buf->rd;
 }
 
-/* Replaces the storage with a new block of new_cap bytes holding only the
- * readable bytes, at offset NET_BUF_PREPEND. realloc() would copy the whole
- * old capacity, including consumed bytes (muduo issues #422/#530). */
+/* A capacity the storage can have for cap bytes: whole pages once it is
+ * mapped. 0 if that exceeds NET_BUF_MAX_SIZE. */
+static size_t buf_block_size(size_t cap)
+{
+    size_t size = net__block_size(cap);
+    return size <= NET_BUF_MAX_SIZE ? size : 0;
+}
+
+/* Replaces the storage with a new block of new_cap bytes (a result of
+ * buf_block_size) holding only the readable bytes, at offset
+ * NET_BUF_PREPEND. realloc() would copy the whole old capacity, including
+ * consumed bytes (muduo issues #422/#530). */
 static int buf_reallocate(net_buf_t *buf, size_t new_cap)
 {
     size_t readable = buf_readable(buf);
-    char *data = net__malloc(new_cap);
+    char *data = net__block_alloc(new_cap);
     if (!data)
         return -ENOMEM;
     if (readable > 0)
         memcpy(data + NET_BUF_PREPEND, buf->data + buf->rd, readable);
-    net__free(buf->data);
+    net__block_free(buf->data, buf->cap);
     buf->data = data;
     buf->cap = new_cap;
     buf->rd = NET_BUF_PREPEND;
@@ -53,13 +64,13 @@ static int buf_reallocate(net_buf_t *buf, size_t new_cap)
 
 /* Capacity for a buffer that must hold `need` bytes: at least double the old
  * one so a stream of appends costs amortized O(1) copies. Since growth only
- * happens when need > cap, the result stays below 2 * need. */
+ * happens when need > cap, the result stays below 2 * need (plus a page). */
 static size_t buf_grown_cap(size_t cap, size_t need)
 {
     size_t new_cap = cap <= NET_BUF_MAX_SIZE / 2 ? cap * 2 : NET_BUF_MAX_SIZE;
     if (new_cap < need)
         new_cap = need;
-    return new_cap < BUF_MIN_ALLOC ? BUF_MIN_ALLOC : new_cap;
+    return buf_block_size(new_cap < BUF_MIN_ALLOC ? BUF_MIN_ALLOC : new_cap);
 }
 
 /* Storage needed for the prepend area, the readable bytes and `extra` more:
@@ -73,22 +84,49 @@ static size_t buf_need(const net_buf_t *buf, size_t extra)
     return NET_BUF_PREPEND + readable + extra;
 }
 
-/* Makes n bytes writable. Moving the readable bytes to the front reuses the
- * space already consumed, which avoids an allocation when the buffer is large
- * enough overall; otherwise a bigger block is allocated. */
-static int buf_make_space(net_buf_t *buf, size_t n)
+/* Moves the readable bytes to the front, reusing the space already consumed. */
+static void buf_compact(net_buf_t *buf)
 {
     size_t readable = buf_readable(buf);
+    memmove(buf->data + NET_BUF_PREPEND, buf->data + buf->rd, readable);
+    buf->rd = NET_BUF_PREPEND;
+    buf->wr = NET_BUF_PREPEND + readable;
+}
+
+/* A mapping grows in place or moves its pages (mremap): no byte is copied,
+ * which matters at these sizes. The consumed front moves along, so it is
+ * compacted away only if the n bytes still do not fit behind wr. */
+static int buf_remap(net_buf_t *buf, size_t new_cap, size_t n)
+{
+    char *data = net__block_remap(buf->data, buf->cap, new_cap);
+    if (!data)
+        return -ENOMEM;
+    buf->data = data;
+    buf->cap = new_cap;
+    if (buf->cap - buf->wr < n)
+        buf_compact(buf);
+    return 0;
+}
+
+/* Makes n bytes writable. Compacting avoids an allocation when the buffer is
+ * large enough overall; otherwise the storage grows: heap storage (also
+ * when it becomes a mapping) by a copy of the readable bytes, a mapping by
+ * mremap. */
+static int buf_make_space(net_buf_t *buf, size_t n)
+{
     size_t need = buf_need(buf, n);
     if (need == 0)
         return -ENOMEM;
     if (buf->data && buf->cap >= need) {
-        memmove(buf->data + NET_BUF_PREPEND, buf->data + buf->rd, readable);
-        buf->rd = NET_BUF_PREPEND;
-        buf->wr = NET_BUF_PREPEND + readable;
+        buf_compact(buf);
         return 0;
     }
-    return buf_reallocate(buf, buf_grown_cap(buf->cap, need));
+    size_t new_cap = buf_grown_cap(buf->cap, need);
+    if (new_cap == 0)
+        return -ENOMEM;
+    if (buf->cap >= NET__MAP_MIN)
+        return buf_remap(buf, new_cap, n);
+    return buf_reallocate(buf, new_cap);
 }
 
 /* ---- Life cycle ------------------------------------------------------- */
@@ -103,7 +141,7 @@ void net_buf_destroy(net_buf_t *buf)
 {
     if (!buf)
         return;
-    net__free(buf->data);
+    net__block_free(buf->data, buf->cap);
     net_buf_init(buf);
 }
 
@@ -123,7 +161,7 @@ int net_buf_shrink(net_buf_t *buf, size_t reserve)
         return -EINVAL;
     if (buf_readable(buf) == 0 && reserve == 0)
         return net_buf_release(buf);
-    size_t need = buf_need(buf, reserve);
+    size_t need = buf_block_size(buf_need(buf, reserve));
     if (need == 0)
         return -ENOMEM;
     if (need == buf->cap && buf->rd == NET_BUF_PREPEND)
@@ -188,12 +226,18 @@ int net_buf_retrieve_until(net_buf_t *buf, const char *end)
 
 void net_buf_retrieve_all(net_buf_t *buf)
 {
-    /* Rewinding restores the full prepend area and makes everything behind
-     * it writable again, with no memmove later. */
-    if (buf && buf->data) {
-        buf->rd = NET_BUF_PREPEND;
-        buf->wr = NET_BUF_PREPEND;
+    if (!buf || !buf->data)
+        return;
+    /* Storage beyond NET_BUF_KEEP grew for a burst or a large message: keeping
+     * it would pin that peak for the buffer's life, and it is free now at the
+     * cost of one compare. Smaller storage is rewound, which restores the full
+     * prepend area and makes everything behind it writable again. */
+    if (buf->cap > NET_BUF_KEEP) {
+        net_buf_destroy(buf);
+        return;
     }
+    buf->rd = NET_BUF_PREPEND;
+    buf->wr = NET_BUF_PREPEND;
 }
 
 int net_buf_retrieve_as_string(net_buf_t *buf, size_t n, char *out, size_t out_size)

@@ -6,7 +6,11 @@
  * thread mostly frees, so full and empty magazines flow through a global
  * depot under a mutex: one lock per MAG_NODES nodes, not one per send. The
  * depot keeps at most DEPOT_MAX full magazines; beyond that nodes go back to
- * malloc, so a burst does not pin memory forever. */
+ * malloc, so a burst does not pin memory forever.
+ *
+ * Other nodes are the size of their send, and from NET__MAP_MIN bytes on
+ * (header included) mapped (net__block_alloc), so a large send or reply
+ * returns to the kernel as soon as it is written. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -94,25 +98,36 @@ static void set_magazine(struct magazine *m)
 
 /* ---- nodes ------------------------------------------------------------------------- */
 
-static struct net__wq_node *node_malloc(size_t cap)
+/* A mapped node's cap takes in the rest of its last page: its block is
+ * then sizeof header + cap, and node_block_free needs nothing else. */
+static struct net__wq_node *node_block_alloc(size_t cap)
 {
-    struct net__wq_node *n = net__malloc(sizeof *n + cap);
+    struct net__wq_node *n;
+    if (cap > SIZE_MAX - sizeof *n)
+        return NULL;
+    size_t size = net__block_size(sizeof *n + cap);
+    n = size ? net__block_alloc(size) : NULL;
     if (n)
-        n->cap = cap;
+        n->cap = size - sizeof *n;
     return n;
+}
+
+static void node_block_free(struct net__wq_node *n)
+{
+    net__block_free(n, sizeof *n + n->cap);
 }
 
 struct net__wq_node *net__wq_node_alloc(size_t len)
 {
     struct net__wq_node *n;
     if (len > NET__WQ_SMALL) {
-        n = node_malloc(len);
+        n = node_block_alloc(len);
     } else {
         if (!mag || mag->n == 0) {
             struct magazine *full = depot_exchange(mag, true);
             set_magazine(full);
         }
-        n = mag ? mag->nodes[--mag->n] : node_malloc(NET__WQ_SMALL);
+        n = mag ? mag->nodes[--mag->n] : node_block_alloc(NET__WQ_SMALL);
     }
     if (n) {
         n->len = len;
@@ -126,7 +141,7 @@ void net__wq_node_free(struct net__wq_node *n)
     if (!n)
         return;
     if (n->cap != NET__WQ_SMALL) {
-        net__free(n);
+        node_block_free(n);
         return;
     }
     if (!mag || mag->n == MAG_NODES) {

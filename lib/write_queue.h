@@ -35,7 +35,8 @@ struct net__wq_node {
     _Atomic(struct net__wq_node *) next;
     size_t len;  /* bytes in data */
     size_t off;  /* consumer: bytes already written */
-    size_t cap;  /* capacity of data; NET__WQ_SMALL for pooled nodes */
+    size_t cap;  /* capacity of data: NET__WQ_SMALL for pooled nodes, else len
+                  * (a mapped node, see write_queue.c, rounds up to a page) */
     char data[];
 };
 

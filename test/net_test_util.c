@@ -4,10 +4,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <net/alloc.h>
 
 /* ---- time and waiting ------------------------------------------------------ */
 
@@ -275,4 +278,55 @@ int net_test_count_open_fds(void)
             n++;
     closedir(d);
     return n - 1;
+}
+
+/* ---- memory -------------------------------------------------------------------- */
+
+size_t net_test_rss_bytes(void)
+{
+    unsigned long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    CHECK(f != NULL);
+    CHECK_EQ(fscanf(f, "%lu %lu", &size, &resident), 2);
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+void net_test_raise_malloc_mmap_threshold(void)
+{
+    /* 30 MiB: glibc moves the threshold only for chunks up to 32 MiB,
+     * header included (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit). Through a
+     * volatile pointer: the compiler may drop a malloc only freed. */
+    char *volatile chunk = malloc(30 * MiB);
+    CHECK(chunk != NULL);
+    free(chunk);
+}
+
+static _Atomic size_t fail_from = SIZE_MAX;
+
+static void *failing_malloc(size_t n)
+{
+    return n >= atomic_load(&fail_from) ? NULL : malloc(n);
+}
+
+static void *failing_realloc(void *p, size_t n)
+{
+    return n >= atomic_load(&fail_from) ? NULL : realloc(p, n);
+}
+
+static void *failing_calloc(size_t count, size_t n)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, n, &total) || total >= atomic_load(&fail_from))
+        return NULL;
+    return calloc(count, n);
+}
+
+void net_test_fail_allocs_from(size_t min)
+{
+    static bool installed;
+    if (!installed)
+        CHECK_OK(net_replace_allocator(failing_malloc, failing_realloc, failing_calloc, free));
+    installed = true;
+    atomic_store(&fail_from, min);
 }

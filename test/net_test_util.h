@@ -157,4 +157,23 @@ void net_test_echo_client(void *echo);
 /* Descriptors open in this process, not counting the one used to count. */
 int net_test_count_open_fds(void);
 
+/* ---- memory -------------------------------------------------------------------- */
+
+/* The process's resident set size in bytes (/proc/self/statm). */
+size_t net_test_rss_bytes(void);
+
+/* Puts glibc's malloc where it keeps big blocks: frees a mapped 30 MiB
+ * chunk, which raises its mmap threshold to 30 MiB (its trim threshold to
+ * twice that), so malloc then serves smaller blocks from the heap and their
+ * frees need not reach the kernel (a 64 MiB buffer grown on malloc kept
+ * 32 MiB resident after its free). Scenarios that check that memory
+ * goes back run after it, so that they do not depend on malloc's state. */
+void net_test_raise_malloc_mmap_threshold(void);
+
+/* Makes every allocation the library asks for of min bytes or more fail,
+ * until called again (SIZE_MAX: none fails). The first call installs the
+ * failing allocator (net_replace_allocator, over the C library's): it must
+ * come before any other netloop call. */
+void net_test_fail_allocs_from(size_t min);
+
 #endif

@@ -1,9 +1,13 @@
 #include "harness.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <net/buffer.h>
+
+#include "alloc_internal.h"
+#include "net_test_util.h"
 
 /* The readable bytes of b are exactly the n bytes at exp. */
 #define CHECK_CONTENT(b, exp, n)                                              \
@@ -769,4 +773,274 @@ TEST(buf_append_own_bytes_reg)
     CHECK_EQ(net_buf_capacity(&b), cap); /* compacted, not grown */
     CHECK_CONTENT(&b, want, len);
     net_buf_destroy(&b);
+}
+
+/* ---- Large storage: mapped, and given back ---------------------------------- */
+
+/* n bytes of fill_pattern(seed), malloc'd: the expected contents. */
+static unsigned char *pattern(size_t n, unsigned seed)
+{
+    unsigned char *p = malloc(n);
+    CHECK(p != NULL);
+    fill_pattern(p, n, seed);
+    return p;
+}
+
+static void append_chunks(net_buf_t *b, const unsigned char *src, size_t n, size_t chunk)
+{
+    for (size_t off = 0; off < n; off += chunk)
+        CHECK_OK(net_buf_append(b, src + off, n - off < chunk ? n - off : chunk));
+}
+
+/* Storage at the threshold and above is a mapping of whole pages. */
+static void check_capacity_kind(const net_buf_t *b)
+{
+    size_t cap = net_buf_capacity(b);
+    if (cap >= NET__MAP_MIN)
+        CHECK_EQ(cap % (size_t)sysconf(_SC_PAGESIZE), 0);
+}
+
+/* b still has the storage and positions of `was` and holds want[0, n). */
+static void check_unchanged(const net_buf_t *b, const net_buf_t *was, const void *want, size_t n)
+{
+    CHECK(b->data == was->data);
+    CHECK_EQ(b->cap, was->cap);
+    CHECK_EQ(b->rd, was->rd);
+    CHECK_EQ(b->wr, was->wr);
+    CHECK_CONTENT(b, want, n);
+}
+
+TEST(buf_large_emptied_by_retrieve_all_holds_no_storage)
+{
+    net_buf_t b = NET_BUF_INIT;
+    unsigned char *want = pattern(16 * MiB, 5);
+    append_chunks(&b, want, 16 * MiB, 64 * KiB);
+    CHECK(net_buf_capacity(&b) >= 16 * MiB);
+    CHECK_CONTENT(&b, want, 16 * MiB);
+    net_buf_retrieve_all(&b);
+    CHECK(b.data == NULL);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK_EQ(net_buf_prependable(&b), 0);
+    /* A fresh buffer again: the next message gets a small block. */
+    CHECK_OK(net_buf_append(&b, "abc", 3));
+    CHECK_OK(net_buf_prepend_u8(&b, 'z'));
+    CHECK(net_buf_capacity(&b) <= 256);
+    CHECK_CONTENT(&b, "zabc", 4);
+    net_buf_destroy(&b);
+    free(want);
+}
+
+TEST(buf_large_emptied_piecewise_holds_no_storage)
+{
+    /* Every retrieve that ends with no readable bytes gives storage back,
+     * not only retrieve_all: here the last byte goes by a read. */
+    net_buf_t b = NET_BUF_INIT;
+    unsigned char *want = pattern(16 * MiB, 6);
+    CHECK_OK(net_buf_append(&b, want, 16 * MiB));
+    size_t cap = net_buf_capacity(&b);
+    for (size_t off = 0; off < 15 * MiB; off += MiB) {
+        CHECK_CONTENT(&b, want + off, 16 * MiB - off);
+        CHECK_OK(net_buf_retrieve(&b, MiB));
+        CHECK_EQ(net_buf_capacity(&b), cap);
+    }
+    CHECK_OK(net_buf_retrieve(&b, MiB - 1));
+    uint8_t last = 0;
+    CHECK_OK(net_buf_read_u8(&b, &last));
+    CHECK_EQ(last, want[16 * MiB - 1]);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    free(want);
+}
+
+TEST(buf_emptied_keeps_storage_up_to_keep_size)
+{
+    net_buf_t b = NET_BUF_INIT;
+    CHECK_OK(net_buf_shrink(&b, NET_BUF_KEEP - NET_BUF_PREPEND));
+    CHECK_EQ(net_buf_capacity(&b), NET_BUF_KEEP);
+    CHECK_OK(net_buf_append(&b, "abc", 3));
+    const char *base = storage_base(&b);
+    CHECK_OK(net_buf_retrieve(&b, 3));
+    CHECK_EQ(net_buf_capacity(&b), NET_BUF_KEEP);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK(storage_base(&b) == base);
+    /* One byte more and the emptied buffer lets its storage go. */
+    CHECK_OK(net_buf_shrink(&b, NET_BUF_KEEP - NET_BUF_PREPEND + 1));
+    CHECK_EQ(net_buf_capacity(&b), NET_BUF_KEEP + 1);
+    CHECK_OK(net_buf_append(&b, "abc", 3));
+    net_buf_retrieve_all(&b);
+    CHECK_EQ(net_buf_capacity(&b), 0);
+}
+
+TEST(buf_growth_through_map_threshold_byte_exact)
+{
+    /* Odd-sized appends with a consumed front now and then: the storage goes
+     * from malloc'd blocks to a mapping (a copy) and through larger mappings
+     * (mremap), and the readable bytes stay exact at every step. */
+    net_buf_t b = NET_BUF_INIT;
+    const size_t total = 12 * MiB, chunk = 77777;
+    unsigned char *want = pattern(total, 7);
+    size_t consumed = 0, cap = 0;
+    int heap_caps = 0, mapped_caps = 0;
+    for (size_t off = 0, i = 1; off < total; off += chunk, i++) {
+        CHECK_OK(net_buf_append(&b, want + off, total - off < chunk ? total - off : chunk));
+        if (i % 8 == 0) {
+            CHECK_OK(net_buf_retrieve(&b, chunk / 2));
+            consumed += chunk / 2;
+        }
+        if (net_buf_capacity(&b) != cap) {
+            cap = net_buf_capacity(&b);
+            check_capacity_kind(&b);
+            heap_caps += cap < NET__MAP_MIN;
+            mapped_caps += cap >= NET__MAP_MIN;
+            CHECK_CONTENT(&b, want + consumed, net_buf_readable(&b));
+        }
+    }
+    CHECK(heap_caps >= 2 && mapped_caps >= 3);
+    CHECK_CONTENT(&b, want + consumed, total - consumed);
+    net_buf_destroy(&b);
+    free(want);
+}
+
+TEST(buf_mapped_growth_compacts_when_front_blocks)
+{
+    /* A mapping grows with mremap, which keeps the consumed front: when
+     * the room asked for still does not fit behind it, the readable bytes
+     * move to the front. */
+    net_buf_t b = NET_BUF_INIT;
+    unsigned char *want = pattern(6 * MiB, 8);
+    CHECK_OK(net_buf_append(&b, want, 2 * MiB));
+    CHECK(net_buf_capacity(&b) >= NET__MAP_MIN);
+    CHECK_OK(net_buf_retrieve(&b, 3 * MiB / 2));
+    CHECK_OK(net_buf_ensure_writable(&b, 7 * MiB / 2));
+    check_capacity_kind(&b);
+    CHECK(net_buf_writable(&b) >= 7 * MiB / 2);
+    CHECK_EQ(net_buf_prependable(&b), NET_BUF_PREPEND);
+    CHECK_CONTENT(&b, want + 3 * MiB / 2, MiB / 2);
+    memcpy(net_buf_begin_write(&b), want + 2 * MiB, 7 * MiB / 2);
+    CHECK_OK(net_buf_has_written(&b, 7 * MiB / 2));
+    CHECK_CONTENT(&b, want + 3 * MiB / 2, 4 * MiB);
+    net_buf_destroy(&b);
+    free(want);
+}
+
+TEST(buf_shrink_between_mapped_and_heap_byte_exact)
+{
+    net_buf_t b = NET_BUF_INIT;
+    unsigned char *want = pattern(4 * MiB, 9);
+    CHECK_OK(net_buf_append(&b, want, 4 * MiB));
+    CHECK_OK(net_buf_retrieve(&b, 2 * MiB));
+    CHECK_OK(net_buf_shrink(&b, 0)); /* mapped -> smaller mapping */
+    CHECK(net_buf_capacity(&b) >= NET_BUF_PREPEND + 2 * MiB);
+    CHECK(net_buf_capacity(&b) - (NET_BUF_PREPEND + 2 * MiB) < (size_t)sysconf(_SC_PAGESIZE));
+    check_capacity_kind(&b);
+    CHECK_CONTENT(&b, want + 2 * MiB, 2 * MiB);
+    CHECK_OK(net_buf_retrieve(&b, 2 * MiB - 100 * KiB));
+    CHECK_OK(net_buf_shrink(&b, 0)); /* mapped -> heap, to the byte */
+    CHECK_EQ(net_buf_capacity(&b), NET_BUF_PREPEND + 100 * KiB);
+    CHECK_CONTENT(&b, want + 4 * MiB - 100 * KiB, 100 * KiB);
+    CHECK_OK(net_buf_shrink(&b, 2 * MiB)); /* heap -> mapped */
+    check_capacity_kind(&b);
+    CHECK(net_buf_writable(&b) >= 2 * MiB);
+    CHECK_CONTENT(&b, want + 4 * MiB - 100 * KiB, 100 * KiB);
+    net_buf_destroy(&b);
+    free(want);
+}
+
+TEST(buf_freed_64mib_returns_memory_to_kernel)
+{
+    /* With malloc in the state that keeps big frees (a heap-backed buffer
+     * then stays resident after its free), and a small block allocated
+     * while the buffer is large, as other connections would. */
+    net_test_raise_malloc_mmap_threshold();
+    unsigned char *chunk = pattern(MiB, 10);
+    size_t before = net_test_rss_bytes();
+    net_buf_t b = NET_BUF_INIT;
+    for (int i = 0; i < 64; i++)
+        CHECK_OK(net_buf_append(&b, chunk, MiB));
+    char *volatile later = malloc(64);
+    size_t full = net_test_rss_bytes();
+    net_buf_retrieve_all(&b);
+    size_t after = net_test_rss_bytes();
+    fprintf(stderr, "RSS: %zu KiB before, %zu KiB written, %zu KiB emptied\n", before / KiB,
+            full / KiB, after / KiB);
+    CHECK(full >= before + 60 * MiB); /* the measurement sees the pages */
+    CHECK_EQ(net_buf_capacity(&b), 0);
+    CHECK(after <= before + 4 * MiB);
+    free(later);
+    free(chunk);
+}
+
+TEST(buf_big_alloc_failure_leaves_buffer_unchanged)
+{
+    /* A replaced allocator gets the big storage too (that is how
+     * test_alloc_fail.c reaches it): failing it must leave each path,
+     * heap -> big, big -> bigger, big -> smaller big, as it was. */
+    net_test_fail_allocs_from(SIZE_MAX);
+    unsigned char *want = pattern(3000 * KiB, 11);
+    net_buf_t b = NET_BUF_INIT, was;
+    CHECK_OK(net_buf_append(&b, want, 600 * KiB));
+    net_test_fail_allocs_from(NET__MAP_MIN);
+    was = b;
+    CHECK_EQ(net_buf_append(&b, want + 600 * KiB, 600 * KiB), -ENOMEM);
+    check_unchanged(&b, &was, want, 600 * KiB);
+    net_test_fail_allocs_from(SIZE_MAX);
+    CHECK_OK(net_buf_append(&b, want + 600 * KiB, 600 * KiB));
+    net_test_fail_allocs_from(NET__MAP_MIN);
+    was = b;
+    CHECK_EQ(net_buf_ensure_writable(&b, 2 * MiB), -ENOMEM);
+    check_unchanged(&b, &was, want, 1200 * KiB);
+    CHECK_EQ(net_buf_shrink(&b, MiB), -ENOMEM);
+    check_unchanged(&b, &was, want, 1200 * KiB);
+    net_buf_t fresh = NET_BUF_INIT;
+    CHECK_EQ(net_buf_ensure_writable(&fresh, 2 * MiB), -ENOMEM);
+    CHECK_EQ(net_buf_capacity(&fresh), 0);
+    net_test_fail_allocs_from(SIZE_MAX);
+    CHECK_OK(net_buf_append(&b, want + 1200 * KiB, 1800 * KiB));
+    CHECK_CONTENT(&b, want, 3000 * KiB);
+    net_buf_destroy(&b);
+    free(want);
+}
+
+/* Lets the address space grow by `room` bytes at most (RLIMIT_AS), so that
+ * a real mmap or mremap beyond it fails; SIZE_MAX lifts the limit. */
+static void limit_address_space(size_t room)
+{
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    CHECK(f != NULL);
+    CHECK_EQ(fscanf(f, "%lu", &pages), 1);
+    fclose(f);
+    struct rlimit lim;
+    CHECK_EQ(getrlimit(RLIMIT_AS, &lim), 0);
+    lim.rlim_cur = room == SIZE_MAX ? lim.rlim_max
+                                    : pages * (size_t)sysconf(_SC_PAGESIZE) + room;
+    CHECK_EQ(setrlimit(RLIMIT_AS, &lim), 0);
+}
+
+TEST(buf_mmap_failure_leaves_buffer_unchanged)
+{
+    /* The kernel refuses the mapping (no replaced allocator here): a first
+     * mmap and an mremap growth. */
+    if (NET_TEST_SANITIZED)
+        SKIP("sanitizers reserve address space beyond any RLIMIT_AS");
+    unsigned char *want = pattern(3000 * KiB, 12);
+    net_buf_t b = NET_BUF_INIT, fresh = NET_BUF_INIT, was;
+    CHECK_OK(net_buf_append(&b, want, 600 * KiB));
+    limit_address_space(512 * KiB);
+    was = b;
+    CHECK_EQ(net_buf_append(&b, want + 600 * KiB, 600 * KiB), -ENOMEM);
+    check_unchanged(&b, &was, want, 600 * KiB);
+    CHECK_EQ(net_buf_ensure_writable(&fresh, 2 * MiB), -ENOMEM);
+    CHECK_EQ(net_buf_capacity(&fresh), 0);
+    limit_address_space(SIZE_MAX);
+    CHECK_OK(net_buf_append(&b, want + 600 * KiB, 600 * KiB));
+    CHECK(net_buf_capacity(&b) >= NET__MAP_MIN);
+    limit_address_space(512 * KiB);
+    was = b;
+    CHECK_EQ(net_buf_append(&b, want + 1200 * KiB, 1800 * KiB), -ENOMEM);
+    check_unchanged(&b, &was, want, 1200 * KiB);
+    limit_address_space(SIZE_MAX);
+    CHECK_OK(net_buf_append(&b, want + 1200 * KiB, 1800 * KiB));
+    CHECK_CONTENT(&b, want, 3000 * KiB);
+    net_buf_destroy(&b);
+    free(want);
 }

@@ -5,7 +5,9 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "alloc_internal.h"
 #include "harness.h"
+#include "net_test_util.h"
 #include "write_queue.h"
 
 TEST(wq_push_reports_empty_only_first)
@@ -41,6 +43,72 @@ TEST(wq_node_sizes)
     /* The pooled node comes back from this thread's magazine. */
     CHECK(net__wq_node_alloc(8) == small);
     net__wq_node_free(small);
+}
+
+/* ---- large nodes: mapped, and given back ---------------------------------------- */
+
+#define NODE_HDR sizeof(struct net__wq_node)
+
+TEST(wq_large_node_mapped_from_threshold)
+{
+    /* Below the threshold a node is exactly its send; from it on its block
+     * is whole pages, and cap takes in the rest of the last one. */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), odd_len = 3 * MiB + 1;
+    struct net__wq_node *below = net__wq_node_alloc(NET__MAP_MIN - NODE_HDR - 1);
+    struct net__wq_node *at = net__wq_node_alloc(NET__MAP_MIN - NODE_HDR);
+    struct net__wq_node *odd = net__wq_node_alloc(odd_len);
+    CHECK(below && at && odd);
+    CHECK_EQ(below->cap, NET__MAP_MIN - NODE_HDR - 1);
+    CHECK_EQ(at->cap, NET__MAP_MIN - NODE_HDR);
+    CHECK_EQ(odd->len, odd_len);
+    CHECK_EQ((NODE_HDR + odd->cap) % page, 0);
+    CHECK(odd->cap >= odd_len && odd->cap - odd_len < page);
+    /* All of cap is usable, and the bytes are what was written. */
+    for (size_t i = 0; i < odd->cap; i++)
+        odd->data[i] = (char)(i % 251);
+    for (size_t i = 0; i < odd->cap; i += 4093)
+        CHECK_EQ((unsigned char)odd->data[i], i % 251);
+    net__wq_node_free(below);
+    net__wq_node_free(at);
+    net__wq_node_free(odd);
+}
+
+TEST(wq_large_node_freed_returns_memory_to_kernel)
+{
+    /* 24 MiB: below the mmap threshold malloc has after this, so a
+     * malloc'd node would stay in the heap after its free. */
+    net_test_raise_malloc_mmap_threshold();
+    size_t before = net_test_rss_bytes();
+    struct net__wq_node *n = net__wq_node_alloc(24 * MiB);
+    CHECK(n != NULL);
+    memset(n->data, 0x5a, n->len);
+    size_t full = net_test_rss_bytes();
+    net__wq_node_free(n);
+    size_t after = net_test_rss_bytes();
+    fprintf(stderr, "RSS: %zu KiB before, %zu KiB written, %zu KiB freed\n", before / KiB,
+            full / KiB, after / KiB);
+    CHECK(full >= before + 20 * MiB); /* the measurement sees the pages */
+    CHECK(after <= before + 4 * MiB);
+}
+
+TEST(wq_large_node_alloc_failure_returns_null)
+{
+    /* A replaced allocator gets the big nodes too, and can refuse them. */
+    net_test_fail_allocs_from(NET__MAP_MIN);
+    CHECK(net__wq_node_alloc(2 * MiB) == NULL);
+    struct net__wq_node *n = net__wq_node_alloc(64 * KiB);
+    CHECK(n != NULL);
+    net__wq_node_free(n);
+    net_test_fail_allocs_from(SIZE_MAX);
+    CHECK((n = net__wq_node_alloc(2 * MiB)) != NULL);
+    net__wq_node_free(n);
+}
+
+TEST(wq_node_alloc_huge_returns_null)
+{
+    CHECK(net__wq_node_alloc(SIZE_MAX) == NULL);            /* header + len wraps */
+    CHECK(net__wq_node_alloc(SIZE_MAX - NODE_HDR) == NULL); /* pages would wrap */
+    CHECK(net__wq_node_alloc(SIZE_MAX / 2) == NULL);        /* the kernel refuses */
 }
 
 /* ---- model: many producers, one consumer --------------------------------------- */

@@ -11,19 +11,27 @@
  * front of the readable bytes, so a length header can be prepended to a
  * message after it was written without moving it.
  *
- * Memory: an initialized buffer holds no heap memory; storage is allocated by
- * the first append (or ensure_writable / prepend / read_fd that needs it), so
- * an idle connection costs only the struct. net_buf_release() and
- * net_buf_shrink() give memory back. Growth first reuses the space already
- * consumed at the front; otherwise it allocates at least twice the old
- * capacity and copies only the readable bytes.
+ * Memory: an initialized buffer holds no memory; storage is allocated by the
+ * first append (or ensure_writable / prepend / read_fd that needs it), so an
+ * idle connection costs only the struct. Growth first reuses the space
+ * already consumed at the front; otherwise it allocates at least twice the
+ * old capacity and copies only the readable bytes. Storage of 1 MiB and more
+ * is mapped from the kernel directly (mmap, in whole pages) and grows
+ * without a copy (mremap), so freeing it returns it to the kernel at once
+ * whatever malloc's thresholds are; smaller storage comes from the library's
+ * allocator (include/net/alloc.h; with a replaced allocator, all of it does).
+ * Memory goes back: a retrieve that empties the buffer frees storage larger
+ * than NET_BUF_KEEP (so one large message does not pin its size for a
+ * connection's life), and net_buf_release() and net_buf_shrink() give
+ * memory back on request.
  *
  * Integers are read and written in network byte order (big-endian).
  *
  * Errors: 0 or a negative errno. Every operation is bounds-checked: asking for
  * more bytes than are readable fails and changes nothing. Pointers returned
  * by peek, begin_write and the find functions point into the buffer: they stay
- * valid only until the next call that modifies the buffer.
+ * valid only until the next call that modifies the buffer, retrieves
+ * included (a retrieve that empties the buffer may free its storage).
  *
  * Threads: a buffer is a plain value. Not thread-safe: one thread at a time
  * (normally the loop thread of the connection that owns it). */
@@ -47,10 +55,15 @@ extern "C" {
  * -ENOMEM instead of overflowing a size computation. */
 #define NET_BUF_MAX_SIZE ((size_t)PTRDIFF_MAX)
 
+/* Storage an emptied buffer keeps (64 KiB): a retrieve that leaves no
+ * readable bytes frees larger storage, and keeps this much or less for the
+ * next messages. */
+#define NET_BUF_KEEP ((size_t)64 * 1024)
+
 /* The struct is public so that a buffer can be embedded in another object or
  * live on the stack. Its fields are private: use the functions below. */
 typedef struct net_buf {
-    char *data; /* heap storage, NULL while the buffer holds no memory */
+    char *data; /* storage, NULL while the buffer holds no memory */
     size_t cap; /* bytes allocated at data */
     size_t rd;  /* start of the readable bytes */
     size_t wr;  /* end of the readable bytes, start of the writable ones */
@@ -78,8 +91,9 @@ NET_EXPORT void net_buf_destroy(net_buf_t *buf);
 NET_EXPORT int net_buf_release(net_buf_t *buf);
 
 /* Reallocates the storage to exactly NET_BUF_PREPEND + readable + reserve
- * bytes, keeping the contents; an empty buffer with reserve 0 frees its
- * storage. Returns 0, -ENOMEM (the buffer is unchanged) or -EINVAL for NULL.
+ * bytes (rounded up to whole pages from 1 MiB on), keeping the contents; an
+ * empty buffer with reserve 0 frees its storage. Returns 0, -ENOMEM (the
+ * buffer is unchanged) or -EINVAL for NULL.
  * Not thread-safe: one thread at a time. */
 NET_EXPORT int net_buf_shrink(net_buf_t *buf, size_t reserve);
 
@@ -98,7 +112,7 @@ NET_EXPORT size_t net_buf_writable(const net_buf_t *buf);
  * Not thread-safe: one thread at a time. */
 NET_EXPORT size_t net_buf_prependable(const net_buf_t *buf);
 
-/* Heap bytes held by the buffer's storage (0 after init or release).
+/* Bytes held by the buffer's storage (0 after init or release).
  * 0 for NULL. Not thread-safe: one thread at a time. */
 NET_EXPORT size_t net_buf_capacity(const net_buf_t *buf);
 
@@ -109,24 +123,34 @@ NET_EXPORT size_t net_buf_capacity(const net_buf_t *buf);
  * bytes stay owned by the buffer. Not thread-safe: one thread at a time. */
 NET_EXPORT const char *net_buf_peek(const net_buf_t *buf);
 
-/* Consumes the first n readable bytes. Returns 0, or -EINVAL if n exceeds
- * the readable bytes (nothing is consumed) or buf is NULL.
- * Not thread-safe: one thread at a time. */
+/* Consumes the first n readable bytes. When that leaves none (n equal to
+ * the readable bytes, 0 on an empty buffer included) it acts as
+ * net_buf_retrieve_all(): storage above NET_BUF_KEEP is freed. Returns 0,
+ * or -EINVAL if n exceeds the readable bytes (nothing is consumed) or buf is
+ * NULL. Not thread-safe: one thread at a time. */
 NET_EXPORT int net_buf_retrieve(net_buf_t *buf, size_t n);
 
 /* Consumes the readable bytes before end, which must lie in
- * [peek, peek + readable] (e.g. a result of net_buf_find_crlf()). Returns 0
- * or -EINVAL (end outside that range: nothing is consumed).
+ * [peek, peek + readable] (e.g. a result of net_buf_find_crlf()); as
+ * net_buf_retrieve() when that empties the buffer. Returns 0 or -EINVAL
+ * (end outside that range: nothing is consumed).
  * Not thread-safe: one thread at a time. */
 NET_EXPORT int net_buf_retrieve_until(net_buf_t *buf, const char *end);
 
-/* Consumes every readable byte. Keeps the storage (see net_buf_release()).
- * NULL is ignored. Not thread-safe: one thread at a time. */
+/* Consumes every readable byte. Storage of up to NET_BUF_KEEP bytes is kept
+ * for reuse (net_buf_release() frees it too); larger storage is freed, the
+ * buffer then holds no memory, as after net_buf_init(). Either way every
+ * pointer into the buffer is invalid afterwards: a pointer from peek or
+ * begin_write taken before it must not be used (a caller that reserved room
+ * with net_buf_ensure_writable() and then empties the buffer must call it
+ * and net_buf_begin_write() again). NULL is ignored.
+ * Not thread-safe: one thread at a time. */
 NET_EXPORT void net_buf_retrieve_all(net_buf_t *buf);
 
 /* Copies the first n readable bytes into out, NUL-terminates them and
- * consumes them. out is the caller's, out_size bytes long; it must have room
- * for n + 1 bytes. Embedded NUL bytes are copied as they are.
+ * consumes them (as net_buf_retrieve()). out is the caller's, out_size
+ * bytes long; it must have room for n + 1 bytes. Embedded NUL bytes are
+ * copied as they are.
  * Returns 0, -EINVAL (NULL argument or n beyond the readable bytes) or
  * -ENOSPC (out_size <= n). On error nothing is consumed or written.
  * Not thread-safe: one thread at a time. */
@@ -193,7 +217,7 @@ NET_EXPORT int net_buf_has_written(net_buf_t *buf, size_t n);
  * prepend: inserts them in front; 0, -ENOSPC, -ENOMEM or -EINVAL, as
  *   net_buf_prepend().
  * peek: decodes the first readable bytes into *out without consuming them.
- * read: decodes and consumes them.
+ * read: decodes and consumes them (as net_buf_retrieve()).
  * peek and read return 0, -ENODATA when fewer bytes than the integer's size
  * are readable (nothing is consumed, *out is untouched), or -EINVAL for a
  * NULL argument.
