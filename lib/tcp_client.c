@@ -112,6 +112,7 @@ void net_client_options_init(struct net_client_options *opt)
         .retry_max_ms = 10000,
     };
     net_conn_options_init(&opt->conn);
+    opt->conn.backpressure_mark = NET_UNLIMITED;
 }
 
 static bool family_supported(const net_addr_t *addr)
@@ -141,6 +142,10 @@ int net_client_new(net_loop_t *loop, const net_addr_t *addr,
         c->opt = *opt;
     else
         net_client_options_init(&c->opt);
+    /* A client that stopped reading while its own output backs up would
+     * deadlock against a server that does the same: off unless asked. */
+    if (!c->opt.conn.backpressure_mark)
+        c->opt.conn.backpressure_mark = NET_UNLIMITED;
     if (cbs)
         c->cbs = *cbs;
     c->failed = failed;

@@ -19,9 +19,6 @@
 #include "log_internal.h"
 #include "tcp_conn_impl.h"
 
-/* Buffers larger than this are released when they drain, so a burst (a slow
- * reader, a large message) does not pin memory for the connection's life. */
-#define BUF_KEEP_MAX (64 * 1024)
 #define DEFAULT_HIGH_WATER (64u * 1024 * 1024)
 /* A few MiB of queued output keep a fast link busy (several bandwidth-delay
  * products of a LAN) while one peer that never reads costs little. */
@@ -504,12 +501,15 @@ void net__conn_shutdown_write(net_conn_t *conn)
 
 /* ---- reading ------------------------------------------------------------ */
 
-static void release_if_large(net_buf_t *buf)
+/* A buffer that emptied gives its storage back by itself (buffer.c); one
+ * that keeps the start of the next message after a large one would still
+ * pin the large one's pages: it is copied down to size. */
+static void shrink_if_sparse(net_buf_t *buf)
 {
-    if (net_buf_readable(buf) == 0 && net_buf_capacity(buf) > BUF_KEEP_MAX)
-        net_buf_release(buf);
+    size_t cap = net_buf_capacity(buf);
+    if (cap > NET_BUF_KEEP && net_buf_readable(buf) <= cap / 4)
+        net_buf_shrink(buf, 0);
 }
-
 static void handle_peer_eof(net_conn_t *conn)
 {
     conn->peer_eof = true;
@@ -546,7 +546,7 @@ static void deliver(net_conn_t *conn)
         return;
     if (net_buf_readable(&conn->in) > conn->opt.max_input)
         return input_overflow(conn);
-    release_if_large(&conn->in);
+    shrink_if_sparse(&conn->in);
     /* Output made by this read that is still queued: the flush waiting for
      * the socket does not look again until it can write. */
     if (atomic_load_explicit(&conn->queued, memory_order_relaxed) >= conn->opt.backpressure_mark)

@@ -44,7 +44,11 @@ struct net_client_options {
     uint32_t retry_initial_ms;   /* first backoff delay; default 100 */
     uint32_t retry_max_ms;       /* backoff cap; default 10000 */
     uint32_t max_attempts;       /* 0 = unlimited (default) */
-    struct net_conn_options conn; /* defaults of net_conn_options_init() */
+    /* Defaults of net_conn_options_init(), except backpressure_mark: off
+     * (NET_UNLIMITED, also for 0) on a client's connection, since a client
+     * that stops reading while its requests back up deadlocks against a
+     * server that stops reading while its replies back up. */
+    struct net_conn_options conn;
 };
 
 /* Fills the defaults above. Thread-safe. */

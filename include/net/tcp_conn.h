@@ -71,8 +71,10 @@ struct net_conn_options {
      * does not read what it is sent), the loop stops reading the connection,
      * so the peer's requests wait in TCP instead of in memory; reading
      * resumes once the output is below half of it. Independent of
-     * net_conn_stop_read(): reading runs when neither holds. Default 4 MiB;
-     * 0 means the default; NET_UNLIMITED turns it off. */
+     * net_conn_stop_read(): reading runs when neither holds. Meant for the
+     * server side, where output is made by input (echo, request/response).
+     * Default 4 MiB; 0 means the default; NET_UNLIMITED turns it off. A
+     * net_client's connections have it off (include/net/tcp_client.h). */
     size_t backpressure_mark;
     /* Most bytes on_message may leave unconsumed in the input buffer (a
      * message being assembled); past it the connection is closed with one
