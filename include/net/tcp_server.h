@@ -13,7 +13,15 @@
  * Lifetime: net_server_stop() stops accepting, half-closes every connection
  * (queued output is flushed first), force-closes those still open at the
  * deadline and then calls the stopped callback on the base loop. Only then
- * (or if the server was never started) may net_server_free() be called. */
+ * (or if the server was never started) may net_server_free() be called.
+ *
+ * Memory: each connection's output (conn.backpressure_mark) and unconsumed
+ * input (conn.max_input) is bounded, and so is the total over all
+ * connections (memory_budget). Deadlines: none by default, since a user
+ * protocol may idle for hours; the cost is that a peer that sends part of a
+ * message and stops (or a connection paused for the budget whose peer left)
+ * is held until conn.idle_timeout_ms, which is off. Set it when peers are
+ * not trusted. (The RPC server sets its own deadlines by default.) */
 #ifndef NET_TCP_SERVER_H
 #define NET_TCP_SERVER_H
 
