@@ -544,8 +544,10 @@ static void deliver(net_conn_t *conn)
         conn->cbs.on_message(conn, &conn->in, conn->last_input_ms, conn->cbs.arg);
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
-    if (net_buf_readable(&conn->in) > conn->opt.max_input)
-        return input_overflow(conn);
+    if (net_buf_readable(&conn->in) > conn->opt.max_input) {
+        input_overflow(conn);
+        return;
+    }
     shrink_if_sparse(&conn->in);
     /* Output made by this read that is still queued: the flush waiting for
      * the socket does not look again until it can write. */
@@ -745,10 +747,14 @@ int net_conn_set_keepalive(net_conn_t *conn, bool on)
  * the connection waits, out of the poller, until reading resumes. */
 static void handle_hangup(net_conn_t *conn, unsigned revents)
 {
-    if (keeps_unread_input(conn))
-        return write_side_dead(conn);
-    if (!(revents & NET_ERROR))
-        return net__conn_handle_close(conn);
+    if (keeps_unread_input(conn)) {
+        write_side_dead(conn);
+        return;
+    }
+    if (!(revents & NET_ERROR)) {
+        net__conn_handle_close(conn);
+        return;
+    }
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(conn->ch.fd, SOL_SOCKET, SO_ERROR, &err, &len);
