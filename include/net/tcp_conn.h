@@ -15,7 +15,9 @@
  *
  * Callbacks are never called from inside the API call that caused them:
  * write-complete and high-water callbacks triggered by a send, and the close
- * notification triggered by force_close, run later on the loop thread. */
+ * notification triggered by force_close, run later on the loop thread,
+ * in the order of what caused them (a high-water callback runs before the
+ * write-complete of the drain that follows it). */
 #ifndef NET_TCP_CONN_H
 #define NET_TCP_CONN_H
 
