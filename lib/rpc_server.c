@@ -49,6 +49,10 @@
 /* A reply batch larger than this is freed after its send: one large reply
  * must not pin its size for the connection's life. */
 #define BATCH_KEEP_MAX (64u * 1024)
+/* While reading is paused for queued replies, how often we look whether
+ * they drained below half the mark: the socket's own buffer keeps the link
+ * busy meanwhile, and a connection that keeps up never starts this timer. */
+#define OUTPUT_POLL_MS 10
 
 _Static_assert(NET_RPC_TIMEOUT == NET__RPC_TIMEOUT, "status codes match the codec");
 _Static_assert(NET_RPC_PROTOCOL_ERROR == NET__RPC_PROTOCOL_ERROR, "status codes match");
@@ -76,16 +80,22 @@ struct session {
     struct net__loop_task kick;
     atomic_bool batching;      /* inside on_message; written on the loop thread,
                                   read by replies from any thread */
+    atomic_bool went_quiet;    /* a reply left nothing in flight (relaxed: a hint
+                                  for the idle clock, which orders nothing) */
     net_buf_t batch;
     /* The rest: the connection's loop thread only. */
     bool paused;               /* reading paused at max_in_flight */
+    bool out_paused;           /* reading paused: replies queued at the mark */
+    bool owner_paused;         /* what we last asked of net__conn_pause_owner */
     bool stalled;              /* a complete frame waits undecoded in the input */
     bool peer_eof;             /* half-closed by the peer: finish when answered */
     bool discarding;           /* protocol error or frame timeout: input dropped */
     bool finished;             /* our shutdown is requested */
+    bool was_busy;             /* the last deadline check found work */
     uint64_t frame_start_ms;   /* first byte of the unfinished frame; 0: none */
     uint64_t active_ms;        /* last input, or last check that found work */
     net_timer_id_t timer;      /* the deadline check */
+    net_timer_id_t out_timer;  /* while out_paused: looks for the output to drain */
     size_t batch_cap;          /* what this session adds to server->batch_bytes */
 };
 
@@ -106,14 +116,15 @@ struct net_rpc_server {
     net_server_t *tcp;
     struct net_rpc_server_options opt;
     size_t budget;   /* the TCP server's memory budget: no frame may be larger */
+    size_t out_mark; /* conn.backpressure_mark: queued replies that pause reading */
     uint64_t check_ms; /* period of each session's deadline check; 0: none */
     struct handler *table[TABLE_SIZE];
     struct net__rpc_workers *workers;
     atomic_bool stopping;
     atomic_size_t in_flight; /* over all connections */
     atomic_size_t paused_now, batch_bytes, worker_bytes;
-    atomic_ullong in_flight_pauses, frame_timeouts, idle_closes, protocol_errors,
-        worker_refusals;
+    atomic_ullong in_flight_pauses, output_pauses, frame_timeouts, idle_closes,
+        protocol_errors, worker_refusals;
     bool started;
     uint64_t drain_deadline;
     net_timer_id_t stop_timer;
@@ -231,13 +242,24 @@ static void session_kick(struct session *ss)
     net__loop_post(net_conn_loop(ss->conn), &ss->kick);
 }
 
+/* One owner reason at the connection covers both of ours. On the loop
+ * thread the change is applied at once and cannot fail. */
+static void owner_pause_apply(struct session *ss)
+{
+    bool want = ss->paused || ss->out_paused;
+    if (want != ss->owner_paused) {
+        ss->owner_paused = want;
+        net__conn_pause_owner(ss->conn, want);
+    }
+}
+
 static void pause_reading(struct session *ss)
 {
     ss->stalled = true;
     ss->paused = true;
     atomic_fetch_add(&ss->server->paused_now, 1);
     atomic_fetch_add_explicit(&ss->server->in_flight_pauses, 1, memory_order_relaxed);
-    net__conn_pause_owner(ss->conn, true); /* on the loop: at once, cannot fail */
+    owner_pause_apply(ss);
 }
 
 /* Reading resumes; the connection hands the stalled input back to
@@ -246,7 +268,48 @@ static void resume_reading(struct session *ss)
 {
     ss->paused = false;
     atomic_fetch_sub(&ss->server->paused_now, 1);
-    net__conn_pause_owner(ss->conn, false);
+    owner_pause_apply(ss);
+}
+
+static size_t output_queued(const struct session *ss)
+{
+    struct net_conn_stats st;
+    net_conn_stats(ss->conn, &st);
+    return st.output_queued;
+}
+
+static void output_check(void *arg)
+{
+    struct session *ss = arg;
+    if (output_queued(ss) >= ss->server->out_mark / 2)
+        return;
+    net_loop_cancel(net_conn_loop(ss->conn), ss->out_timer);
+    ss->out_timer = 0;
+    ss->out_paused = false;
+    owner_pause_apply(ss);
+}
+
+/* Replies queued at the backpressure mark: no more requests are read until
+ * they drain below half of it. The connection has the same rule, but looks
+ * only when a write leaves the socket full; a peer that never reads gives
+ * it no write to look at, so we count our own replies too. Without a timer
+ * to resume, reading goes on (bounded by the memory budget). */
+static bool output_full(struct session *ss)
+{
+    net_rpc_server_t *s = ss->server;
+    if (ss->out_paused)
+        return true;
+    if (s->out_mark == NET_UNLIMITED || output_queued(ss) < s->out_mark)
+        return false;
+    net_timer_id_t id = net_loop_run_every(net_conn_loop(ss->conn), OUTPUT_POLL_MS,
+                                           output_check, ss);
+    if (id < 0)
+        return false;
+    ss->out_timer = id;
+    ss->out_paused = true;
+    atomic_fetch_add_explicit(&s->output_pauses, 1, memory_order_relaxed);
+    owner_pause_apply(ss);
+    return true;
 }
 
 /* Everything read is answered: queued replies go out, then our FIN; the
@@ -316,6 +379,8 @@ static void req_free(net_rpc_req_t *req)
     struct session *ss = req->session;
     size_t left = atomic_fetch_sub(&ss->in_flight, 1) - 1;
     atomic_fetch_sub(&ss->server->in_flight, 1);
+    if (left == 0)
+        atomic_store_explicit(&ss->went_quiet, true, memory_order_relaxed);
     if (left < atomic_load(&ss->wake_below))
         session_kick(ss);
     if (req->body)
@@ -508,13 +573,18 @@ static void protocol_error(struct session *ss, net_buf_t *in, const struct net__
     start_discarding(ss, &ss->server->protocol_errors);
 }
 
-/* Below the limit, or reading pauses with this frame left in the input. */
+/* Below the limits, or reading pauses with this frame left in the input. */
 static bool room_for_request(struct session *ss)
 {
-    if (atomic_load(&ss->in_flight) < ss->server->opt.max_in_flight)
-        return true;
-    pause_reading(ss);
-    return false;
+    if (atomic_load(&ss->in_flight) >= ss->server->opt.max_in_flight) {
+        pause_reading(ss);
+        return false;
+    }
+    if (output_full(ss)) {
+        ss->stalled = true;
+        return false;
+    }
+    return true;
 }
 
 /* Dispatches the complete frames at the front of in; stops at a partial
@@ -578,6 +648,7 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
     size_t frames = decode_frames(ss, in);
     atomic_store_explicit(&ss->batching, false, memory_order_relaxed);
     batch_send(ss);
+    output_full(ss);
     note_partial(ss, in, frames, receive_ms);
     session_update(ss);
 }
@@ -606,9 +677,14 @@ static bool session_busy(const struct session *ss)
 {
     struct net_conn_stats st;
     net_conn_stats(ss->conn, &st);
-    return atomic_load(&ss->in_flight) > 0 || st.output_queued > 0 || ss->paused;
+    return atomic_load(&ss->in_flight) > 0 || st.output_queued > 0 || ss->paused ||
+           ss->out_paused;
 }
 
+/* Nothing owed to the peer: the connection closes now, which also gives
+ * back the partial frame (it may be held while reading is paused for the
+ * memory budget, where no input comes to discard it). Else the requests
+ * read before are answered first. */
 static void frame_timed_out(struct session *ss)
 {
     char peer[NET_ADDR_STRLEN];
@@ -616,7 +692,10 @@ static void frame_timed_out(struct session *ss)
     NET__LOG_RL(NET_LOG_INFO, "rpc: closing connection from %s: a frame unfinished after "
                 "frame_timeout_ms (%u ms)", peer, ss->server->opt.frame_timeout_ms);
     start_discarding(ss, &ss->server->frame_timeouts);
-    session_update(ss);
+    if (atomic_load(&ss->in_flight) == 0 && output_queued(ss) == 0)
+        net_conn_force_close(ss->conn);
+    else
+        session_update(ss);
 }
 
 static void idle_close(struct session *ss)
@@ -629,7 +708,9 @@ static void idle_close(struct session *ss)
 
 /* Every check_ms (a repeating timer per connection, cancelled at close). An
  * ending connection is bounded by its own rules. Idle time counts from the
- * last input or the last check that found work. */
+ * last input, or from the first check that found the work done (a reply
+ * since the last check, or work then and none now), so a connection is
+ * never closed sooner than idle_timeout_ms after its last answer left. */
 static void deadlines_check(void *arg)
 {
     struct session *ss = arg;
@@ -637,8 +718,11 @@ static void deadlines_check(void *arg)
     uint64_t now = net_now_ms();
     if (ss->discarding || ss->peer_eof || ss->finished)
         return;
-    if (session_busy(ss))
+    bool busy = session_busy(ss);
+    bool answered = atomic_exchange_explicit(&ss->went_quiet, false, memory_order_relaxed);
+    if (busy || ss->was_busy || answered)
         ss->active_ms = now;
+    ss->was_busy = busy;
     if (ss->frame_start_ms && expired(now, ss->frame_start_ms, o->frame_timeout_ms))
         frame_timed_out(ss);
     else if (!ss->frame_start_ms && expired(now, ss->active_ms, o->idle_timeout_ms))
@@ -675,6 +759,8 @@ static void session_down(net_conn_t *conn, struct session *ss)
     atomic_store(&ss->kick_queued, true); /* no kick after the close */
     if (ss->timer > 0)
         net_loop_cancel(net_conn_loop(conn), ss->timer);
+    if (ss->out_timer > 0)
+        net_loop_cancel(net_conn_loop(conn), ss->out_timer);
     if (ss->paused)
         atomic_fetch_sub(&ss->server->paused_now, 1);
     net_buf_destroy(&ss->batch);
@@ -715,11 +801,10 @@ static void options_normalise(struct net_rpc_server_options *o)
 
 /* The connection must hold a largest frame plus one read beyond it (the
  * start of the next frame) without tripping its input limit. */
-static void input_limit(struct net_conn_options *c, size_t max_frame)
+static void input_limit(struct net_conn_options *c, const struct net_conn_options *d,
+                        size_t max_frame)
 {
-    struct net_conn_options d;
-    net_conn_options_init(&d);
-    size_t have = c->max_input ? c->max_input : d.max_input;
+    size_t have = c->max_input ? c->max_input : d->max_input;
     size_t need = max_frame + NET__RPC_HEADER_LEN + 64 * 1024;
     if (need < max_frame)
         need = NET_UNLIMITED;
@@ -744,7 +829,10 @@ static void server_configure(net_rpc_server_t *s, const struct net_rpc_server_op
     else
         net_rpc_server_options_init(&s->opt);
     options_normalise(&s->opt);
-    input_limit(&s->opt.server.conn, s->opt.max_frame);
+    struct net_conn_options d, *c = &s->opt.server.conn;
+    net_conn_options_init(&d);
+    input_limit(c, &d, s->opt.max_frame);
+    s->out_mark = c->backpressure_mark ? c->backpressure_mark : d.backpressure_mark;
     s->check_ms = check_period(&s->opt);
 }
 
@@ -796,6 +884,7 @@ void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_
         .in_flight = atomic_load(&s->in_flight),
         .paused = atomic_load(&s->paused_now),
         .in_flight_pauses = atomic_load_explicit(&s->in_flight_pauses, memory_order_relaxed),
+        .output_pauses = atomic_load_explicit(&s->output_pauses, memory_order_relaxed),
         .frame_timeouts = atomic_load_explicit(&s->frame_timeouts, memory_order_relaxed),
         .idle_closes = atomic_load_explicit(&s->idle_closes, memory_order_relaxed),
         .protocol_errors = atomic_load_explicit(&s->protocol_errors, memory_order_relaxed),

@@ -152,6 +152,7 @@ struct net_rpc_server_stats {
     size_t in_flight;            /* requests read and not yet answered, now */
     size_t paused;               /* connections not read now for max_in_flight */
     uint64_t in_flight_pauses;   /* times a connection paused for max_in_flight */
+    uint64_t output_pauses;      /* times one paused for replies at the backpressure mark */
     uint64_t frame_timeouts;     /* connections ended for frame_timeout_ms */
     uint64_t idle_closes;        /* connections closed for idle_timeout_ms */
     uint64_t protocol_errors;    /* connections ended for a protocol error */
@@ -202,7 +203,13 @@ typedef void (*net_rpc_done_fn)(net_rpc_client_t *client, uint32_t status, const
 struct net_rpc_client_options {
     struct net_client_options client; /* connect timeout, retry, reconnect;
                                          net_client_options_init, then retry
-                                         and reconnect on by default here */
+                                         and reconnect on by default here;
+                                         conn.backpressure_mark is always
+                                         off: a client that stopped reading
+                                         because its requests backed up
+                                         would deadlock with a server that
+                                         stopped reading because its
+                                         replies did */
     size_t max_frame;          /* default 64 MiB */
     size_t max_outstanding;    /* calls in flight before OVERLOADED; default 65536 */
 };
