@@ -65,9 +65,9 @@ typedef void (*net_rpc_handler_fn)(net_rpc_req_t *req, const void *body, size_t 
  * What a peer can make the server hold, and what bounds it:
  *  - unanswered requests: max_in_flight per connection;
  *  - queued replies: server.conn.backpressure_mark per connection (default
- *    4 MiB): at the mark the connection stops reading until its output is
- *    below half of it, so a peer that sends and never reads is slowed by
- *    TCP;
+ *    4 MiB; it is this limit): at the mark the server stops reading the
+ *    connection until its output is below half of it, so a peer that sends
+ *    and never reads is slowed by TCP;
  *  - input: one frame (max_frame, checked on its header) per connection,
  *    and server.memory_budget over all of them;
  *  - blocking requests' body copies waiting for a worker: the memory
@@ -98,13 +98,15 @@ struct net_rpc_server_options {
      * between bursts keeps its connection while abandoned ones do not pile
      * up; net_rpc_client reconnects by itself (a call sent just as the
      * server closes may end DISCONNECTED). Both timeouts are checked by one
-     * timer per connection every half of the shorter one, so a connection
-     * is closed between 1x and 1.5x its timeout (idle: counted from the
-     * last input or the last check that found work). */
+     * timer per connection every half of the shorter one: a frame is cut
+     * between 1x and 1.5x its timeout; an idle connection between 1x the
+     * idle timeout and that plus the shorter timeout, counted from its last
+     * input or from when its last answer was done. */
     uint32_t idle_timeout_ms;
 };
 
-/* Fills the defaults above. Thread-safe. */
+/* Fills the defaults above (and server.conn.half_close = true, which the
+ * server sets anyway). Thread-safe. */
 NET_EXPORT void net_rpc_server_options_init(struct net_rpc_server_options *opt);
 
 /* Creates a server on `loop` bound to addr (see net_server_new). opt NULL
@@ -118,7 +120,8 @@ NET_EXPORT void net_rpc_server_options_init(struct net_rpc_server_options *opt);
  *    refused on its header, or frame_timeout_ms): one rate-limited log
  *    line, the rest of the input is dropped, the requests read before the
  *    bad frame are answered, then the server shuts down its side and
- *    force-closes 5 s later if the peer has not closed. */
+ *    force-closes 5 s later if the peer has not closed (a frame timeout
+ *    with nothing to answer closes at once). */
 NET_EXPORT int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
                                   const struct net_rpc_server_options *opt,
                                   net_rpc_server_t **out);
@@ -134,9 +137,9 @@ NET_EXPORT int net_rpc_server_register(net_rpc_server_t *server, const char *met
 NET_EXPORT int net_rpc_server_start(net_rpc_server_t *server);
 
 /* Graceful stop: new requests get SHUTTING_DOWN; requests in flight have
- * until drain_ms to be answered; then connections close. done (may be NULL)
- * runs on the loop when everything is closed, never inside this call.
- * Returns 0, -EALREADY. Loop thread only. */
+ * until drain_ms to be answered (connections a peer half-closed too); then
+ * connections close. done (may be NULL) runs on the loop when everything is
+ * closed, never inside this call. Returns 0, -EALREADY. Loop thread only. */
 NET_EXPORT int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
                                    void (*done)(net_rpc_server_t *server, void *arg), void *arg);
 
@@ -175,7 +178,9 @@ NET_EXPORT void net_rpc_server_stats(const net_rpc_server_t *server,
  * otherwise wait forever); or
  * -EINVAL for a NULL req, a NULL body with body_len > 0, body_len > 4 GiB - 1
  * or a local-only status (>= 0xFFFFFF00) -- then req is NOT freed: reply
- * again correctly. Thread-safe. */
+ * again correctly. A reply that makes room below max_in_flight lets the
+ * connection be read again (applied on its loop, later, never inside this
+ * call). Thread-safe. */
 NET_EXPORT int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body,
                              size_t body_len);
 
