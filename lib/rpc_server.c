@@ -278,10 +278,14 @@ static size_t output_queued(const struct session *ss)
     return st.output_queued;
 }
 
+/* Resumes below half the mark, or once the connection can no longer write
+ * (a reset while paused: the connection dropped its output, but a reply
+ * racing the reset may stay counted until the free, and the connection
+ * waits for reading to resume to deliver the rest and close). */
 static void output_check(void *arg)
 {
     struct session *ss = arg;
-    if (output_queued(ss) >= ss->server->out_mark / 2)
+    if (net_conn_connected(ss->conn) && output_queued(ss) >= ss->server->out_mark / 2)
         return;
     net_loop_cancel(net_conn_loop(ss->conn), ss->out_timer);
     ss->out_timer = 0;
@@ -299,7 +303,8 @@ static bool output_full(struct session *ss)
     net_rpc_server_t *s = ss->server;
     if (ss->out_paused)
         return true;
-    if (s->out_mark == NET_UNLIMITED || output_queued(ss) < s->out_mark)
+    if (s->out_mark == NET_UNLIMITED || output_queued(ss) < s->out_mark ||
+        !net_conn_connected(ss->conn))
         return false;
     net_timer_id_t id = net_loop_run_every(net_conn_loop(ss->conn), OUTPUT_POLL_MS,
                                            output_check, ss);
