@@ -678,11 +678,9 @@ static bool expired(uint64_t now, uint64_t since, uint32_t timeout_ms)
 }
 
 /* Work the server owes the peer: the connection is not idle. */
-static bool session_busy(const struct session *ss)
+static bool session_busy(struct session *ss)
 {
-    struct net_conn_stats st;
-    net_conn_stats(ss->conn, &st);
-    return atomic_load(&ss->in_flight) > 0 || st.output_queued > 0 || ss->paused ||
+    return atomic_load(&ss->in_flight) > 0 || output_queued(ss) > 0 || ss->paused ||
            ss->out_paused;
 }
 
