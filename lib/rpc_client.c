@@ -96,6 +96,7 @@ void net_rpc_client_options_init(struct net_rpc_client_options *opt)
     net_client_options_init(&opt->client);
     opt->client.retry = true;
     opt->client.reconnect = true;
+    opt->client.conn.backpressure_mark = NET_UNLIMITED; /* see net_rpc_client_new */
     opt->max_frame = NET__RPC_DEFAULT_MAX_FRAME;
     opt->max_outstanding = 65536;
 }
@@ -567,6 +568,11 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
         net_rpc_client_options_init(&c->opt);
     if (!c->opt.max_frame)
         c->opt.max_frame = NET__RPC_DEFAULT_MAX_FRAME;
+    /* Reading replies only ever shrinks what a client holds, and its
+     * requests are bounded by max_outstanding. Pausing reading because our
+     * requests back up would deadlock with a server that pauses reading
+     * because its replies back up: each waits for the other to read. */
+    c->opt.client.conn.backpressure_mark = NET_UNLIMITED;
     atomic_init(&c->next_id, 1);
     net__waitset_init(&c->sync_waiters);
     atomic_init(&c->intake.head, NULL);

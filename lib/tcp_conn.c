@@ -880,6 +880,16 @@ void *net__conn_owner(const net_conn_t *conn)
     return conn->owner;
 }
 
+void net__conn_set_owner_data(net_conn_t *conn, void *data)
+{
+    atomic_store(&conn->owner_data, data);
+}
+
+void *net__conn_owner_data(const net_conn_t *conn)
+{
+    return atomic_load(&((net_conn_t *)conn)->owner_data);
+}
+
 struct net__conn_link *net__conn_link(net_conn_t *conn)
 {
     return &conn->link;

@@ -30,6 +30,7 @@ struct net_conn {
     net__conn_closed_fn closed;
     void *owner;
     _Atomic(void *) context;
+    _Atomic(void *) owner_data; /* net__conn_set_owner_data: not the user's slot */
     atomic_size_t high_water;
     atomic_ullong bytes_in, bytes_out;
 

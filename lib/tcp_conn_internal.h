@@ -59,6 +59,12 @@ int net__conn_pause_owner(net_conn_t *conn, bool pause);
 /* The owner passed to net__conn_new. Thread-safe. */
 void *net__conn_owner(const net_conn_t *conn);
 
+/* A pointer for the layer above's own per-connection state (the RPC
+ * server's session), apart from the user's net_conn_set_context slot.
+ * NULL at first. Thread-safe. */
+void net__conn_set_owner_data(net_conn_t *conn, void *data);
+void *net__conn_owner_data(const net_conn_t *conn);
+
 /* Links for the owner's intrusive list of its connections; touched only by
  * the owner, on the connection's loop thread. */
 struct net__conn_link {

@@ -1087,7 +1087,17 @@ TEST(rpc_reply_from_other_thread)
     pthread_join(H.thread, NULL);
 }
 
-TEST(rpc_in_flight_limit_overloaded)
+static struct net_rpc_server_stats server_stats(void)
+{
+    struct net_rpc_server_stats st;
+    net_rpc_server_stats(srv.server, &st);
+    return st;
+}
+
+/* At max_in_flight the server stops reading the connection instead of
+ * refusing: the 5th call waits in TCP until an earlier one is answered,
+ * then it is served; nothing ends OVERLOADED. */
+TEST(rpc_in_flight_limit_waits_for_room)
 {
     net_test_watchdog_start();
     server_options();
@@ -1100,16 +1110,32 @@ TEST(rpc_in_flight_limit_overloaded)
     for (int i = 0; i < 4; i++)
         call_text(&held[i], "hold", "wait");
     WAIT_UNTIL(atomic_load(&S.held.total) == 4);
-    call_text(&fifth, "hold", "one too many");
-    outcome_expect(&fifth, NET_RPC_OVERLOADED, "too many requests in flight");
-    call_text(&echo, "echo", "also refused");
-    outcome_expect(&echo, NET_RPC_OVERLOADED, "too many requests in flight");
-    CHECK_EQ(atomic_load(&S.held.total), 4); /* the handler never saw them */
+    call_text(&fifth, "hold", "one more");
+    call_text(&echo, "echo", "waits too");
+    WAIT_UNTIL(server_stats().paused == 1);
+    net_test_sleep_ms(50);
+    CHECK_EQ(atomic_load(&S.held.total), 4); /* not decoded yet */
+    CHECK(!atomic_load(&fifth.ran) && !atomic_load(&echo.ran));
 
-    CHECK_EQ(held_release(NET_RPC_OK, "released"), 4);
-    for (int i = 0; i < 4; i++)
+    net_rpc_req_t *reqs[NET_TEST_MAX_HELD];
+    CHECK_EQ(net_test_held_take(&S.held, reqs), 4);
+    CHECK_OK(net_rpc_reply(reqs[0], NET_RPC_OK, "first", 5)); /* room for the 5th */
+    outcome_expect(&held[0], NET_RPC_OK, "first");
+    WAIT_UNTIL(atomic_load(&S.held.total) == 5);
+    net_test_sleep_ms(50);
+    CHECK(!atomic_load(&echo.ran)); /* 4 in flight again: the echo waits */
+    for (int i = 1; i < 4; i++)
+        CHECK_OK(net_rpc_reply(reqs[i], NET_RPC_OK, "released", 8));
+    outcome_expect(&echo, NET_RPC_OK, "waits too");
+    CHECK_EQ(held_release(NET_RPC_OK, "released"), 1);
+    for (int i = 1; i < 4; i++)
         outcome_expect(&held[i], NET_RPC_OK, "released");
+    outcome_expect(&fifth, NET_RPC_OK, "released");
     sync_echo("room again");
+    struct net_rpc_server_stats st = server_stats();
+    CHECK_EQ(st.paused, 0);
+    CHECK(st.in_flight_pauses >= 1);
+    CHECK_EQ(st.in_flight, 0);
     CHECK_EQ(client_stats().disconnected, 0);
 
     client_down();
@@ -1341,6 +1367,11 @@ static net_rpc_req_t *held_first(void)
     return reqs[0];
 }
 
+/* A client that closes (FIN) with a call held is still answered: to the
+ * server a close looks like a half-close, and every request read gets its
+ * reply before the server closes (the client has gone: the bytes are
+ * dropped). A peer that resets is gone at once, and a reply after that is
+ * a safe no-op. */
 TEST(rpc_reply_after_connection_closed_is_safe)
 {
     net_test_watchdog_start();
@@ -1351,12 +1382,28 @@ TEST(rpc_reply_after_connection_closed_is_safe)
     WAIT_UNTIL(atomic_load(&S.held.total) == 1);
     net_rpc_req_t *req = held_first();
     CHECK_EQ(strcmp(net_rpc_req_method(req), "hold"), 0);
-    net_conn_t *conn = net_rpc_req_conn(req);
+    net_conn_t *conn = net_conn_ref(net_rpc_req_conn(req));
     client_down(); /* the call ends CANCELLED inside free */
     CHECK_EQ(atomic_load(&o.ran), 1);
     CHECK_EQ(o.status, NET_RPC_CANCELLED);
+    net_test_sleep_ms(50);
+    CHECK(net_conn_state(conn) != NET_CONN_DISCONNECTED); /* waits for its answer */
+    CHECK_EQ(net_rpc_reply(req, NET_RPC_OK, "nobody listens", 14), 0);
+    WAIT_UNTIL(net_conn_state(conn) == NET_CONN_DISCONNECTED);
+    net_conn_unref(conn);
+
+    int fd = raw_connect();
+    net_buf_t frame = NET_BUF_INIT;
+    CHECK_OK(net__rpc_encode_request(&frame, 1, "hold", 4, "raw", 3));
+    CHECK(net_test_send_all(fd, net_buf_peek(&frame), net_buf_readable(&frame)));
+    net_buf_destroy(&frame);
+    WAIT_UNTIL(atomic_load(&S.held.total) == 2);
+    req = held_first();
+    conn = net_conn_ref(net_rpc_req_conn(req));
+    net_test_close_reset(fd);
     WAIT_UNTIL(net_conn_state(conn) == NET_CONN_DISCONNECTED);
     CHECK_EQ(net_rpc_reply(req, NET_RPC_OK, "nobody listens", 14), 0);
+    net_conn_unref(conn);
 
     server_down();
 }

@@ -31,8 +31,8 @@
  *
  * D may exceed the server's limit of unanswered requests per connection
  * (rpc_server: 1024): `echo` answers inside its handler, so at most one of
- * them is ever unanswered. For a method that answers later, D above that
- * limit ends the surplus calls with OVERLOADED (counted as errors). */
+ * them is ever unanswered. For a method that answers later, the server
+ * stops reading at that limit and the surplus calls wait in TCP. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>

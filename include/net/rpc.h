@@ -56,20 +56,72 @@ typedef struct net_rpc_req net_rpc_req_t;
 typedef void (*net_rpc_handler_fn)(net_rpc_req_t *req, const void *body, size_t body_len,
                                    void *arg);
 
+/* For a millisecond timeout option: no timeout. */
+#define NET_RPC_NO_TIMEOUT UINT32_MAX
+
+/* Server options. For every field 0 means the default given here; sizes
+ * take NET_UNLIMITED and timeouts NET_RPC_NO_TIMEOUT for "off".
+ *
+ * What a peer can make the server hold, and what bounds it:
+ *  - unanswered requests: max_in_flight per connection;
+ *  - queued replies: server.conn.backpressure_mark per connection (default
+ *    4 MiB; it is this limit): at the mark the server stops reading the
+ *    connection until its output is below half of it, so a peer that sends
+ *    and never reads is slowed by TCP;
+ *  - input: one frame (max_frame, checked on its header) per connection,
+ *    and server.memory_budget over all of them;
+ *  - blocking requests' body copies waiting for a worker: the memory
+ *    budget over all connections (beyond it OVERLOADED);
+ *  - time: frame_timeout_ms and idle_timeout_ms. */
 struct net_rpc_server_options {
-    struct net_server_options server; /* I/O threads etc.: net_server_options_init */
+    /* I/O threads, memory_budget, per-connection limits: see
+     * net_server_options_init. The server sets conn.half_close (a peer's
+     * half-close is answered, see net_rpc_server_new) and raises
+     * conn.max_input to hold a largest frame. */
+    struct net_server_options server;
     size_t max_frame;        /* largest frame accepted; default 64 MiB */
-    size_t max_in_flight;    /* unanswered requests per connection before
-                                OVERLOADED; default 1024 */
+    /* Unanswered requests per connection. At the limit the server stops
+     * decoding and reading that connection until a reply makes room: the
+     * peer's further requests wait in TCP, and all of them are answered in
+     * the end (none is refused). Default 1024; NET_UNLIMITED: no limit. */
+    size_t max_in_flight;
     size_t worker_threads;   /* threads for blocking handlers; default 0 */
+    /* An unfinished frame must complete within this long of its first
+     * byte (a peer trickling bytes does not extend it); then the
+     * connection ends like on a protocol error: the requests read before
+     * are answered, the connection is shut down and closed.
+     * Default 30000 (30 s). */
+    uint32_t frame_timeout_ms;
+    /* A connection with nothing in flight, no reply queued, no unfinished
+     * frame and no input for this long is closed. A connection with a call
+     * in flight is never idle. Default 300000 (5 min): a client pausing
+     * between bursts keeps its connection while abandoned ones do not pile
+     * up; net_rpc_client reconnects by itself (a call sent just as the
+     * server closes may end DISCONNECTED). Both timeouts are checked by one
+     * timer per connection every half of the shorter one: a frame is cut
+     * between 1x and 1.5x its timeout; an idle connection between 1x the
+     * idle timeout and that plus the shorter timeout, counted from its last
+     * input or from when its last answer was done. */
+    uint32_t idle_timeout_ms;
 };
 
-/* Fills the defaults above. Thread-safe. */
+/* Fills the defaults above (and server.conn.half_close = true, which the
+ * server sets anyway). Thread-safe. */
 NET_EXPORT void net_rpc_server_options_init(struct net_rpc_server_options *opt);
 
 /* Creates a server on `loop` bound to addr (see net_server_new). opt NULL
  * for defaults. Returns 0, -EINVAL, -ENOMEM, NET_EWRONGTHREAD, or the bind
- * errno. Loop thread only. */
+ * errno. Loop thread only.
+ * Connections end cleanly (docs/protocol.md, section 8):
+ *  - the peer half-closes (shutdown(SHUT_WR)): every request read is
+ *    answered, then the server shuts its side down and the connection
+ *    closes; a graceful stop bounds the wait by its drain time;
+ *  - a protocol error (or a frame over max_frame or over the memory budget,
+ *    refused on its header, or frame_timeout_ms): one rate-limited log
+ *    line, the rest of the input is dropped, the requests read before the
+ *    bad frame are answered, then the server shuts down its side and
+ *    force-closes 5 s later if the peer has not closed (a frame timeout
+ *    with nothing to answer closes at once). */
 NET_EXPORT int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
                                   const struct net_rpc_server_options *opt,
                                   net_rpc_server_t **out);
@@ -85,9 +137,9 @@ NET_EXPORT int net_rpc_server_register(net_rpc_server_t *server, const char *met
 NET_EXPORT int net_rpc_server_start(net_rpc_server_t *server);
 
 /* Graceful stop: new requests get SHUTTING_DOWN; requests in flight have
- * until drain_ms to be answered; then connections close. done (may be NULL)
- * runs on the loop when everything is closed, never inside this call.
- * Returns 0, -EALREADY. Loop thread only. */
+ * until drain_ms to be answered (connections a peer half-closed too); then
+ * connections close. done (may be NULL) runs on the loop when everything is
+ * closed, never inside this call. Returns 0, -EALREADY. Loop thread only. */
 NET_EXPORT int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
                                    void (*done)(net_rpc_server_t *server, void *arg), void *arg);
 
@@ -98,6 +150,25 @@ NET_EXPORT int net_rpc_server_free(net_rpc_server_t *server);
 /* The bound address. Thread-safe. */
 NET_EXPORT const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server);
 
+struct net_rpc_server_stats {
+    struct net_server_stats tcp; /* connections, memory budget and use, budget pauses */
+    size_t in_flight;            /* requests read and not yet answered, now */
+    size_t paused;               /* connections not read now for max_in_flight */
+    uint64_t in_flight_pauses;   /* times a connection paused for max_in_flight */
+    uint64_t output_pauses;      /* times one paused for replies at the backpressure mark */
+    uint64_t frame_timeouts;     /* connections ended for frame_timeout_ms */
+    uint64_t idle_closes;        /* connections closed for idle_timeout_ms */
+    uint64_t protocol_errors;    /* connections ended for a protocol error */
+    uint64_t worker_refusals;    /* blocking requests refused OVERLOADED */
+    size_t batch_bytes;          /* held by the connections' reply batches, now */
+    size_t worker_bytes;         /* body copies of blocking requests, now */
+};
+
+/* Counters and gauges (a snapshot; each field is read on its own). Until
+ * net_rpc_server_free. Thread-safe. */
+NET_EXPORT void net_rpc_server_stats(const net_rpc_server_t *server,
+                                     struct net_rpc_server_stats *out);
+
 /* Answers req with status and body (copied) and frees req: never use it
  * again. If the connection is gone the reply is dropped and 0 is still
  * returned. A reply from another thread goes through the connection's
@@ -107,7 +178,9 @@ NET_EXPORT const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server)
  * otherwise wait forever); or
  * -EINVAL for a NULL req, a NULL body with body_len > 0, body_len > 4 GiB - 1
  * or a local-only status (>= 0xFFFFFF00) -- then req is NOT freed: reply
- * again correctly. Thread-safe. */
+ * again correctly. A reply that makes room below max_in_flight lets the
+ * connection be read again (applied on its loop, later, never inside this
+ * call). Thread-safe. */
 NET_EXPORT int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body,
                              size_t body_len);
 
@@ -117,7 +190,8 @@ NET_EXPORT const char *net_rpc_req_method(const net_rpc_req_t *req);
 NET_EXPORT uint64_t net_rpc_req_call_id(const net_rpc_req_t *req);
 
 /* The connection the request came on (no reference taken: valid until the
- * reply). Thread-safe. */
+ * reply). Its context slot (net_conn_set_context) is the user's: the server
+ * keeps its own state elsewhere. Thread-safe. */
 NET_EXPORT net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req);
 
 /* ---- Client ------------------------------------------------------------------ */
@@ -134,7 +208,13 @@ typedef void (*net_rpc_done_fn)(net_rpc_client_t *client, uint32_t status, const
 struct net_rpc_client_options {
     struct net_client_options client; /* connect timeout, retry, reconnect;
                                          net_client_options_init, then retry
-                                         and reconnect on by default here */
+                                         and reconnect on by default here;
+                                         conn.backpressure_mark is always
+                                         off: a client that stopped reading
+                                         because its requests backed up
+                                         would deadlock with a server that
+                                         stopped reading because its
+                                         replies did */
     size_t max_frame;          /* default 64 MiB */
     size_t max_outstanding;    /* calls in flight before OVERLOADED; default 65536 */
 };
