@@ -517,19 +517,29 @@ static void hand_to_worker(net_rpc_req_t *req, const struct net__rpc_frame *f)
     net__rpc_workers_submit(s->workers, &req->work);
 }
 
-static void dispatch(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f)
+/* The handler for f, or NULL after answering f with the error that stops
+ * it from running. */
+static struct handler *admit(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f)
 {
     net_rpc_server_t *s = ss->server;
     uint64_t id = f->hdr.call_id;
+    struct handler *h = NULL;
     if (atomic_load_explicit(&s->stopping, memory_order_relaxed))
-        return reply_error(conn, ss, id, NET_RPC_SHUTTING_DOWN, "server is shutting down");
-    struct handler *h = lookup(s, f->method, f->hdr.method_len);
+        reply_error(conn, ss, id, NET_RPC_SHUTTING_DOWN, "server is shutting down");
+    else if (!(h = lookup(s, f->method, f->hdr.method_len)))
+        reply_error(conn, ss, id, NET_RPC_UNKNOWN_METHOD, "unknown method");
+    return h;
+}
+
+static void dispatch(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f)
+{
+    struct handler *h = admit(conn, ss, f);
     if (!h)
-        return reply_error(conn, ss, id, NET_RPC_UNKNOWN_METHOD, "unknown method");
+        return;
     net_rpc_req_t *req = req_new(conn, ss, f, h);
     if (!req)
-        return reply_error(conn, ss, id, NET_RPC_INTERNAL, "out of memory");
-    if (h->blocking)
+        reply_error(conn, ss, f->hdr.call_id, NET_RPC_INTERNAL, "out of memory");
+    else if (h->blocking)
         hand_to_worker(req, f);
     else
         h->fn(req, f->body, f->hdr.body_len, h->arg);
@@ -643,7 +653,10 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
 {
     (void)arg;
     struct session *ss = net__conn_owner_data(conn);
-    if (!ss || ss->discarding) {
+    /* Once our FIN is on its way (a graceful stop, or the end of a
+     * connection) no answer can reach the peer: what arrives now is not
+     * read as a request, and the peer's calls end DISCONNECTED. */
+    if (!ss || ss->discarding || !net_conn_connected(conn)) {
         net_buf_retrieve_all(in);
         return;
     }
