@@ -17,11 +17,15 @@ void net__free(void *ptr);
  * them too at first, but each free of a mapped chunk raises its dynamic
  * mmap threshold to that chunk's size (up to 32 MiB): later blocks that big
  * come from the heap, and a heap free returns memory only at the heap's
- * top. The library may not change that process-wide (mallopt). At 1 MiB the
- * syscalls and the page rounding cost little next to filling the block.
+ * top. The library may not change that process-wide (mallopt). The line
+ * is glibc's own first threshold, 128 KiB: hundreds of connections growing
+ * buffers past it together (partial frames against the memory budget) left
+ * the heap holding what they had passed through, 1 MiB each at a 1 MiB
+ * line, RSS far over the budget. From 128 KiB the syscalls and the page
+ * rounding cost little next to filling the block.
  * With a replaced allocator (net_replace_allocator) nothing is mapped: big
  * blocks go to it like the rest. */
-#define NET__MAP_MIN ((size_t)1 << 20)
+#define NET__MAP_MIN ((size_t)128 << 10)
 
 /* Blocks whose size the caller keeps (buffer storage, queued sends) and
  * passes back: mapped from NET__MAP_MIN bytes on, net__malloc'd below.

@@ -14,6 +14,7 @@
 #include <net/buffer.h>
 
 #include "alloc_internal.h"
+#include "buffer_internal.h"
 
 /* The first allocation is at least this big: tiny appends (a 4-byte length,
  * a short header) would otherwise reallocate several times in a row, while an
@@ -477,22 +478,28 @@ static ssize_t buf_take_overflow(net_buf_t *buf, size_t n, size_t writable,
     return rc < 0 ? rc : (ssize_t)n;
 }
 
-ssize_t net_buf_read_fd(net_buf_t *buf, int fd)
+ssize_t net__buf_read_fd_max(net_buf_t *buf, int fd, size_t max)
 {
-    if (!buf)
-        return -EINVAL;
     char extra[BUF_READ_EXTRA];
     struct iovec iov[2];
     int iovcnt = 0;
     size_t writable = buf->cap - buf->wr;
-    if (writable > 0)
-        iov[iovcnt++] = (struct iovec){ buf->data + buf->wr, writable };
+    size_t first = writable < max ? writable : max;
+    if (first > 0)
+        iov[iovcnt++] = (struct iovec){ buf->data + buf->wr, first };
     /* With 64 KiB or more free the buffer alone is big enough for one read,
      * and skipping the stack buffer spares a copy. */
-    if (writable < sizeof extra)
-        iov[iovcnt++] = (struct iovec){ extra, sizeof extra };
+    if (first < sizeof extra && first < max)
+        iov[iovcnt++] = (struct iovec){ extra, max - first < sizeof extra ? max - first : sizeof extra };
     ssize_t n = readv(fd, iov, iovcnt);
     if (n < 0)
         return -errno;
-    return buf_take_overflow(buf, (size_t)n, writable, extra);
+    return buf_take_overflow(buf, (size_t)n, first, extra);
+}
+
+ssize_t net_buf_read_fd(net_buf_t *buf, int fd)
+{
+    if (!buf)
+        return -EINVAL;
+    return net__buf_read_fd_max(buf, fd, SIZE_MAX);
 }

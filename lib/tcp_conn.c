@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "alloc_internal.h"
+#include "buffer_internal.h"
 #include "log_internal.h"
 #include "tcp_conn_impl.h"
 
@@ -25,15 +26,16 @@
 #define DEFAULT_BACKPRESSURE (4u * 1024 * 1024)
 /* As large as the RPC layer's default frame: a message being assembled. */
 #define DEFAULT_MAX_INPUT (64u * 1024 * 1024)
-/* Over the budget, connections holding less than this keep reading: an
- * honest client with small messages is served while the big holders wait. */
-#define BUDGET_SMALL (256u * 1024)
+/* Over the budget, connections holding less than a small share keep
+ * reading up to it: an honest client with small messages is served while
+ * the big holders wait. The share is a 16th of the budget spread over the
+ * connections (so all the small ones together overshoot it by 1/16 at
+ * most), within these bounds. */
+#define BUDGET_SHARE_MIN (16u * 1024)
+#define BUDGET_SHARE_MAX (256u * 1024)
 /* How often a connection paused for the budget looks whether the total
  * fell below 7/8 of it. */
 #define BUDGET_RECHECK_MS 20
-/* Input storage this large is a mapping (buffer.c): untouched pages cost
- * nothing, so only the used extent counts. */
-#define BUF_MAPPED_MIN (1u << 20)
 
 static atomic_ullong next_conn_id = 1;
 
@@ -62,6 +64,8 @@ net_conn_t *net_conn_ref(net_conn_t *conn)
     return conn;
 }
 
+static void budget_leave(net_conn_t *conn);
+
 static void conn_free(net_conn_t *conn)
 {
     /* Only a connection that never reached its loop is still open here. */
@@ -69,6 +73,7 @@ static void conn_free(net_conn_t *conn)
         close(conn->ch.fd);
     net_buf_destroy(&conn->in);
     net__conn_output_discard(conn);
+    budget_leave(conn); /* one that never came up still counted */
     net__free(conn);
 }
 
@@ -279,7 +284,8 @@ static void pause_set(net_conn_t *conn, unsigned reason, bool on)
 static size_t input_held(const net_conn_t *conn)
 {
     size_t cap = net_buf_capacity(&conn->in);
-    return cap < BUF_MAPPED_MIN ? cap : net_buf_prependable(&conn->in) + net_buf_readable(&conn->in);
+    /* A mapping (NET__MAP_MIN and up): untouched pages cost nothing. */
+    return cap < NET__MAP_MIN ? cap : net_buf_prependable(&conn->in) + net_buf_readable(&conn->in);
 }
 
 static size_t held(const net_conn_t *conn)
@@ -303,9 +309,11 @@ static void budget_sync(net_conn_t *conn)
 
 static void budget_leave(net_conn_t *conn)
 {
-    if (conn->budget)
+    if (conn->budget) {
         atomic_fetch_sub_explicit(&conn->budget->used, conn->budget_reported,
                                   memory_order_relaxed);
+        atomic_fetch_sub_explicit(&conn->budget->conns, 1, memory_order_relaxed);
+    }
     conn->budget = NULL;
     conn->budget_reported = 0;
 }
@@ -340,26 +348,39 @@ static void budget_timer_fired(void *arg)
 }
 
 /* Before a read: over the budget, a connection holding more than a small
- * share pauses instead of reading more. Without a timer to resume it, it
- * reads on (bounded service beats a connection stuck forever). */
-static bool budget_refuses(net_conn_t *conn)
+ * share pauses instead of reading more; a smaller one reads only up to that
+ * share. Returns how much it may read, 0 for none. Without a timer to
+ * resume it, it reads on (bounded service beats a connection stuck). */
+static size_t budget_share(const struct net__budget *b)
+{
+    size_t n = atomic_load_explicit(&((struct net__budget *)b)->conns, memory_order_relaxed);
+    size_t share = b->limit / 16 / (n ? n : 1);
+    return share < BUDGET_SHARE_MIN ? BUDGET_SHARE_MIN
+           : share > BUDGET_SHARE_MAX ? BUDGET_SHARE_MAX : share;
+}
+
+static size_t budget_allowance(net_conn_t *conn)
 {
     struct net__budget *b = conn->budget;
-    if (!b || !budget_over(b, b->limit) || held(conn) < BUDGET_SMALL)
-        return false;
+    if (!b || !budget_over(b, b->limit))
+        return SIZE_MAX;
+    size_t h = held(conn), share = budget_share(b);
+    if (h < share)
+        return share - h;
     net_conn_ref(conn); /* held by the timer */
     if (budget_arm(conn) < 0) {
         net_conn_unref(conn);
-        return false;
+        return SIZE_MAX;
     }
     atomic_fetch_add_explicit(&b->pauses, 1, memory_order_relaxed);
     pause_set(conn, NET__PAUSE_BUDGET, true);
-    return true;
+    return 0;
 }
 
 void net__conn_set_budget(net_conn_t *conn, struct net__budget *b)
 {
     conn->budget = b;
+    atomic_fetch_add_explicit(&b->conns, 1, memory_order_relaxed);
 }
 
 void net__conn_output_backed_up(net_conn_t *conn)
@@ -558,9 +579,10 @@ static void deliver(net_conn_t *conn)
 
 static void handle_read(net_conn_t *conn)
 {
-    if (budget_refuses(conn))
+    size_t allowed = budget_allowance(conn);
+    if (!allowed)
         return;
-    ssize_t n = net_buf_read_fd(&conn->in, conn->ch.fd);
+    ssize_t n = net__buf_read_fd_max(&conn->in, conn->ch.fd, allowed);
     if (n > 0) {
         atomic_fetch_add_explicit(&conn->bytes_in, (unsigned long long)n, memory_order_relaxed);
         conn->last_input_ms = net__loop_now_ms(conn->loop);

@@ -42,6 +42,7 @@ struct net__budget {
     atomic_size_t used;
     size_t limit;         /* SIZE_MAX: no cap */
     atomic_ullong pauses; /* times a connection was paused for it */
+    atomic_size_t conns;  /* connections counting against it */
 };
 #define NET__BUDGET_STEP (16u * 1024)
 

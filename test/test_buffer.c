@@ -876,7 +876,7 @@ TEST(buf_growth_through_map_threshold_byte_exact)
      * from malloc'd blocks to a mapping (a copy) and through larger mappings
      * (mremap), and the readable bytes stay exact at every step. */
     net_buf_t b = NET_BUF_INIT;
-    const size_t total = 12 * MiB, chunk = 77777;
+    const size_t total = 12 * MiB, chunk = 7777;
     unsigned char *want = pattern(total, 7);
     size_t consumed = 0, cap = 0;
     int heap_caps = 0, mapped_caps = 0;

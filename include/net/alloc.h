@@ -6,7 +6,7 @@
  * free. net_replace_allocator() swaps them for the application's own: a
  * custom heap, an arena, accounting, or failure injection in tests (test/
  * test_alloc_fail.c makes the Nth allocation fail this way). With the
- * defaults, blocks of 1 MiB and more (buffer storage, queued sends) are
+ * defaults, blocks of 128 KiB and more (buffer storage, queued sends) are
  * mapped with mmap instead, so that freeing them returns them to the kernel
  * whatever malloc's thresholds are; a replaced allocator gets those too.
  *

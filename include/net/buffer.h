@@ -15,7 +15,7 @@
  * first append (or ensure_writable / prepend / read_fd that needs it), so an
  * idle connection costs only the struct. Growth first reuses the space
  * already consumed at the front; otherwise it allocates at least twice the
- * old capacity and copies only the readable bytes. Storage of 1 MiB and more
+ * old capacity and copies only the readable bytes. Storage of 128 KiB and more
  * is mapped from the kernel directly (mmap, in whole pages) and grows
  * without a copy (mremap), so freeing it returns it to the kernel at once
  * whatever malloc's thresholds are; smaller storage comes from the library's
@@ -91,7 +91,7 @@ NET_EXPORT void net_buf_destroy(net_buf_t *buf);
 NET_EXPORT int net_buf_release(net_buf_t *buf);
 
 /* Reallocates the storage to exactly NET_BUF_PREPEND + readable + reserve
- * bytes (rounded up to whole pages from 1 MiB on), keeping the contents; an
+ * bytes (rounded up to whole pages from 128 KiB on), keeping the contents; an
  * empty buffer with reserve 0 frees its storage. Returns 0, -ENOMEM (the
  * buffer is unchanged) or -EINVAL for NULL.
  * Not thread-safe: one thread at a time. */

@@ -47,9 +47,10 @@ struct net_server_options {
     size_t max_connections; /* beyond it, accept and close at once; default 100000 */
     const char *name;       /* for thread names and logs; default "server" */
     /* Bytes all connections together may hold in their input and output
-     * buffers. Over it, connections holding more than 256 KiB stop reading
-     * (the largest holders: small ones are still served) until the total is
-     * back under 7/8 of it. Default 256 MiB; 0 means the default;
+     * buffers. Over it, connections holding more than a small share (a 16th
+     * of it over the connections, 16 to 256 KiB) stop reading until the
+     * total is back under 7/8 of it; smaller ones, such as an honest client
+     * with small messages, are still served, reading up to the share. Default 256 MiB; 0 means the default;
      * NET_UNLIMITED turns it off. Each connection's own limits (conn.
      * max_input, conn.backpressure_mark) still apply. */
     size_t memory_budget;
