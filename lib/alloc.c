@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -95,4 +98,12 @@ void net__block_free(void *p, size_t size)
         allocator.free_fn(p);
     else if (p)
         munmap(p, size);
+}
+
+void net__heap_trim(void)
+{
+#ifdef __GLIBC__
+    if (allocator.maps)
+        malloc_trim(0);
+#endif
 }

@@ -44,4 +44,13 @@ void *net__block_alloc(size_t size);
 void *net__block_remap(void *p, size_t old_size, size_t new_size);
 void net__block_free(void *p, size_t size);
 
+/* Hands free heap pages back to the kernel (glibc's malloc_trim), only with
+ * the C library's allocator; a no-op elsewhere. Medium blocks (below
+ * NET__MAP_MIN: queued sends of a slow reader, say) freed in thousands
+ * leave holes in the heap that glibc returns only at its top, so a burst
+ * would keep its peak RSS after every connection of it is gone; this is no
+ * malloc setting, only a walk over the free lists. Costs a lock and a walk:
+ * call it rarely. Thread-safe. */
+void net__heap_trim(void);
+
 #endif

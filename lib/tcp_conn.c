@@ -409,10 +409,39 @@ static void cancel_timer(net_conn_t *conn, net_timer_id_t *id)
     *id = 0;
 }
 
+/* ---- giving heap memory back ---------------------------------------------- */
+
+#define TRIM_MIN_HELD (1u << 20) /* a close that frees this much asks for a trim */
+#define TRIM_AFTER_MS 200        /* one trim after a burst of closes, not one each */
+
+static atomic_ullong trim_armed_ms; /* when the pending trim was scheduled; 0: none */
+
+static void trim_fired(void *arg)
+{
+    (void)arg;
+    atomic_store(&trim_armed_ms, 0);
+    net__heap_trim();
+}
+
+/* A connection that held a lot just freed it, much of it medium blocks
+ * from the heap (alloc_internal.h, net__heap_trim). A schedule older than
+ * a second is stale: its loop went away before it fired. */
+static void trim_soon(net_conn_t *conn)
+{
+    unsigned long long now = net_now_ms(), armed = atomic_load(&trim_armed_ms);
+    if (armed && now - armed < 1000)
+        return;
+    if (!atomic_compare_exchange_strong(&trim_armed_ms, &armed, now))
+        return;
+    if (net_loop_run_after(conn->loop, TRIM_AFTER_MS, trim_fired, NULL) < 0)
+        atomic_store(&trim_armed_ms, 0);
+}
+
 void net__conn_handle_close(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
+    size_t was_held = held(conn);
     atomic_store(&conn->state, NET_CONN_DISCONNECTED);
     net__loop_remove_channel(conn->loop, &conn->ch);
     close(conn->ch.fd);
@@ -423,6 +452,8 @@ void net__conn_handle_close(net_conn_t *conn)
     net_buf_destroy(&conn->in);
     net__conn_output_discard(conn);
     budget_leave(conn);
+    if (was_held >= TRIM_MIN_HELD)
+        trim_soon(conn);
     net_conn_ref(conn); /* the owner's hook may drop the last other reference */
     if (conn->cbs.on_connection)
         conn->cbs.on_connection(conn, conn->cbs.arg);
