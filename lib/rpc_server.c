@@ -97,6 +97,7 @@ struct session {
     net_timer_id_t timer;      /* the deadline check */
     net_timer_id_t out_timer;  /* while out_paused: looks for the output to drain */
     size_t batch_cap;          /* what this session adds to server->batch_bytes */
+    size_t queued_at_read;     /* the connection's queued output when this read began */
 };
 
 struct net_rpc_req {
@@ -298,13 +299,12 @@ static void output_check(void *arg)
  * only when a write leaves the socket full; a peer that never reads gives
  * it no write to look at, so we count our own replies too. Without a timer
  * to resume, reading goes on (bounded by the memory budget). */
-static bool output_full(struct session *ss)
+static bool output_full(struct session *ss, size_t queued)
 {
     net_rpc_server_t *s = ss->server;
     if (ss->out_paused)
         return true;
-    if (s->out_mark == NET_UNLIMITED || output_queued(ss) < s->out_mark ||
-        !net_conn_connected(ss->conn))
+    if (s->out_mark == NET_UNLIMITED || queued < s->out_mark || !net_conn_connected(ss->conn))
         return false;
     net_timer_id_t id = net_loop_run_every(net_conn_loop(ss->conn), OUTPUT_POLL_MS,
                                            output_check, ss);
@@ -595,7 +595,10 @@ static bool room_for_request(struct session *ss)
         pause_reading(ss);
         return false;
     }
-    if (output_full(ss)) {
+    /* Replies made in this read wait in the batch: they count with what the
+     * connection held when the read began (one look per read, not per
+     * frame, on the hot path). */
+    if (output_full(ss, ss->queued_at_read + net_buf_readable(&ss->batch))) {
         ss->stalled = true;
         return false;
     }
@@ -662,11 +665,12 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
     }
     ss->active_ms = receive_ms;
     ss->stalled = false;
+    ss->queued_at_read = output_queued(ss);
     atomic_store_explicit(&ss->batching, true, memory_order_relaxed);
     size_t frames = decode_frames(ss, in);
     atomic_store_explicit(&ss->batching, false, memory_order_relaxed);
     batch_send(ss);
-    output_full(ss);
+    output_full(ss, output_queued(ss));
     note_partial(ss, in, frames, receive_ms);
     session_update(ss);
 }
