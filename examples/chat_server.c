@@ -31,6 +31,8 @@
 #include <net/signal.h>
 #include <net/tcp_server.h>
 
+#include "parse_uint.h"
+
 #define HEADER_LEN 4
 #define MAX_PAYLOAD (64 * 1024)
 #define SLOW_CLIENT_BYTES (4 * 1024 * 1024)
@@ -175,19 +177,6 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     fprintf(stderr, "chat_server: signal %d, stopping\n", signo);
     if (net_server_stop(chat->server, 1000, on_stopped, chat->loop) < 0)
         net_loop_quit(chat->loop);
-}
-
-/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
- * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
-static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static int usage(void)

@@ -20,6 +20,8 @@
 #include <net/signal.h>
 #include <net/tcp_client.h>
 
+#include "parse_uint.h"
+
 /* At most this many bytes are in flight: enough to keep the connection busy,
  * small enough that neither side queues much. */
 #define WINDOW_BYTES (256 * 1024)
@@ -160,19 +162,6 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     (void)sig;
     fprintf(stderr, "echo_client: signal %d, giving up\n", signo);
     finish(arg, 1);
-}
-
-/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
- * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
-static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static int usage(void)

@@ -17,6 +17,8 @@
 #include <net/signal.h>
 #include <net/tcp_server.h>
 
+#include "parse_uint.h"
+
 static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, void *arg)
 {
     (void)receive_ms;
@@ -45,19 +47,6 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     int rc = net_server_stop(app->server, 1000, on_stopped, app->loop);
     if (rc < 0 && rc != -EALREADY) /* a second signal: the stop is under way */
         net_loop_quit(app->loop);
-}
-
-/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
- * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
-static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static int usage(void)

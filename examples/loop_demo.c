@@ -12,6 +12,8 @@
 #include <net/loop_thread.h>
 #include <net/signal.h>
 
+#include "parse_uint.h"
+
 struct demo {
     net_loop_t *base;
     net_loop_pool_t *pool;
@@ -37,19 +39,6 @@ static void tick(void *arg)
 static void stop(void *arg)
 {
     net_loop_quit(arg);
-}
-
-/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
- * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
-static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 int main(int argc, char **argv)

@@ -22,6 +22,8 @@
 #include <net/rpc.h>
 #include <net/signal.h>
 
+#include "parse_uint.h"
+
 static void echo(net_rpc_req_t *req, const void *body, size_t len, void *arg)
 {
     (void)arg;
@@ -83,19 +85,6 @@ static void wake_all_shutting_down(void)
         free(s);
     }
     pthread_mutex_unlock(&sleepers_mu);
-}
-
-/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
- * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
-static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 /* Parses the whole body as a decimal count of milliseconds (the body is not

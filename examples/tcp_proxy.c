@@ -19,6 +19,8 @@
 #include <net/tcp_client.h>
 #include <net/tcp_server.h>
 
+#include "parse_uint.h"
+
 #define HIGH_WATER (1024 * 1024)
 /* A side whose partner is gone gets this long to write what it holds: a peer
  * that never reads must not keep the pair forever. */
@@ -201,6 +203,7 @@ int main(int argc, char **argv)
 {
     static struct proxy px;
     const char *listen = NULL, *upstream = NULL;
+    uint64_t threads = 0;
     struct net_server_options opt;
     net_server_options_init(&opt);
     opt.name = "proxy";
@@ -211,7 +214,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--upstream") == 0)
             upstream = argv[i + 1];
         else if (strcmp(argv[i], "--threads") == 0)
-            opt.io_threads = (size_t)strtoul(argv[i + 1], NULL, 10);
+            ok = parse_uint(argv[i + 1], 0, 1024, &threads); /* the loop pool's limit */
         else
             ok = false;
     }
@@ -221,6 +224,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: tcp_proxy --listen HOST:PORT --upstream HOST:PORT [--threads N]\n");
         return 2;
     }
+    opt.io_threads = (size_t)threads;
     opt.conn.half_close = true; /* a FIN is passed on, not a reason to close */
     opt.conn.high_water_mark = HIGH_WATER;
     net_client_options_init(&px.client_opt);

@@ -60,6 +60,8 @@
 
 #include "loop_internal.h" /* net__loop_eventfd_writes */
 
+#include "parse_uint.h"
+
 #define HEADER_LEN 12 /* u32 producer id, u64 sequence (host order: one process) */
 #define IN_FLIGHT_BYTES (4u << 20)
 #define MAX_THREADS 256
@@ -272,19 +274,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
- * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
-static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static int usage(void)

@@ -18,6 +18,8 @@
 
 #include <net/rpc.h>
 
+#include "parse_uint.h"
+
 #define DEFAULT_TIMEOUT_MS 5000
 
 struct outcome {
@@ -58,19 +60,6 @@ static char *read_stdin(size_t *len)
     }
     *len = n;
     return buf;
-}
-
-/* A whole decimal number in [min, max]. strtoull alone takes "12x" as 12,
- * "" as 0 and "-1" as 2^64 - 1 without a word: a typo must be an error. */
-static bool parse_uint(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end || errno || v < min || v > max)
-        return false;
-    *out = v;
-    return true;
 }
 
 static int usage(void)
