@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -82,14 +83,42 @@ void *net__block_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* ThreadSanitizer does not intercept mremap: pages it moves keep no
+ * history, and a range mapped again later at the same address by another
+ * thread looks like a race with the bytes written there before. Under it,
+ * a remap is a new mapping, a copy and an unmap. */
+#if defined(__SANITIZE_THREAD__)
+#define NET__NO_MREMAP 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NET__NO_MREMAP 1
+#endif
+#endif
+
+#ifdef NET__NO_MREMAP
+static void *remap_by_copy(void *p, size_t old_size, size_t new_size)
+{
+    void *q = net__block_alloc(new_size);
+    if (q) {
+        memcpy(q, p, old_size < new_size ? old_size : new_size);
+        munmap(p, old_size);
+    }
+    return q;
+}
+#endif
+
 /* mremap moves the pages instead of copying their bytes, and the old range
  * is gone when it returns: a mapping never exists twice. */
 void *net__block_remap(void *p, size_t old_size, size_t new_size)
 {
     if (!allocator.maps)
         return allocator.realloc_fn(p, new_size);
+#ifdef NET__NO_MREMAP
+    return remap_by_copy(p, old_size, new_size);
+#else
     void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE);
     return q == MAP_FAILED ? NULL : q;
+#endif
 }
 
 void net__block_free(void *p, size_t size)

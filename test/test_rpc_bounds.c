@@ -776,7 +776,8 @@ TEST(rpc_budget_partial_frames_honest_client_served)
     CHECK_EQ(atomic_load(&honest.ok), 50);
     struct net_rpc_server_stats st = stats();
     CHECK(st.tcp.budget_pauses > 0);
-    CHECK(most <= BUDGET + BUDGET / 10);
+    /* Sanitized, reads are slower than the peers and come bigger. */
+    CHECK(most <= BUDGET + SCALED(BUDGET / 10, BUDGET / 4));
     CHECK(most >= BUDGET / 2); /* the peers did fill it */
     /* Paused for the budget, the server does not see these peers close; the
      * frame timeout ends them and gives their memory back. */
