@@ -32,6 +32,16 @@
 #define FULL_EVERY 16
 /* Mirrors lib/buffer.c's BUF_MIN_ALLOC: the smallest block it allocates. */
 #define MIN_ALLOC 128
+/* Mirrors lib/alloc_internal.h's NET__MAP_MIN: from this size on, storage
+ * is whole pages. */
+#define MAP_MIN ((size_t)128 * 1024)
+
+/* The capacity the buffer gives a block asked for n bytes. */
+static size_t block_size(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return n < MAP_MIN ? n : (n + page - 1) & ~(page - 1);
+}
 
 /* The readable bytes are data[head, head + len): consuming moves head,
  * so the model costs O(1) per retrieve whatever its size. */
@@ -139,17 +149,30 @@ static void check_buffer(const struct state *s, bool full)
     }
 }
 
-/* Growth happened: the header promises a fresh layout (the full prepend
- * area), at least twice the old capacity, and no more than needed. */
-static void check_growth(const struct state *s, size_t old_cap, size_t need)
+/* Growth happened: at least twice the old capacity and no more than
+ * needed; a fresh layout (the full prepend area), except that a mapping
+ * grown in place (mremap) keeps its layout when the room fits. */
+static void check_growth(const struct state *s, size_t old_cap, size_t old_prep, size_t need)
 {
     size_t cap = net_buf_capacity(&s->buf);
     if (cap == old_cap)
         return;
-    size_t bound = 2 * need > MIN_ALLOC ? 2 * need : MIN_ALLOC;
+    size_t bound = block_size(2 * need > MIN_ALLOC ? 2 * need : MIN_ALLOC);
     FUZZ_CHECK(cap >= 2 * old_cap);
     FUZZ_CHECK(cap >= need && cap <= bound);
-    FUZZ_CHECK(net_buf_prependable(&s->buf) == NET_BUF_PREPEND);
+    size_t prep = net_buf_prependable(&s->buf);
+    FUZZ_CHECK(prep == NET_BUF_PREPEND || (old_cap >= MAP_MIN && prep == old_prep));
+}
+
+/* A retrieve that empties the buffer frees storage above NET_BUF_KEEP and
+ * keeps smaller storage, with the full prepend area. */
+static void check_emptied(const struct state *s, size_t old_cap)
+{
+    if (s->m.len)
+        return;
+    size_t cap = net_buf_capacity(&s->buf);
+    FUZZ_CHECK(cap == (old_cap > NET_BUF_KEEP ? 0 : old_cap));
+    FUZZ_CHECK(cap == 0 || net_buf_prependable(&s->buf) == NET_BUF_PREPEND);
 }
 
 /* ---- Operations ---------------------------------------------------------- */
@@ -162,7 +185,7 @@ FUZZ_NO_COVERAGE static void fill(uint8_t *p, size_t n, unsigned seed)
 
 static void do_append(struct state *s, const uint8_t *p, size_t n)
 {
-    size_t old_cap = net_buf_capacity(&s->buf);
+    size_t old_cap = net_buf_capacity(&s->buf), old_prep = net_buf_prependable(&s->buf);
     bool fits = old_cap > 0 && net_buf_writable(&s->buf) >= n;
     size_t need = NET_BUF_PREPEND + s->m.len + n;
     FUZZ_CHECK(net_buf_append(&s->buf, p, n) == 0);
@@ -170,7 +193,7 @@ static void do_append(struct state *s, const uint8_t *p, size_t n)
     if (fits)
         FUZZ_CHECK(net_buf_capacity(&s->buf) == old_cap);
     if (n > 0)
-        check_growth(s, old_cap, need);
+        check_growth(s, old_cap, old_prep, need);
 }
 
 /* len(1), then len bytes of data */
@@ -222,13 +245,13 @@ static size_t take_count(struct state *s)
 /* n(2) */
 static void op_retrieve(struct state *s)
 {
-    size_t n = take_count(s);
+    size_t n = take_count(s), old_cap = net_buf_capacity(&s->buf);
     int rc = net_buf_retrieve(&s->buf, n);
     FUZZ_CHECK(rc == (n <= s->m.len ? 0 : -EINVAL));
-    if (rc == 0)
+    if (rc == 0) {
         model_consume(&s->m, n);
-    if (s->m.len == 0 && net_buf_capacity(&s->buf))
-        FUZZ_CHECK(net_buf_prependable(&s->buf) == NET_BUF_PREPEND);
+        check_emptied(s, old_cap);
+    }
 }
 
 FUZZ_NO_COVERAGE static const uint8_t *model_find(const struct model *m, size_t off, bool crlf)
@@ -282,8 +305,10 @@ static void op_retrieve_until(struct state *s)
     if (!end)
         return;
     size_t n = (size_t)(end - net_buf_peek(&s->buf)) + (kind & 1 ? 2 : 1);
+    size_t old_cap = net_buf_capacity(&s->buf);
     FUZZ_CHECK(net_buf_retrieve_until(&s->buf, net_buf_peek(&s->buf) + n) == 0);
     model_consume(&s->m, n);
+    check_emptied(s, old_cap);
 }
 
 static void op_retrieve_all(struct state *s)
@@ -291,8 +316,7 @@ static void op_retrieve_all(struct state *s)
     size_t cap = net_buf_capacity(&s->buf);
     net_buf_retrieve_all(&s->buf);
     model_clear(&s->m);
-    FUZZ_CHECK(net_buf_capacity(&s->buf) == cap);
-    FUZZ_CHECK(cap == 0 || net_buf_prependable(&s->buf) == NET_BUF_PREPEND);
+    check_emptied(s, cap);
 }
 
 /* n(1), out_size(1) */
@@ -301,6 +325,7 @@ static void op_retrieve_as_string(struct state *s)
     char out[257];
     size_t n = fuzz_take(s->in, 1), out_size = fuzz_take(s->in, 1);
     memset(out, 'x', sizeof out);
+    size_t old_cap = net_buf_capacity(&s->buf);
     int rc = net_buf_retrieve_as_string(&s->buf, n, out, out_size);
     int want = n > s->m.len ? -EINVAL : out_size <= n ? -ENOSPC : 0;
     FUZZ_CHECK(rc == want);
@@ -310,6 +335,7 @@ static void op_retrieve_as_string(struct state *s)
     }
     FUZZ_CHECK(memcmp(out, model_bytes(&s->m), n) == 0 && out[n] == '\0' && out[n + 1] == 'x');
     model_consume(&s->m, n);
+    check_emptied(s, old_cap);
 }
 
 static size_t width_of(unsigned arg)
@@ -345,6 +371,7 @@ static void op_peek_read_int(struct state *s)
     size_t width = width_of(arg);
     bool read = arg & 4;
     uint64_t v;
+    size_t old_cap = net_buf_capacity(&s->buf);
     int rc = peek_or_read(s, width, read, &v);
     if (s->m.len < width) {
         /* *out untouched: the 0xAA fill must come back */
@@ -356,8 +383,10 @@ static void op_peek_read_int(struct state *s)
     for (size_t i = 0; i < width; i++)
         want = want << 8 | model_bytes(&s->m)[i];
     FUZZ_CHECK(v == want);
-    if (read)
+    if (read) {
         model_consume(&s->m, width);
+        check_emptied(s, old_cap);
+    }
 }
 
 static int put_int(net_buf_t *b, size_t width, bool prepend, uint64_t v)
@@ -425,7 +454,7 @@ static void op_ensure_writable(struct state *s)
         FUZZ_CHECK(net_buf_capacity(&s->buf) == old_cap &&
                    net_buf_prependable(&s->buf) == NET_BUF_PREPEND);
     else
-        check_growth(s, old_cap, need);
+        check_growth(s, old_cap, old_prep, need);
 }
 
 /* reserve(2); a first byte with bit 7 set asks for an impossible reserve */
@@ -440,9 +469,10 @@ static void op_shrink(struct state *s)
     }
     size_t reserve = fuzz_take(s->in, 2);
     FUZZ_CHECK(net_buf_shrink(&s->buf, reserve) == 0);
-    size_t want = s->m.len == 0 && reserve == 0 ? 0 : NET_BUF_PREPEND + s->m.len + reserve;
+    size_t want = s->m.len == 0 && reserve == 0 ? 0
+                  : block_size(NET_BUF_PREPEND + s->m.len + reserve);
     FUZZ_CHECK(net_buf_capacity(&s->buf) == want);
-    FUZZ_CHECK(net_buf_writable(&s->buf) == reserve);
+    FUZZ_CHECK(net_buf_writable(&s->buf) == (want ? want - NET_BUF_PREPEND - s->m.len : 0));
 }
 
 static void op_release(struct state *s)
