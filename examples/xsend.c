@@ -58,7 +58,7 @@
 #include <net/tcp_client.h>
 #include <net/tcp_server.h>
 
-#include "loop_internal.h" /* net__loop_eventfd_writes */
+#include "loop/loop_internal.h" /* net__loop_eventfd_writes */
 
 #include "parse_uint.h"
 

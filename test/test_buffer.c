@@ -6,7 +6,7 @@
 
 #include <net/buffer.h>
 
-#include "alloc_internal.h"
+#include "loop/alloc_internal.h"
 #include "net_test_util.h"
 
 /* The readable bytes of b are exactly the n bytes at exp. */

@@ -1,4 +1,4 @@
-/* The connection's write path (lib/conn_write.c): the wait-free write queue
+/* The connection's write path (lib/tcp/conn_write.c): the wait-free write queue
  * seen from the public API. Many senders share one wakeup, bytes are counted
  * when a send accepts them (high water, output_queued, max_output), the
  * run_in_loop path (xsend_via_loop) still works, and per-thread order holds
@@ -27,7 +27,7 @@
 #include <net/tcp_server.h>
 
 #include "net_test_util.h"
-#include "loop_internal.h" /* net__loop_eventfd_writes */
+#include "loop/loop_internal.h" /* net__loop_eventfd_writes */
 
 #define SENDERS 4
 

@@ -1,4 +1,4 @@
-/* Fault injection against the RPC layer (lib/rpc_server.c, lib/rpc_client.c
+/* Fault injection against the RPC layer (lib/rpc/rpc_server.c, lib/rpc/rpc_client.c
  * over lib/tcp_*.c), loopback only: a peer that resets in the middle of a
  * frame, peers that reset while the server replies from other threads, and
  * a server stopped in the middle of a load from 8 threads.
@@ -14,7 +14,7 @@
 
 #include "faults_common.h"
 #include "rpc_fixture.h"
-#include "rpc_codec.h"
+#include "rpc/rpc_codec.h"
 
 
 /* ---- the server under test --------------------------------------------------------- */

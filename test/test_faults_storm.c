@@ -1,5 +1,5 @@
-/* Fault injection against the TCP layer (lib/tcp_server.c, lib/acceptor.c,
- * lib/tcp_conn.c), loopback only: a storm of connects and disconnects, a
+/* Fault injection against the TCP layer (lib/tcp/tcp_server.c, lib/tcp/acceptor.c,
+ * lib/tcp/tcp_conn.c), loopback only: a storm of connects and disconnects, a
  * storm while the process is out of descriptors, a graceful stop in the
  * middle of a storm, and accepting again after shedding while out of
  * descriptors.
@@ -19,7 +19,7 @@
 #endif
 
 #include "faults_tcp_common.h"
-#include "loop_internal.h" /* the loop's iteration counter, for the spin detector */
+#include "loop/loop_internal.h" /* the loop's iteration counter, for the spin detector */
 
 /* =========================================================================== */
 /* A storm of connects and disconnects                                          */

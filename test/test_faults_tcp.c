@@ -1,4 +1,4 @@
-/* Fault injection against the TCP layer (lib/tcp_conn.c, lib/tcp_server.c),
+/* Fault injection against the TCP layer (lib/tcp/tcp_conn.c, lib/tcp/tcp_server.c),
  * loopback only: a peer that resets in the middle of a large write, and a
  * reader that never reads. The storms and descriptor exhaustion are in
  * test_faults_storm.c.

@@ -10,7 +10,7 @@
 #include <net/log.h>
 
 #include "harness.h"
-#include "log_internal.h"
+#include "loop/log_internal.h"
 
 /* ---- a capturing sink ------------------------------------------------- */
 

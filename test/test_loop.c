@@ -6,7 +6,7 @@
 #include <net/loop.h>
 
 #include "net_test_util.h"
-#include "loop_internal.h"
+#include "loop/loop_internal.h"
 
 /* ---- 4 producers x 100k functors, exactly once, FIFO per producer ----- */
 

@@ -17,7 +17,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "rpc_codec.h"
+#include "rpc/rpc_codec.h"
 #include "rpc_fixture.h"
 
 #define MAX_SLEEPERS 256 /* "sleep" requests the test server keeps at once */

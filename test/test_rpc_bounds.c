@@ -16,7 +16,7 @@
 #include <stdatomic.h>
 
 #include "faults_common.h"
-#include "rpc_codec.h"
+#include "rpc/rpc_codec.h"
 #include "rpc_fixture.h"
 
 /* ---- the server under test ----------------------------------------------------------- */

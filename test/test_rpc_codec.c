@@ -2,7 +2,7 @@
 
 #include <net/buffer.h>
 
-#include "rpc_codec.h"
+#include "rpc/rpc_codec.h"
 
 /* ---- Helpers ------------------------------------------------------------- */
 

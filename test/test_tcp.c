@@ -1,5 +1,5 @@
-/* TCP connections and servers (lib/tcp_conn.c, lib/tcp_server.c,
- * lib/acceptor.c): byte-exact echo of every size, write order, backpressure
+/* TCP connections and servers (lib/tcp/tcp_conn.c, lib/tcp/tcp_server.c,
+ * lib/tcp/acceptor.c): byte-exact echo of every size, write order, backpressure
  * through the high-water mark and stop_read, half-close both ways, resets,
  * running out of descriptors, descriptor reuse, cross-thread sends, the
  * server's start / stop / free, max_connections, round robin, IPv6 and Unix
@@ -7,7 +7,7 @@
  *
  * The server under test runs on the scenario's main-thread loop (its base
  * loop) with 0 or more I/O threads. The clients are plain sockets, never
- * lib/tcp_client.c: blocking ones (with SO_RCVTIMEO / SO_SNDTIMEO, so no call
+ * lib/tcp/tcp_client.c: blocking ones (with SO_RCVTIMEO / SO_SNDTIMEO, so no call
  * blocks forever) on the main thread or in a helper thread, or non-blocking
  * ones watched on the same loop. Every loop has a watchdog timer that fails
  * the scenario instead of letting it hang. Streams are checked against a

@@ -1,4 +1,4 @@
-/* The batched waitset behind net_rpc_call_sync (lib/waitset.h).
+/* The batched waitset behind net_rpc_call_sync (lib/rpc/waitset.h).
  *
  * Scenarios:
  *   waitset_model_batched_wakes_lose_nobody  40 waiters (more than the 32
@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "waitset.h"
+#include "rpc/waitset.h"
 
 #define WAITERS 40
 #define ROUNDS 2000

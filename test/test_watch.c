@@ -9,7 +9,7 @@
 #include <net/signal.h>
 
 #include "net_test_util.h"
-#include "loop_internal.h"
+#include "loop/loop_internal.h"
 
 static void make_pipe(int fds[2])
 {

@@ -5,10 +5,10 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#include "alloc_internal.h"
+#include "loop/alloc_internal.h"
 #include "harness.h"
 #include "net_test_util.h"
-#include "write_queue.h"
+#include "tcp/write_queue.h"
 
 TEST(wq_push_reports_empty_only_first)
 {

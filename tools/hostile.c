@@ -304,7 +304,7 @@ static long fit_nofile(long want)
 
 /* ---- NRPC/1 frames (docs/protocol.md section 2) --------------------------------------- */
 
-/* Encoded by hand from docs/protocol.md, not with lib/rpc_codec.c: a peer
+/* Encoded by hand from docs/protocol.md, not with lib/rpc/rpc_codec.c: a peer
  * that shared the server's codec would share its mistakes. */
 
 static void put_be(uint8_t *p, uint64_t v, int n)

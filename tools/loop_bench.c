@@ -14,7 +14,7 @@
 
 #include <net/loop.h>
 
-#include "loop_internal.h"
+#include "loop/loop_internal.h"
 
 static struct {
     net_loop_t *loop;

@@ -31,7 +31,7 @@
 #include <net/buffer.h>
 
 #include "fuzz.h"
-#include "rpc_codec.h"
+#include "rpc/rpc_codec.h"
 
 #define HDR NET__RPC_HEADER_LEN
 #define LOCAL_MIN 0xFFFFFF00u

@@ -1,0 +1,355 @@
+/* The event loop: poll, dispatch ready channels, run queued functors.
+ *
+ * Timers are a channel like any other (their timerfd), so an iteration is
+ * just: wait -> dispatch -> functors. The wait blocks forever unless functors
+ * are already queued; everything that must interrupt it writes the eventfd. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "loop/alloc_internal.h"
+#include "loop/log_internal.h"
+#include "loop/loop_internal.h"
+
+static _Thread_local net_loop_t *current_loop;
+
+net_loop_t *net_loop_current(void)
+{
+    return current_loop;
+}
+
+bool net_loop_in_loop_thread(const net_loop_t *loop)
+{
+    return loop && current_loop == loop;
+}
+
+const char *net_loop_backend(const net_loop_t *loop)
+{
+    return loop->ops->name;
+}
+
+unsigned long long net__loop_eventfd_writes(net_loop_t *loop)
+{
+    return atomic_load_explicit(&loop->eventfd_writes, memory_order_relaxed);
+}
+
+/* ---- wakeup ----------------------------------------------------------- */
+
+static void wakeup_read(struct net__channel *ch, unsigned revents)
+{
+    (void)revents;
+    uint64_t value;
+    ssize_t r = read(ch->fd, &value, sizeof value);
+    (void)r; /* EAGAIN is harmless: someone else already drained it */
+}
+
+void net__loop_wakeup(net_loop_t *loop)
+{
+    if (atomic_exchange(&loop->wakeup_pending, true))
+        return; /* a wakeup is already on its way */
+    uint64_t one = 1;
+    atomic_fetch_add_explicit(&loop->eventfd_writes, 1, memory_order_relaxed);
+    /* Can fail only with EAGAIN at a counter of 2^64-2: already readable. */
+    ssize_t w = write(loop->wakeup.fd, &one, sizeof one);
+    (void)w;
+}
+
+static size_t run_functors(net_loop_t *loop);
+
+/* ---- creation --------------------------------------------------------- */
+
+static int loop_register_own_channels(net_loop_t *loop)
+{
+    loop->wakeup.interest = NET_READABLE;
+    loop->timers.ch.interest = NET_READABLE;
+    int rc = loop->ops->add(loop->poller, &loop->wakeup);
+    return rc < 0 ? rc : loop->ops->add(loop->poller, &loop->timers.ch);
+}
+
+static int loop_open(net_loop_t *loop)
+{
+    loop->ops = net__poller_default();
+    int rc = loop->ops->create(&loop->poller);
+    if (rc < 0)
+        return rc;
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+        rc = -errno;
+        goto fail_eventfd;
+    }
+    net__channel_init(&loop->wakeup, efd, wakeup_read);
+    loop->now_ms = net_now_ms();
+    if ((rc = net__timer_queue_init(&loop->timers)) < 0)
+        goto fail_timers;
+    if ((rc = net__fqueue_init(&loop->functors)) < 0)
+        goto fail_functors;
+    if ((rc = loop_register_own_channels(loop)) < 0)
+        goto fail_register;
+    return 0;
+
+fail_register:
+    net__fqueue_destroy(&loop->functors);
+fail_functors:
+    net__timer_queue_destroy(&loop->timers);
+fail_timers:
+    close(efd);
+fail_eventfd:
+    loop->ops->destroy(loop->poller);
+    return rc;
+}
+
+int net_loop_new(net_loop_t **out)
+{
+    if (!out)
+        return -EINVAL;
+    if (current_loop) {
+        NET__LOG(NET_LOG_ERROR, "net_loop_new: this thread already has a loop");
+        return NET_ELOOPEXISTS;
+    }
+    net_loop_t *loop = net__calloc(1, sizeof *loop);
+    if (!loop)
+        return -ENOMEM;
+    atomic_init(&loop->posted, NULL);
+    int rc = loop_open(loop);
+    if (rc < 0) {
+        net__free(loop);
+        return rc;
+    }
+    current_loop = loop;
+    *out = loop;
+    return 0;
+}
+
+void net_loop_free(net_loop_t *loop)
+{
+    if (!loop)
+        return;
+    if (!net_loop_in_loop_thread(loop)) {
+        NET__LOG(NET_LOG_ERROR, "net_loop_free called off the loop thread; loop leaked");
+        return;
+    }
+    /* Every accepted functor runs exactly once, even those queued late. */
+    while (run_functors(loop) > 0) {
+    }
+    net__fqueue_destroy(&loop->functors);
+    net__timer_queue_destroy(&loop->timers);
+    close(loop->wakeup.fd);
+    loop->ops->destroy(loop->poller);
+    current_loop = NULL;
+    net__free(loop->scratch);
+    net__free(loop);
+}
+
+/* ---- running ---------------------------------------------------------- */
+
+static void dispatch(net_loop_t *loop, struct net__ready *ready, int n)
+{
+    loop->ready = ready;
+    loop->nready = n;
+    for (loop->ready_pos = 0; loop->ready_pos < n; loop->ready_pos++) {
+        struct net__ready *r = &ready[loop->ready_pos];
+        if (r->ch)
+            r->ch->on_event(r->ch, r->revents);
+    }
+    loop->ready = NULL;
+    loop->nready = 0;
+}
+
+/* Runs the posted tasks, oldest first. Returns how many ran. */
+static size_t run_posted(net_loop_t *loop)
+{
+    /* A plain look first: the common case writes nothing to the posters'
+     * cache line. seq_cst pairs with the post's CAS across wakeup_pending:
+     * a poster whose wakeup was coalesced into one already pending (its
+     * exchange came before run_functors cleared the flag) is seen here. */
+    if (!atomic_load(&loop->posted))
+        return 0;
+    struct net__loop_task *t = atomic_exchange(&loop->posted, NULL), *fifo = NULL;
+    while (t) { /* the stack is newest first: reverse it */
+        struct net__loop_task *next = t->next;
+        t->next = fifo;
+        fifo = t;
+        t = next;
+    }
+    size_t ran = 0;
+    for (struct net__loop_task *next; fifo; fifo = next, ran++) {
+        next = fifo->next; /* fn may post fifo again */
+        fifo->fn(fifo->arg);
+    }
+    return ran;
+}
+
+static size_t run_functors(net_loop_t *loop)
+{
+    /* Cleared before the batch is taken: a producer that saw the flag set
+     * pushed before this point and is in the batch; one that pushes later
+     * sees it clear and writes the eventfd. */
+    atomic_store(&loop->wakeup_pending, false);
+    size_t ran = run_posted(loop);
+    return ran + net__fqueue_run(&loop->functors);
+}
+
+static bool work_waiting(net_loop_t *loop)
+{
+    return atomic_load_explicit(&loop->posted, memory_order_relaxed) ||
+           net__fqueue_size(&loop->functors);
+}
+
+static int run_once(net_loop_t *loop)
+{
+    /* Functors queued by the previous batch run without waiting for I/O. */
+    int timeout = work_waiting(loop) ? 0 : -1;
+    struct net__ready *ready;
+    int n = loop->ops->wait(loop->poller, timeout, &ready);
+    if (n < 0 && n != -EINTR) {
+        NET__LOG_RL(NET_LOG_ERROR, "%s wait failed: %s", loop->ops->name, net_strerror(n));
+        return n;
+    }
+    loop->iterations++;
+    loop->now_ms = net_now_ms();
+    if (n > 0)
+        dispatch(loop, ready, n);
+    run_functors(loop);
+    return 0;
+}
+
+int net_loop_run(net_loop_t *loop)
+{
+    if (!net_loop_in_loop_thread(loop))
+        return NET_EWRONGTHREAD;
+    if (loop->running)
+        return -EBUSY;
+    loop->running = true;
+    int rc = 0;
+    while (rc == 0 && !atomic_load(&loop->quit))
+        rc = run_once(loop);
+    run_functors(loop);
+    atomic_store(&loop->quit, false);
+    loop->running = false;
+    return rc;
+}
+
+void net_loop_quit(net_loop_t *loop)
+{
+    atomic_store(&loop->quit, true);
+    if (!net_loop_in_loop_thread(loop))
+        net__loop_wakeup(loop);
+}
+
+/* ---- functors --------------------------------------------------------- */
+
+void net__loop_post(net_loop_t *loop, struct net__loop_task *t)
+{
+    /* A Treiber push: the loop takes the whole stack at once, so there is
+     * no pop and no ABA. seq_cst: see run_posted. */
+    struct net__loop_task *top = atomic_load_explicit(&loop->posted, memory_order_relaxed);
+    do {
+        t->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&loop->posted, &top, t,
+                                                    memory_order_seq_cst, memory_order_relaxed));
+    if (!top && !net_loop_in_loop_thread(loop))
+        net__loop_wakeup(loop);
+}
+
+size_t net__loop_posted_count(net_loop_t *loop)
+{
+    size_t n = 0;
+    for (struct net__loop_task *t = atomic_load(&loop->posted); t; t = t->next)
+        n++;
+    return n;
+}
+
+int net_loop_queue_in_loop(net_loop_t *loop, net_loop_fn fn, void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    int rc = net__fqueue_push(&loop->functors, fn, arg);
+    if (rc == 0 && !net_loop_in_loop_thread(loop))
+        net__loop_wakeup(loop);
+    return rc;
+}
+
+int net_loop_run_in_loop(net_loop_t *loop, net_loop_fn fn, void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    if (net_loop_in_loop_thread(loop)) {
+        fn(arg);
+        return 0;
+    }
+    return net_loop_queue_in_loop(loop, fn, arg);
+}
+
+size_t net_loop_queue_size(net_loop_t *loop)
+{
+    return net__fqueue_size(&loop->functors);
+}
+
+/* ---- channels --------------------------------------------------------- */
+
+int net__loop_add_channel(net_loop_t *loop, struct net__channel *ch)
+{
+    return loop->ops->add(loop->poller, ch);
+}
+
+int net__loop_update_channel(net_loop_t *loop, struct net__channel *ch)
+{
+    return loop->ops->modify(loop->poller, ch);
+}
+
+void net__loop_remove_channel(net_loop_t *loop, struct net__channel *ch)
+{
+    if (ch->poller_slot < 0)
+        return;
+    loop->ops->remove(loop->poller, ch);
+    for (int i = loop->ready_pos + 1; i < loop->nready; i++)
+        if (loop->ready[i].ch == ch)
+            loop->ready[i].ch = NULL;
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+uint64_t net_now_ms(void)
+{
+    return (uint64_t)(net__mono_ns() / 1000000);
+}
+
+net_timer_id_t net_loop_run_at(net_loop_t *loop, uint64_t when_ms, net_loop_fn fn, void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    return net__timer_queue_add(&loop->timers, net__ms_to_ns(when_ms), 0, fn, arg);
+}
+
+net_timer_id_t net_loop_run_after(net_loop_t *loop, uint64_t delay_ms, net_loop_fn fn,
+                                  void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    int64_t when = net__ns_add(net__mono_ns(), (uint64_t)net__ms_to_ns(delay_ms));
+    return net__timer_queue_add(&loop->timers, when, 0, fn, arg);
+}
+
+net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval_ms, net_loop_fn fn,
+                                  void *arg)
+{
+    if (!loop || !fn || interval_ms == 0)
+        return -EINVAL;
+    int64_t interval = net__ms_to_ns(interval_ms);
+    int64_t when = net__ns_add(net__mono_ns(), (uint64_t)interval);
+    return net__timer_queue_add(&loop->timers, when, interval, fn, arg);
+}
+
+int net_loop_cancel(net_loop_t *loop, net_timer_id_t id)
+{
+    if (!loop)
+        return -EINVAL;
+    return net__timer_queue_cancel(&loop->timers, id);
+}
+
+size_t net_loop_timer_count(net_loop_t *loop)
+{
+    return net__timer_queue_count(&loop->timers);
+}

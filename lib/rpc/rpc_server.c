@@ -1,0 +1,976 @@
+/* The RPC server: NRPC/1 requests in, one response per request out.
+ *
+ * Each connection has a session (the connection's owner-data slot, so the
+ * user's context slot stays the user's) counting the requests it has in
+ * flight. A request handle holds a reference to its connection and to its
+ * session, so a reply can come from any thread, at any time, and is a safe
+ * no-op once the connection is gone.
+ *
+ * Replies made on the loop thread while a read is being processed are
+ * collected in the session's batch and leave in one write after the last
+ * frame of that read: a pipelined burst of requests costs one read and one
+ * write, not one write per call.
+ *
+ * Bounds (docs/design.md, "The RPC server's memory"): a connection with
+ * max_in_flight unanswered requests stops being decoded and read until a
+ * reply makes room, so a peer's backlog waits in TCP, not here; queued
+ * replies pause reading at the connection's backpressure mark; an
+ * unfinished frame has frame_timeout_ms to complete and a quiet connection
+ * closes after idle_timeout_ms. A connection that ends (peer half-close,
+ * protocol error, frame timeout) first answers every request it read. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <net/rpc.h>
+
+#include "loop/alloc_internal.h"
+#include "loop/log_internal.h"
+#include "loop/loop_internal.h"
+#include "rpc/rpc_codec.h"
+#include "tcp/tcp_conn_internal.h"
+#include "rpc/rpc_workers.h"
+
+#define TABLE_SIZE 64 /* handlers per server are few; chains stay short */
+#define STOP_POLL_MS 5
+#define DEFAULT_IN_FLIGHT 1024
+#define DEFAULT_FRAME_TIMEOUT_MS 30000u
+/* Five minutes: long enough that a client pausing between bursts keeps its
+ * connection (and rarely races a close with a new request), short enough
+ * that abandoned connections do not pile up; our client reconnects
+ * transparently. brpc leaves it off, nginx's keepalive_timeout is 75 s. */
+#define DEFAULT_IDLE_TIMEOUT_MS 300000u
+/* After a protocol error or a frame timeout, once the last answer is
+ * queued: time for the peer to take it and close before we force it. */
+#define LINGER_MS 5000
+/* A reply batch larger than this is freed after its send: one large reply
+ * must not pin its size for the connection's life. */
+#define BATCH_KEEP_MAX (64u * 1024)
+/* While reading is paused for queued replies, how often we look whether
+ * they drained below half the mark: the socket's own buffer keeps the link
+ * busy meanwhile, and a connection that keeps up never starts this timer. */
+#define OUTPUT_POLL_MS 10
+
+_Static_assert(NET_RPC_TIMEOUT == NET__RPC_TIMEOUT, "status codes match the codec");
+_Static_assert(NET_RPC_PROTOCOL_ERROR == NET__RPC_PROTOCOL_ERROR, "status codes match");
+
+struct handler {
+    struct handler *next;
+    net_rpc_handler_fn fn;
+    void *arg;
+    bool blocking;
+    size_t len;
+    char method[];
+};
+
+struct session {
+    atomic_int refs;
+    net_rpc_server_t *server;
+    net_conn_t *conn;          /* no reference: whoever uses it holds one */
+    atomic_size_t in_flight;
+    /* A reply that leaves fewer than this in flight kicks the loop (0: the
+     * loop waits for nothing). Written on the loop, read by every reply:
+     * see session_update for why nothing is missed. */
+    atomic_size_t wake_below;
+    /* `kick` is posted (or, once the connection is down, must never be). */
+    atomic_bool kick_queued;
+    struct net__loop_task kick;
+    atomic_bool batching;      /* inside on_message; written on the loop thread,
+                                  read by replies from any thread */
+    atomic_bool went_quiet;    /* a reply left nothing in flight (relaxed: a hint
+                                  for the idle clock, which orders nothing) */
+    net_buf_t batch;
+    /* The rest: the connection's loop thread only. */
+    bool paused;               /* reading paused at max_in_flight */
+    bool out_paused;           /* reading paused: replies queued at the mark */
+    bool owner_paused;         /* what we last asked of net__conn_pause_owner */
+    bool stalled;              /* a complete frame waits undecoded in the input */
+    bool peer_eof;             /* half-closed by the peer: finish when answered */
+    bool discarding;           /* protocol error or frame timeout: input dropped */
+    bool finished;             /* our shutdown is requested */
+    bool was_busy;             /* the last deadline check found work */
+    uint64_t frame_start_ms;   /* first byte of the unfinished frame; 0: none */
+    uint64_t active_ms;        /* last input, or last check that found work */
+    net_timer_id_t timer;      /* the deadline check */
+    net_timer_id_t out_timer;  /* while out_paused: looks for the output to drain */
+    size_t batch_cap;          /* what this session adds to server->batch_bytes */
+    size_t queued_at_read;     /* the connection's queued output when this read began */
+};
+
+struct net_rpc_req {
+    struct net__rpc_work work; /* for the worker pool; first member */
+    net_conn_t *conn;
+    struct session *session;
+    uint64_t call_id;
+    struct handler *handler;
+    size_t body_len;
+    char *body;                /* copied, for blocking handlers only */
+    char method[NET__RPC_MAX_METHOD + 1];
+};
+
+struct net_rpc_server {
+    atomic_int refs; /* the owner's and one per session: replies may outlive free */
+    net_loop_t *loop;
+    net_server_t *tcp;
+    struct net_rpc_server_options opt;
+    size_t budget;   /* the TCP server's memory budget: no frame may be larger */
+    size_t out_mark; /* conn.backpressure_mark: queued replies that pause reading */
+    uint64_t check_ms; /* period of each session's deadline check; 0: none */
+    struct handler *table[TABLE_SIZE];
+    struct net__rpc_workers *workers;
+    atomic_bool stopping;
+    atomic_size_t in_flight; /* over all connections */
+    atomic_size_t paused_now, batch_bytes, worker_bytes;
+    atomic_ullong in_flight_pauses, output_pauses, frame_timeouts, idle_closes,
+        protocol_errors, worker_refusals;
+    bool started;
+    uint64_t drain_deadline;
+    net_timer_id_t stop_timer;
+    void (*done)(net_rpc_server_t *, void *);
+    void *done_arg;
+};
+
+const char *net_rpc_status_name(uint32_t status)
+{
+    return net__rpc_status_name(status);
+}
+
+void net_rpc_server_options_init(struct net_rpc_server_options *opt)
+{
+    net_server_options_init(&opt->server);
+    opt->server.name = "rpc";
+    opt->server.conn.half_close = true;
+    opt->max_frame = NET__RPC_DEFAULT_MAX_FRAME;
+    opt->max_in_flight = DEFAULT_IN_FLIGHT;
+    opt->worker_threads = 0;
+    opt->frame_timeout_ms = DEFAULT_FRAME_TIMEOUT_MS;
+    opt->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+}
+
+/* ---- handlers ------------------------------------------------------------------ */
+
+static size_t method_hash(const char *m, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)m[i]) * 16777619u;
+    return h % TABLE_SIZE;
+}
+
+static struct handler *lookup(net_rpc_server_t *s, const char *m, size_t len)
+{
+    struct handler *h = s->table[method_hash(m, len)];
+    while (h && (h->len != len || memcmp(h->method, m, len) != 0))
+        h = h->next;
+    return h;
+}
+
+int net_rpc_server_register(net_rpc_server_t *server, const char *method, net_rpc_handler_fn fn,
+                            void *arg, bool blocking)
+{
+    size_t len = method ? strlen(method) : 0;
+    if (!server || !fn || len == 0 || len > NET__RPC_MAX_METHOD)
+        return -EINVAL;
+    if (blocking && !server->workers)
+        return -EINVAL;
+    if (server->started)
+        return -EBUSY;
+    if (lookup(server, method, len))
+        return -EEXIST;
+    struct handler *h = net__malloc(sizeof *h + len + 1);
+    if (!h)
+        return -ENOMEM;
+    *h = (struct handler){.fn = fn, .arg = arg, .blocking = blocking, .len = len};
+    memcpy(h->method, method, len + 1);
+    size_t b = method_hash(method, len);
+    h->next = server->table[b];
+    server->table[b] = h;
+    return 0;
+}
+
+/* ---- sessions: references, the kick, pausing and finishing ----------------------- */
+
+static void server_unref(net_rpc_server_t *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < TABLE_SIZE; i++) {
+        for (struct handler *h = s->table[i], *next; h; h = next) {
+            next = h->next;
+            net__free(h);
+        }
+    }
+    net__free(s);
+}
+
+static void session_unref(struct session *ss)
+{
+    if (atomic_fetch_sub(&ss->refs, 1) == 1) {
+        net_rpc_server_t *s = ss->server;
+        net_buf_destroy(&ss->batch);
+        net__free(ss);
+        server_unref(s);
+    }
+}
+
+/* Keeps server->batch_bytes equal to the sum of the batches' capacities
+ * (loop thread; relaxed: a gauge that orders nothing). */
+static void batch_account(struct session *ss)
+{
+    size_t cap = net_buf_capacity(&ss->batch);
+    if (cap != ss->batch_cap) {
+        atomic_fetch_add_explicit(&ss->server->batch_bytes, cap - ss->batch_cap,
+                                  memory_order_relaxed); /* wraps down when it shrank */
+        ss->batch_cap = cap;
+    }
+}
+
+static void kick_run(void *arg);
+
+/* Has session_update run on the connection's loop soon. The task lives in
+ * the session, so posting needs no memory and cannot fail; kick_queued keeps
+ * it posted at most once. Any thread; the caller holds a connection
+ * reference. */
+static void session_kick(struct session *ss)
+{
+    if (atomic_exchange(&ss->kick_queued, true))
+        return; /* queued already: it looks at in_flight after our decrement */
+    atomic_fetch_add(&ss->refs, 1);
+    net_conn_ref(ss->conn);
+    net__loop_post(net_conn_loop(ss->conn), &ss->kick);
+}
+
+/* One owner reason at the connection covers both of ours. On the loop
+ * thread the change is applied at once and cannot fail. */
+static void owner_pause_apply(struct session *ss)
+{
+    bool want = ss->paused || ss->out_paused;
+    if (want != ss->owner_paused) {
+        ss->owner_paused = want;
+        net__conn_pause_owner(ss->conn, want);
+    }
+}
+
+static void pause_reading(struct session *ss)
+{
+    ss->stalled = true;
+    ss->paused = true;
+    atomic_fetch_add(&ss->server->paused_now, 1);
+    atomic_fetch_add_explicit(&ss->server->in_flight_pauses, 1, memory_order_relaxed);
+    owner_pause_apply(ss);
+}
+
+/* Reading resumes; the connection hands the stalled input back to
+ * on_message later (redelivery), which clears `stalled`. */
+static void resume_reading(struct session *ss)
+{
+    ss->paused = false;
+    atomic_fetch_sub(&ss->server->paused_now, 1);
+    owner_pause_apply(ss);
+}
+
+static size_t output_queued(const struct session *ss)
+{
+    struct net_conn_stats st;
+    net_conn_stats(ss->conn, &st);
+    return st.output_queued;
+}
+
+/* Resumes below half the mark, or once the connection can no longer write
+ * (a reset while paused: the connection dropped its output, but a reply
+ * racing the reset may stay counted until the free, and the connection
+ * waits for reading to resume to deliver the rest and close). */
+static void output_check(void *arg)
+{
+    struct session *ss = arg;
+    if (net_conn_connected(ss->conn) && output_queued(ss) >= ss->server->out_mark / 2)
+        return;
+    net_loop_cancel(net_conn_loop(ss->conn), ss->out_timer);
+    ss->out_timer = 0;
+    ss->out_paused = false;
+    owner_pause_apply(ss);
+}
+
+/* Replies queued at the backpressure mark: no more requests are read until
+ * they drain below half of it. The connection has the same rule, but looks
+ * only when a write leaves the socket full; a peer that never reads gives
+ * it no write to look at, so we count our own replies too. Without a timer
+ * to resume, reading goes on (bounded by the memory budget). */
+static bool output_full(struct session *ss, size_t queued)
+{
+    net_rpc_server_t *s = ss->server;
+    if (ss->out_paused)
+        return true;
+    if (s->out_mark == NET_UNLIMITED || queued < s->out_mark || !net_conn_connected(ss->conn))
+        return false;
+    net_timer_id_t id = net_loop_run_every(net_conn_loop(ss->conn), OUTPUT_POLL_MS,
+                                           output_check, ss);
+    if (id < 0)
+        return false;
+    ss->out_timer = id;
+    ss->out_paused = true;
+    atomic_fetch_add_explicit(&s->output_pauses, 1, memory_order_relaxed);
+    owner_pause_apply(ss);
+    return true;
+}
+
+/* Everything read is answered: queued replies go out, then our FIN; the
+ * connection closes when both directions are done. A peer that broke the
+ * rules gets LINGER_MS to take the answers and close. */
+static void finish(struct session *ss)
+{
+    ss->finished = true;
+    net_conn_shutdown(ss->conn);
+    if (ss->discarding)
+        net_conn_force_close_after(ss->conn, LINGER_MS);
+}
+
+/* What the loop waits for: room below the limit while paused; nothing in
+ * flight when the connection is ending. 0: nothing. */
+static size_t wake_threshold(const struct session *ss)
+{
+    if (ss->paused)
+        return ss->server->opt.max_in_flight;
+    if ((ss->peer_eof || ss->discarding) && !ss->stalled && !ss->finished)
+        return 1;
+    return 0;
+}
+
+/* Acts on in_flight (loop thread): resumes or finishes when the condition
+ * holds, else leaves in wake_below what a reply must look for.
+ * Why no wakeup is missed (a Dekker pair, hence seq_cst on both sides):
+ *   loop:   store wake_below = T, then load in_flight
+ *   reply:  fetch_sub in_flight, then load wake_below
+ * In the single total order either the reply's load comes after the store
+ * (it sees T and kicks) or its decrement comes before the loop's load
+ * (the loop sees it and acts now). While the loop waits, in_flight only
+ * falls: nothing is decoded while paused or ending. */
+static void session_update(struct session *ss)
+{
+    for (size_t want; (want = wake_threshold(ss)) != 0;) {
+        atomic_store(&ss->wake_below, want);
+        if (atomic_load(&ss->in_flight) >= want)
+            return;
+        if (ss->paused)
+            resume_reading(ss);
+        else
+            finish(ss);
+    }
+    atomic_store(&ss->wake_below, 0);
+}
+
+/* The kick, on the loop. Clearing kick_queued before looking at in_flight
+ * (both seq_cst) means a reply that found it still set is seen here. A
+ * closed connection keeps it set for good: no task after the close. */
+static void kick_run(void *arg)
+{
+    struct session *ss = arg;
+    net_conn_t *conn = ss->conn;
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED) {
+        atomic_store(&ss->kick_queued, false);
+        session_update(ss);
+    }
+    net_conn_unref(conn);
+    session_unref(ss);
+}
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+static void req_free(net_rpc_req_t *req)
+{
+    struct session *ss = req->session;
+    size_t left = atomic_fetch_sub(&ss->in_flight, 1) - 1;
+    atomic_fetch_sub(&ss->server->in_flight, 1);
+    if (left == 0)
+        atomic_store_explicit(&ss->went_quiet, true, memory_order_relaxed);
+    if (left < atomic_load(&ss->wake_below))
+        session_kick(ss);
+    if (req->body)
+        atomic_fetch_sub_explicit(&ss->server->worker_bytes, req->body_len, memory_order_relaxed);
+    session_unref(ss);
+    net_conn_unref(req->conn);
+    net__free(req->body);
+    net__free(req);
+}
+
+/* Sends one encoded response: into the read's batch when we are inside it,
+ * else straight to the connection (thread-safe). */
+static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
+                         const void *body, size_t len)
+{
+    /* batching first: it is true only while the connection (and its loop)
+     * is alive, and a reply may come after both are gone. */
+    if (ss && atomic_load_explicit(&ss->batching, memory_order_relaxed) &&
+        net_loop_in_loop_thread(net_conn_loop(conn)))
+        return net__rpc_encode_response(&ss->batch, id, status, body, len);
+    /* Header and body go straight into one write-queue node: no buffer of
+     * our own, one copy. */
+    struct net__rpc_header h = {.version = NET__RPC_VERSION, .type = NET__RPC_TYPE_RESPONSE,
+                                .call_id = id, .status = status, .body_len = (uint32_t)len};
+    uint8_t hdr[NET__RPC_HEADER_LEN];
+    net__rpc_header_pack(hdr, &h);
+    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
+    return net__conn_sendv(conn, iov, len ? 2 : 1);
+}
+
+/* A reply that could not be queued (rc from send_response): the caller
+ * would wait forever for it, so the connection closes instead and the
+ * client's calls end DISCONNECTED. Returns the error the replier should
+ * see: a dead connection is not its error. */
+static int reply_lost(net_conn_t *conn, int rc)
+{
+    if (rc != -ENOMEM && rc != -ENOBUFS)
+        return 0; /* sent, or the connection is closing already */
+    NET__LOG_RL(NET_LOG_ERROR, "rpc: no %s for a reply; closing the connection",
+                rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
+    net_conn_force_close(conn);
+    return rc;
+}
+
+int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t body_len)
+{
+    if (!req || (body_len && !body) || body_len > UINT32_MAX || status >= NET__RPC_LOCAL_MIN)
+        return -EINVAL;
+    int rc = send_response(req->conn, req->session, req->call_id, status, body, body_len);
+    rc = reply_lost(req->conn, rc);
+    req_free(req);
+    return rc;
+}
+
+const char *net_rpc_req_method(const net_rpc_req_t *req)
+{
+    return req->method;
+}
+
+uint64_t net_rpc_req_call_id(const net_rpc_req_t *req)
+{
+    return req->call_id;
+}
+
+net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req)
+{
+    return req->conn;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+static void reply_error(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
+                        const char *message)
+{
+    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)));
+}
+
+static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f,
+                              struct handler *h)
+{
+    net_rpc_req_t *req = net__malloc(sizeof *req);
+    if (!req)
+        return NULL;
+    *req = (net_rpc_req_t){.conn = net_conn_ref(conn), .session = ss, .call_id = f->hdr.call_id,
+                           .handler = h, .body_len = f->hdr.body_len};
+    memcpy(req->method, f->method, f->hdr.method_len);
+    req->method[f->hdr.method_len] = '\0';
+    atomic_fetch_add(&ss->refs, 1);
+    atomic_fetch_add(&ss->in_flight, 1);
+    atomic_fetch_add(&ss->server->in_flight, 1);
+    return req;
+}
+
+static void run_blocking(struct net__rpc_work *w)
+{
+    net_rpc_req_t *req = (net_rpc_req_t *)w;
+    req->handler->fn(req, req->body, req->body_len, req->handler->arg);
+}
+
+/* Blocking requests wait for a worker with a copy of their body, outside
+ * any connection's buffers: together those copies may hold at most the
+ * memory budget; beyond it a request is refused with OVERLOADED. Relaxed:
+ * a gauge; a race may let a few bodies over, never an unbounded number. */
+static bool worker_room(net_rpc_server_t *s, size_t len)
+{
+    size_t held = atomic_fetch_add_explicit(&s->worker_bytes, len, memory_order_relaxed);
+    if (held + len <= s->budget)
+        return true;
+    atomic_fetch_sub_explicit(&s->worker_bytes, len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->worker_refusals, 1, memory_order_relaxed);
+    return false;
+}
+
+static void hand_to_worker(net_rpc_req_t *req, const struct net__rpc_frame *f)
+{
+    net_rpc_server_t *s = req->session->server;
+    if (!worker_room(s, f->hdr.body_len)) {
+        net_rpc_reply(req, NET_RPC_OVERLOADED, "worker queue full", 17);
+        return;
+    }
+    req->body = net__malloc(f->hdr.body_len ? f->hdr.body_len : 1);
+    if (!req->body) {
+        atomic_fetch_sub_explicit(&s->worker_bytes, f->hdr.body_len, memory_order_relaxed);
+        net_rpc_reply(req, NET_RPC_INTERNAL, "out of memory", 13);
+        return;
+    }
+    memcpy(req->body, f->body, f->hdr.body_len);
+    req->work.run = run_blocking;
+    net__rpc_workers_submit(s->workers, &req->work);
+}
+
+/* The handler for f, or NULL after answering f with the error that stops
+ * it from running. */
+static struct handler *admit(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f)
+{
+    net_rpc_server_t *s = ss->server;
+    uint64_t id = f->hdr.call_id;
+    struct handler *h = NULL;
+    if (atomic_load_explicit(&s->stopping, memory_order_relaxed))
+        reply_error(conn, ss, id, NET_RPC_SHUTTING_DOWN, "server is shutting down");
+    else if (!(h = lookup(s, f->method, f->hdr.method_len)))
+        reply_error(conn, ss, id, NET_RPC_UNKNOWN_METHOD, "unknown method");
+    return h;
+}
+
+static void dispatch(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f)
+{
+    struct handler *h = admit(conn, ss, f);
+    if (!h)
+        return;
+    net_rpc_req_t *req = req_new(conn, ss, f, h);
+    if (!req)
+        reply_error(conn, ss, f->hdr.call_id, NET_RPC_INTERNAL, "out of memory");
+    else if (h->blocking)
+        hand_to_worker(req, f);
+    else
+        h->fn(req, f->body, f->hdr.body_len, h->arg);
+}
+
+/* ---- reading --------------------------------------------------------------------- */
+
+/* The frame at the front of in, refused as soon as its header shows it can
+ * never be served: a response, or larger than the memory budget (the codec
+ * refuses one over max_frame). Returns as net__rpc_decode. */
+static int next_frame(const net_rpc_server_t *s, const net_buf_t *in, struct net__rpc_frame *f,
+                      const char **reason)
+{
+    int rc = net__rpc_decode(in, s->opt.max_frame, f, reason);
+    if (rc < 0 || f->total == 0)
+        return rc;
+    if (f->hdr.type != NET__RPC_TYPE_REQUEST) {
+        *reason = "response sent to a server";
+        return -EPROTO;
+    }
+    if (f->total > s->budget) {
+        *reason = "frame larger than the server's memory budget";
+        return -EMSGSIZE;
+    }
+    return rc;
+}
+
+/* The connection ends after the requests already read are answered:
+ * the rest of the input (and all later input) is dropped. */
+static void start_discarding(struct session *ss, atomic_ullong *counter)
+{
+    ss->discarding = true;
+    ss->stalled = false;
+    ss->frame_start_ms = 0;
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+
+static void protocol_error(struct session *ss, net_buf_t *in, const struct net__rpc_frame *f,
+                           const char *reason)
+{
+    char peer[NET_ADDR_STRLEN];
+    net_addr_format(net_conn_peer_addr(ss->conn), peer, sizeof peer);
+    NET__LOG_RL(NET_LOG_WARN, "rpc: closing connection from %s: %s (type %u, method_len %u, "
+                "body_len %u)", peer, reason, f->hdr.type, f->hdr.method_len, f->hdr.body_len);
+    net_buf_retrieve_all(in);
+    start_discarding(ss, &ss->server->protocol_errors);
+}
+
+/* Below the limits, or reading pauses with this frame left in the input. */
+static bool room_for_request(struct session *ss)
+{
+    if (atomic_load(&ss->in_flight) >= ss->server->opt.max_in_flight) {
+        pause_reading(ss);
+        return false;
+    }
+    /* Replies made in this read wait in the batch: they count with what the
+     * connection held when the read began (one look per read, not per
+     * frame, on the hot path). */
+    if (output_full(ss, ss->queued_at_read + net_buf_readable(&ss->batch))) {
+        ss->stalled = true;
+        return false;
+    }
+    return true;
+}
+
+/* Dispatches the complete frames at the front of in; stops at a partial
+ * frame, at the in-flight limit or at a protocol error. Returns how many
+ * frames it consumed. */
+static size_t decode_frames(struct session *ss, net_buf_t *in)
+{
+    struct net__rpc_frame f;
+    const char *reason = NULL;
+    size_t n = 0;
+    int rc;
+    while ((rc = next_frame(ss->server, in, &f, &reason)) > 0 && room_for_request(ss)) {
+        dispatch(ss->conn, ss, &f);
+        net_buf_retrieve(in, f.total);
+        n++;
+    }
+    if (rc < 0)
+        protocol_error(ss, in, &f, reason);
+    return n;
+}
+
+/* The replies made during this read leave in one write; a batch grown by a
+ * large reply is freed (BATCH_KEEP_MAX). */
+static void batch_send(struct session *ss)
+{
+    if (net_buf_readable(&ss->batch)) {
+        int rc = net_conn_send_buf(ss->conn, &ss->batch);
+        if (rc < 0) {
+            net_buf_retrieve_all(&ss->batch);
+            reply_lost(ss->conn, rc);
+        }
+    }
+    if (net_buf_capacity(&ss->batch) > BATCH_KEEP_MAX)
+        net_buf_release(&ss->batch);
+    batch_account(ss);
+}
+
+/* Starts the frame clock when an unfinished frame is left: its first byte
+ * came with this read unless that same frame was already waiting (nothing
+ * was consumed). A stalled frame is complete: we wait, not the peer. */
+static void note_partial(struct session *ss, const net_buf_t *in, size_t frames,
+                         uint64_t receive_ms)
+{
+    if (!net_buf_readable(in) || ss->stalled || ss->discarding)
+        ss->frame_start_ms = 0;
+    else if (frames || !ss->frame_start_ms)
+        ss->frame_start_ms = receive_ms;
+}
+
+static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, void *arg)
+{
+    (void)arg;
+    struct session *ss = net__conn_owner_data(conn);
+    /* Once our FIN is on its way (a graceful stop, or the end of a
+     * connection) no answer can reach the peer: what arrives now is not
+     * read as a request, and the peer's calls end DISCONNECTED. */
+    if (!ss || ss->discarding || !net_conn_connected(conn)) {
+        net_buf_retrieve_all(in);
+        return;
+    }
+    ss->active_ms = receive_ms;
+    ss->stalled = false;
+    ss->queued_at_read = output_queued(ss);
+    atomic_store_explicit(&ss->batching, true, memory_order_relaxed);
+    size_t frames = decode_frames(ss, in);
+    atomic_store_explicit(&ss->batching, false, memory_order_relaxed);
+    batch_send(ss);
+    output_full(ss, output_queued(ss));
+    note_partial(ss, in, frames, receive_ms);
+    session_update(ss);
+}
+
+/* half_close is on for RPC connections: the peer has sent everything. */
+static void on_peer_eof(net_conn_t *conn, void *arg)
+{
+    (void)arg;
+    struct session *ss = net__conn_owner_data(conn);
+    if (!ss)
+        return;
+    ss->peer_eof = true;
+    ss->frame_start_ms = 0; /* an unfinished frame never will be */
+    session_update(ss);
+}
+
+/* ---- deadlines ------------------------------------------------------------------- */
+
+static bool expired(uint64_t now, uint64_t since, uint32_t timeout_ms)
+{
+    return timeout_ms != NET_RPC_NO_TIMEOUT && now - since >= timeout_ms;
+}
+
+/* Work the server owes the peer: the connection is not idle. */
+static bool session_busy(struct session *ss)
+{
+    return atomic_load(&ss->in_flight) > 0 || output_queued(ss) > 0 || ss->paused ||
+           ss->out_paused;
+}
+
+/* Nothing owed to the peer: the connection closes now, which also gives
+ * back the partial frame (it may be held while reading is paused for the
+ * memory budget, where no input comes to discard it). Else the requests
+ * read before are answered first. */
+static void frame_timed_out(struct session *ss)
+{
+    char peer[NET_ADDR_STRLEN];
+    net_addr_format(net_conn_peer_addr(ss->conn), peer, sizeof peer);
+    NET__LOG_RL(NET_LOG_INFO, "rpc: closing connection from %s: a frame unfinished after "
+                "frame_timeout_ms (%u ms)", peer, ss->server->opt.frame_timeout_ms);
+    start_discarding(ss, &ss->server->frame_timeouts);
+    if (atomic_load(&ss->in_flight) == 0 && output_queued(ss) == 0)
+        net_conn_force_close(ss->conn);
+    else
+        session_update(ss);
+}
+
+static void idle_close(struct session *ss)
+{
+    NET__LOG(NET_LOG_DEBUG, "rpc: conn %llu idle for idle_timeout_ms: closing",
+             (unsigned long long)net_conn_id(ss->conn));
+    atomic_fetch_add_explicit(&ss->server->idle_closes, 1, memory_order_relaxed);
+    net_conn_force_close(ss->conn);
+}
+
+/* Every check_ms (a repeating timer per connection, cancelled at close). An
+ * ending connection is bounded by its own rules. Idle time counts from the
+ * last input, or from the first check that found the work done (a reply
+ * since the last check, or work then and none now), so a connection is
+ * never closed sooner than idle_timeout_ms after its last answer left. */
+static void deadlines_check(void *arg)
+{
+    struct session *ss = arg;
+    const struct net_rpc_server_options *o = &ss->server->opt;
+    uint64_t now = net_now_ms();
+    if (ss->discarding || ss->peer_eof || ss->finished)
+        return;
+    bool busy = session_busy(ss);
+    bool answered = atomic_exchange_explicit(&ss->went_quiet, false, memory_order_relaxed);
+    if (busy || ss->was_busy || answered)
+        ss->active_ms = now;
+    ss->was_busy = busy;
+    if (ss->frame_start_ms && expired(now, ss->frame_start_ms, o->frame_timeout_ms))
+        frame_timed_out(ss);
+    else if (!ss->frame_start_ms && expired(now, ss->active_ms, o->idle_timeout_ms))
+        idle_close(ss);
+}
+
+/* ---- connections up and down ------------------------------------------------------ */
+
+static struct session *session_new(net_conn_t *conn, net_rpc_server_t *s)
+{
+    struct session *ss = net__calloc(1, sizeof *ss);
+    if (!ss)
+        return NULL;
+    atomic_init(&ss->refs, 1); /* the connection's */
+    ss->server = s;
+    ss->conn = conn;
+    ss->kick = (struct net__loop_task){.fn = kick_run, .arg = ss};
+    ss->active_ms = net_now_ms();
+    if (s->check_ms) {
+        ss->timer = net_loop_run_every(net_conn_loop(conn), s->check_ms, deadlines_check, ss);
+        if (ss->timer < 0) {
+            net__free(ss);
+            return NULL;
+        }
+    }
+    atomic_fetch_add(&s->refs, 1);
+    return ss;
+}
+
+/* On the loop, not inside on_message: nothing uses the batch any more. */
+static void session_down(net_conn_t *conn, struct session *ss)
+{
+    net__conn_set_owner_data(conn, NULL);
+    atomic_store(&ss->kick_queued, true); /* no kick after the close */
+    if (ss->timer > 0)
+        net_loop_cancel(net_conn_loop(conn), ss->timer);
+    if (ss->out_timer > 0)
+        net_loop_cancel(net_conn_loop(conn), ss->out_timer);
+    if (ss->paused)
+        atomic_fetch_sub(&ss->server->paused_now, 1);
+    net_buf_destroy(&ss->batch);
+    batch_account(ss);
+    session_unref(ss);
+}
+
+static void on_connection(net_conn_t *conn, void *arg)
+{
+    net_rpc_server_t *s = arg;
+    struct session *ss = net__conn_owner_data(conn);
+    if (!net_conn_connected(conn)) {
+        if (ss)
+            session_down(conn, ss);
+    } else if (!(ss = session_new(conn, s))) {
+        NET__LOG_RL(NET_LOG_ERROR, "rpc: out of memory for a session: closing the connection");
+        net_conn_force_close(conn);
+    } else {
+        net__conn_set_owner_data(conn, ss);
+    }
+}
+
+/* ---- life ------------------------------------------------------------------------ */
+
+/* 0 means the documented default (include/net/rpc.h). */
+static void options_normalise(struct net_rpc_server_options *o)
+{
+    if (!o->max_frame)
+        o->max_frame = NET__RPC_DEFAULT_MAX_FRAME;
+    if (!o->max_in_flight)
+        o->max_in_flight = DEFAULT_IN_FLIGHT;
+    if (!o->frame_timeout_ms)
+        o->frame_timeout_ms = DEFAULT_FRAME_TIMEOUT_MS;
+    if (!o->idle_timeout_ms)
+        o->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+    o->server.conn.half_close = true; /* on_peer_eof answers what was read */
+}
+
+/* The connection must hold a largest frame plus one read beyond it (the
+ * start of the next frame) without tripping its input limit. */
+static void input_limit(struct net_conn_options *c, const struct net_conn_options *d,
+                        size_t max_frame)
+{
+    size_t have = c->max_input ? c->max_input : d->max_input;
+    size_t need = max_frame + NET__RPC_HEADER_LEN + 64 * 1024;
+    if (need < max_frame)
+        need = NET_UNLIMITED;
+    if (have < need)
+        c->max_input = need;
+}
+
+/* Half the shorter timeout: a deadline is noticed between 1x and 1.5x. */
+static uint64_t check_period(const struct net_rpc_server_options *o)
+{
+    uint32_t t = o->frame_timeout_ms < o->idle_timeout_ms ? o->frame_timeout_ms
+                                                          : o->idle_timeout_ms;
+    if (t == NET_RPC_NO_TIMEOUT)
+        return 0;
+    return t / 2 ? t / 2 : 1;
+}
+
+static void server_configure(net_rpc_server_t *s, const struct net_rpc_server_options *opt)
+{
+    if (opt)
+        s->opt = *opt;
+    else
+        net_rpc_server_options_init(&s->opt);
+    options_normalise(&s->opt);
+    struct net_conn_options d, *c = &s->opt.server.conn;
+    net_conn_options_init(&d);
+    input_limit(c, &d, s->opt.max_frame);
+    s->out_mark = c->backpressure_mark ? c->backpressure_mark : d.backpressure_mark;
+    s->check_ms = check_period(&s->opt);
+}
+
+int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
+                       const struct net_rpc_server_options *opt, net_rpc_server_t **out)
+{
+    if (!loop || !addr || !out)
+        return -EINVAL;
+    net_rpc_server_t *s = net__calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    atomic_init(&s->refs, 1);
+    s->loop = loop;
+    server_configure(s, opt);
+    struct net_conn_callbacks cbs = {.on_connection = on_connection, .on_message = on_message,
+                                     .on_peer_eof = on_peer_eof, .arg = s};
+    int rc = net_server_new(loop, addr, &s->opt.server, &cbs, &s->tcp);
+    if (rc == 0 && s->opt.worker_threads)
+        rc = net__rpc_workers_start(s->opt.worker_threads, &s->workers);
+    if (rc < 0) {
+        net_server_free(s->tcp);
+        net__free(s);
+        return rc;
+    }
+    struct net_server_stats st;
+    net_server_stats(s->tcp, &st);
+    s->budget = st.memory_budget;
+    *out = s;
+    return 0;
+}
+
+int net_rpc_server_start(net_rpc_server_t *server)
+{
+    if (!server)
+        return -EINVAL;
+    server->started = true;
+    return net_server_start(server->tcp);
+}
+
+const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server)
+{
+    return net_server_addr(server->tcp);
+}
+
+void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_stats *out)
+{
+    net_rpc_server_t *s = (net_rpc_server_t *)server;
+    *out = (struct net_rpc_server_stats){
+        .in_flight = atomic_load(&s->in_flight),
+        .paused = atomic_load(&s->paused_now),
+        .in_flight_pauses = atomic_load_explicit(&s->in_flight_pauses, memory_order_relaxed),
+        .output_pauses = atomic_load_explicit(&s->output_pauses, memory_order_relaxed),
+        .frame_timeouts = atomic_load_explicit(&s->frame_timeouts, memory_order_relaxed),
+        .idle_closes = atomic_load_explicit(&s->idle_closes, memory_order_relaxed),
+        .protocol_errors = atomic_load_explicit(&s->protocol_errors, memory_order_relaxed),
+        .worker_refusals = atomic_load_explicit(&s->worker_refusals, memory_order_relaxed),
+        .batch_bytes = atomic_load_explicit(&s->batch_bytes, memory_order_relaxed),
+        .worker_bytes = atomic_load_explicit(&s->worker_bytes, memory_order_relaxed),
+    };
+    net_server_stats(s->tcp, &out->tcp);
+}
+
+static void tcp_stopped(net_server_t *tcp, void *arg)
+{
+    (void)tcp;
+    net_rpc_server_t *s = arg;
+    if (s->done)
+        s->done(s, s->done_arg);
+}
+
+/* Polls until the requests in flight are answered or the deadline passes,
+ * then stops the TCP server (which closes the connections). */
+static void stop_check(void *arg)
+{
+    net_rpc_server_t *s = arg;
+    uint64_t now = net_now_ms();
+    if (atomic_load(&s->in_flight) > 0 && now < s->drain_deadline)
+        return;
+    net_loop_cancel(s->loop, s->stop_timer);
+    s->stop_timer = 0;
+    uint64_t left = now < s->drain_deadline ? s->drain_deadline - now : 0;
+    net_server_stop(s->tcp, left, tcp_stopped, s);
+}
+
+int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
+                        void (*done)(net_rpc_server_t *, void *), void *arg)
+{
+    if (!server)
+        return -EINVAL;
+    if (!net_loop_in_loop_thread(server->loop))
+        return NET_EWRONGTHREAD;
+    if (atomic_exchange(&server->stopping, true))
+        return -EALREADY;
+    server->done = done;
+    server->done_arg = arg;
+    server->drain_deadline = net_now_ms() + drain_ms;
+    net_timer_id_t id = net_loop_run_every(server->loop, STOP_POLL_MS, stop_check, server);
+    if (id < 0) {
+        net_server_stop(server->tcp, drain_ms, tcp_stopped, server);
+        return 0;
+    }
+    server->stop_timer = id;
+    return 0;
+}
+
+int net_rpc_server_free(net_rpc_server_t *server)
+{
+    if (!server)
+        return 0;
+    int rc = net_server_free(server->tcp);
+    if (rc < 0)
+        return rc;
+    if (server->stop_timer > 0)
+        net_loop_cancel(server->loop, server->stop_timer);
+    /* Blocking handlers still queued run now and reply into closed
+     * connections: safe. */
+    net__rpc_workers_stop(server->workers);
+    server->workers = NULL;
+    server_unref(server);
+    return 0;
+}
