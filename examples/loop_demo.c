@@ -63,7 +63,7 @@ int main(int argc, char **argv)
     if (seconds)
         net_loop_run_after(d.base, seconds * 1000, stop, d.base);
     net_loop_run(d.base);
-    net_loop_pool_stop(d.pool);
+    net_loop_pool_join(d.pool);
     net_signal_free(sig);
     net_loop_free(d.base);
     printf("loop_demo: stopped after %d ticks\n", d.ticks);

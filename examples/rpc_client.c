@@ -374,7 +374,7 @@ int main(int argc, char **argv)
     int rc = net_loop_thread_start("rpc-client", create_client, &d, &thread);
     if (rc < 0 || d.new_rc < 0) {
         fprintf(stderr, "rpc_client: %s\n", net_strerror(rc < 0 ? rc : d.new_rc));
-        net_loop_thread_stop(rc < 0 ? NULL : thread);
+        net_loop_thread_join(rc < 0 ? NULL : thread);
         return 1;
     }
     bool ok = wait_connected(&d, 3000);
@@ -390,7 +390,7 @@ int main(int argc, char **argv)
     /* Queued before the quit, so it runs before the loop ends (see loop.h). */
     if (net_loop_queue_in_loop(d.loop, free_client, d.client) < 0)
         ok = false;
-    net_loop_thread_stop(thread);
+    net_loop_thread_join(thread);
     waiter_destroy(&d.async_wait);
     waiter_destroy(&d.order_wait);
     pthread_mutex_destroy(&d.failure_mu);

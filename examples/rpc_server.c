@@ -78,7 +78,7 @@ static void wake_all_shutting_down(void)
     sleepers_closed = true;
     for (struct sleeper *s = sleepers, *next; s; s = next) {
         next = s->next;
-        if (net_loop_cancel(s->loop, s->timer) < 0)
+        if (net_timer_cancel(s->loop, s->timer) < 0)
             continue;
         sleeper_unlink(s);
         net_rpc_reply(s->req, NET_RPC_SHUTTING_DOWN, "server stopped", 14);

@@ -423,11 +423,11 @@ int main(int argc, char **argv)
     atomic_store(&g.stopping, true);
     net_conn_unref(g.conn);
     net_loop_run_in_loop(cli_loop, client_free, NULL);
-    net_loop_thread_stop(cli);
+    net_loop_thread_join(cli);
     net_loop_t *srv_loop = net_loop_thread_loop(srv);
     net_loop_run_in_loop(srv_loop, server_stop, NULL);
     wait_until(&g.server_stopped, SETUP_TIMEOUT_MS, "the server to stop");
     net_loop_run_in_loop(srv_loop, server_free, NULL);
-    net_loop_thread_stop(srv);
+    net_loop_thread_join(srv);
     return 0;
 }

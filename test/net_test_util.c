@@ -84,7 +84,7 @@ void net_test_run_until(net_loop_t *loop, bool (*cond)(void *), void *arg)
     net_timer_id_t id = net_loop_run_every(loop, 1, until_tick, &u);
     CHECK(id > 0);
     CHECK_OK(net_loop_run(loop));
-    CHECK_OK(net_loop_cancel(loop, id));
+    CHECK_OK(net_timer_cancel(loop, id));
     if (!cond(arg))
         net_test_fail(__FILE__, __LINE__, "timed out running the loop until a condition");
 }

@@ -80,7 +80,7 @@ void net_test_rpc_server_down(struct net_test_rpc_server *s, uint64_t drain_ms)
 {
     if (s->server)
         net_test_rpc_server_free(s, drain_ms);
-    net_loop_thread_stop(s->thread);
+    net_loop_thread_join(s->thread);
     s->thread = NULL;
     s->loop = NULL;
 }
@@ -123,7 +123,7 @@ void net_test_rpc_client_down(struct net_test_rpc_client *c)
 {
     if (c->rpc)
         net_test_on_loop(c->loop, client_free_in_loop, c);
-    net_loop_thread_stop(c->thread);
+    net_loop_thread_join(c->thread);
     c->thread = NULL;
     c->loop = NULL;
 }

@@ -716,7 +716,7 @@ static void read_pause(net_conn_t *conn)
 static void *driver_main(void *arg)
 {
     (void)arg;
-    net_conn_t *conn = sc.client ? net_client_conn(sc.client) : NULL;
+    net_conn_t *conn = sc.client ? net_client_conn_ref(sc.client) : NULL;
     for (int q = 0; conn && q < XTHREAD_RECS; q++) {
         record_send(conn, SENDER_XTHREAD, q);
         if (q == XTHREAD_RECS / 2)
@@ -801,9 +801,9 @@ static void teardown(void)
     RUN_UNTIL(servers_stopped);
     CHECK_OK(net_server_free(sc.server));
     CHECK_OK(net_rpc_server_free(sc.rpc_server));
-    net_loop_pool_stop(sc.pool);
+    net_loop_pool_join(sc.pool);
     if (sc.every_id > 0)
-        CHECK_OK(net_loop_cancel(sc.loop, sc.every_id));
+        CHECK_OK(net_timer_cancel(sc.loop, sc.every_id));
     atomic_store(&sc.ticker_stop, true);
     CHECK(pthread_join(sc.ticker, NULL) == 0);
     net_loop_free(sc.loop);
@@ -1137,8 +1137,8 @@ static void reg_down(struct reg_rpc *r)
     net_test_on_loop(r->server_loop, reg_server_stop, r);
     WAIT_UNTIL(atomic_load(&r->stopped));
     net_test_on_loop(r->server_loop, reg_server_free, r);
-    net_loop_thread_stop(r->client_thread);
-    net_loop_thread_stop(r->server_thread);
+    net_loop_thread_join(r->client_thread);
+    net_loop_thread_join(r->server_thread);
 }
 
 /* The server answers an unknown method from its read, into the session's
@@ -1211,7 +1211,7 @@ TEST(alloc_server_stop_completes_reg)
     CHECK_OK(net_loop_run(loop));
     CHECK(stopped);
     CHECK_OK(net_server_free(server));
-    net_loop_cancel(loop, guard);
+    net_timer_cancel(loop, guard);
     net_loop_free(loop);
 }
 

@@ -160,7 +160,7 @@ static void run_noread(size_t mark, size_t max, struct noread_client *c)
     c->max = max;
     net_test_run_with_client(loop, noread_client, c);
     net_test_run_until(loop, no_connections, S.server);
-    net_loop_cancel(loop, t);
+    net_timer_cancel(loop, t);
     drop_kept();
     stop_and_free(loop, S.server);
 }
@@ -592,6 +592,6 @@ TEST(budget_pauses_big_holders_honest_served)
     net_test_run_until(loop, no_connections, S.server);
     net_server_stats(S.server, &st);
     CHECK_EQ(st.memory_used, 0);
-    net_loop_cancel(loop, t);
+    net_timer_cancel(loop, t);
     stop_and_free(loop, S.server);
 }

@@ -119,7 +119,7 @@ static void finish(net_conn_t *conn)
     CHECK_OK(net_loop_run_in_loop(loop, server_stop, NULL));
     WAIT_UNTIL(atomic_load(&fx.stopped));
     CHECK_OK(net_loop_run_in_loop(loop, server_free, NULL));
-    net_loop_thread_stop(fx.base);
+    net_loop_thread_join(fx.base);
 }
 
 /* ---- parking the connection's loop ----------------------------------------- */

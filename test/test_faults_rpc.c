@@ -568,5 +568,5 @@ TEST(fault_rpc_stop_under_load_8_threads)
     net_test_rpc_server_free(&srv, SL_DRAIN_MS);
     /* Into closed connections: the requests are freed all the same. */
     CHECK(net_test_held_release(&S.held, NET_RPC_OK, "late") <= atomic_load(&sl.holds));
-    net_loop_thread_stop(srv.thread);
+    net_loop_thread_join(srv.thread);
 }

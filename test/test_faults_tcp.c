@@ -214,7 +214,7 @@ static void nr_high_water(net_conn_t *conn, size_t queued, void *arg)
     atomic_fetch_add(&nr.high_waters, 1);
     if (nr.pumping) {
         nr.pumping = false;
-        CHECK_OK(net_loop_cancel(net_conn_loop(conn), nr.pump));
+        CHECK_OK(net_timer_cancel(net_conn_loop(conn), nr.pump));
     }
 }
 

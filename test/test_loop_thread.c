@@ -59,7 +59,7 @@ TEST(loop_thread_start_gives_running_loop)
     CHECK(st.other_thread);
     CHECK(st.in_loop_thread);
     CHECK(strcmp(st.name, "lt-test") == 0);
-    net_loop_thread_stop(t);
+    net_loop_thread_join(t);
 }
 
 /* ---- a timer added from the main thread fires on the loop thread ------ */
@@ -85,7 +85,7 @@ TEST(loop_thread_timer_from_other_thread)
     CHECK_OK(net_loop_run_after(tm.loop, 10, tm_fire, NULL));
     wait_flag(&tm.fired, 2000);
     CHECK(tm.current == tm.loop);
-    net_loop_thread_stop(t);
+    net_loop_thread_join(t);
 }
 
 /* ---- init runs on the thread, before start returns -------------------- */
@@ -120,7 +120,7 @@ TEST(loop_thread_init_runs_before_start_returns)
     CHECK(in.current == in.loop);
     CHECK(in.other_thread);
     CHECK(in.arg == &in);
-    net_loop_thread_stop(t);
+    net_loop_thread_join(t);
     CHECK_EQ(in.calls, 1);
 }
 
@@ -154,7 +154,7 @@ TEST(loop_thread_functors_queued_before_stop_run)
     qs.loop = net_loop_thread_loop(t);
     for (int i = 0; i < QUEUED; i++)
         CHECK_OK(net_loop_queue_in_loop(qs.loop, qs_functor, (void *)(intptr_t)i));
-    net_loop_thread_stop(t); /* the join publishes the loop thread's writes */
+    net_loop_thread_join(t); /* the join publishes the loop thread's writes */
     CHECK_EQ(qs.ran, QUEUED);
     for (int i = 0; i < QUEUED; i++)
         CHECK_EQ(qs.seen[i], 1);
@@ -179,7 +179,7 @@ TEST(loop_thread_stop_does_not_race_loop_free)
         CHECK_OK(net_loop_thread_start("lt-race", NULL, NULL, &t));
         for (int i = 0; i < 100; i++)
             CHECK_OK(net_loop_queue_in_loop(net_loop_thread_loop(t), noop_functor, NULL));
-        net_loop_thread_stop(t);
+        net_loop_thread_join(t);
     }
 }
 
@@ -202,11 +202,11 @@ TEST(loop_thread_loop_valid_until_stop_after_user_quit)
     wait_flag(&uq_quit, 2000);
     struct timespec ts = {0, 20 * 1000 * 1000};
     nanosleep(&ts, NULL); /* let net_loop_run return on the loop thread */
-    /* "Valid until net_loop_thread_stop()": the handle still gives the loop
+    /* "Valid until net_loop_thread_join()": the handle still gives the loop
      * and stop may quit it (ASan: no use after free). */
     CHECK(net_loop_thread_loop(t) == loop);
     CHECK(net_loop_queue_size(loop) == 0);
-    net_loop_thread_stop(t);
+    net_loop_thread_join(t);
 }
 
 /* ---- loop threads block asynchronous signals -------------------------- */
@@ -251,7 +251,7 @@ TEST(loop_thread_blocks_signals)
     CHECK_EQ(pthread_sigmask(SIG_BLOCK, NULL, &after), 0);
     CHECK(!sigismember(&after, SIGINT));
     CHECK(!sigismember(&after, SIGTERM));
-    net_loop_thread_stop(t);
+    net_loop_thread_join(t);
 }
 
 /* ---- pool: round robin over 3 threads --------------------------------- */
@@ -285,7 +285,7 @@ TEST(loop_pool_round_robin)
     }
     /* for_hash does not disturb the round robin. */
     CHECK(net_loop_pool_next(pool) == l[0]);
-    net_loop_pool_stop(pool);
+    net_loop_pool_join(pool);
     CHECK(net_loop_current() == base); /* untouched */
     net_loop_free(base);
 }
@@ -331,7 +331,7 @@ TEST(loop_pool_zero_threads_uses_base)
     CHECK(net_loop_pool_for_hash(pool, 12345) == base);
     CHECK(net_loop_pool_get(pool, 0) == base);
     CHECK(net_loop_pool_get(pool, 1) == NULL);
-    net_loop_pool_stop(pool);
+    net_loop_pool_join(pool);
     CHECK_EQ(zt.calls, 1);
     /* The base loop still works after the pool is gone. */
     CHECK_OK(net_loop_queue_in_loop(base, quit_functor, base));
@@ -390,7 +390,7 @@ TEST(loop_pool_init_on_each_thread)
         CHECK(strcmp(pi.names[i], want) == 0);
     }
     pthread_mutex_unlock(&pi.mu);
-    net_loop_pool_stop(pool);
+    net_loop_pool_join(pool);
     CHECK_EQ(pi.calls, POOL_N);
     net_loop_free(base);
 }
@@ -407,15 +407,15 @@ TEST(loop_pool_invalid_args)
     CHECK_EQ(net_loop_pool_start(base, 1025, NULL, NULL, NULL, &pool), -EINVAL);
     CHECK_EQ(net_loop_pool_start(base, SIZE_MAX, NULL, NULL, NULL, &pool), -EINVAL);
     CHECK(pool == NULL);
-    net_loop_pool_stop(NULL);
+    net_loop_pool_join(NULL);
 
     CHECK_EQ(net_loop_thread_start("x", NULL, NULL, NULL), -EINVAL);
     CHECK(net_loop_thread_loop(NULL) == NULL);
-    net_loop_thread_stop(NULL);
+    net_loop_thread_join(NULL);
 
     /* A name longer than 15 bytes is cut, not an error. */
     net_loop_thread_t *t;
     CHECK_OK(net_loop_thread_start("a-very-long-thread-name", NULL, NULL, &t));
-    net_loop_thread_stop(t);
+    net_loop_thread_join(t);
     net_loop_free(base);
 }

@@ -126,7 +126,7 @@ static void sleepers_flush_in_loop(void *arg)
     for (int i = 0; i < MAX_SLEEPERS; i++) {
         pthread_mutex_lock(&S.mu);
         net_rpc_req_t *req = S.sleepers[i].req;
-        if (req && net_loop_cancel(srv.loop, S.sleepers[i].timer) == 0)
+        if (req && net_timer_cancel(srv.loop, S.sleepers[i].timer) == 0)
             S.sleepers[i].req = NULL;
         else
             req = NULL;
@@ -250,7 +250,7 @@ static void server_down(void)
         net_test_rpc_server_free(&srv, 0);
     net_test_on_loop(srv.loop, sleepers_flush_in_loop, NULL);
     CHECK_EQ(S.held.n, 0); /* the scenario answered what it held */
-    net_loop_thread_stop(srv.thread);
+    net_loop_thread_join(srv.thread);
     srv.thread = NULL;
     srv.loop = NULL;
 }

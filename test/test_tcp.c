@@ -1742,7 +1742,7 @@ static void idle_write(void *arg)
     (void)arg;
     uint64_t now = net_now_ms();
     if (now >= idle.active_until) {
-        CHECK_OK(net_loop_cancel(idle.loop, idle.writer));
+        CHECK_OK(net_timer_cancel(idle.loop, idle.writer));
         return;
     }
     idle.last_write_ms = now;

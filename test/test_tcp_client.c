@@ -315,7 +315,7 @@ static const char payload[] = "hello, netloop\0\x01\xff binary and all";
 
 static void echo_up(void)
 {
-    net_conn_t *c = net_client_conn(t.client);
+    net_conn_t *c = net_client_conn_ref(t.client);
     CHECK(c == t.up_conn);
     net_conn_unref(c);
     CHECK_OK(net_conn_send(t.up_conn, payload, sizeof payload));
@@ -328,7 +328,7 @@ static void echo_done(void)
 
 static void echo_down(void)
 {
-    CHECK(net_client_conn(t.client) == NULL);
+    CHECK(net_client_conn_ref(t.client) == NULL);
     quit_soon();
 }
 
@@ -341,7 +341,7 @@ static void run_echo(void)
     t.on_done = echo_done;
     t.on_down = echo_down;
     new_client(NULL);
-    CHECK(net_client_conn(t.client) == NULL);
+    CHECK(net_client_conn_ref(t.client) == NULL);
     client_connect();
     CHECK_EQ(t.ups, 0); /* never inside connect */
     CHECK_OK(net_loop_run(t.loop));
@@ -761,7 +761,7 @@ TEST(client_disconnect_when_connected)
     CHECK_EQ(srv.accepted, 1);
     CHECK_EQ(srv.eofs, 1); /* the server saw our FIN */
     CHECK_EQ(net_client_attempts(t.client), 1);
-    CHECK(net_client_conn(t.client) == NULL);
+    CHECK(net_client_conn_ref(t.client) == NULL);
     teardown();
 }
 
@@ -822,7 +822,7 @@ TEST(client_reconnects_after_drop)
     teardown();
 }
 
-/* ---- net_client_conn from another thread --------------------------------- */
+/* ---- net_client_conn_ref from another thread --------------------------------- */
 
 static atomic_bool conn_is_up;
 static const char thread_msg[] = "sent from another thread";
@@ -832,7 +832,7 @@ static void *send_from_thread(void *arg)
     (void)arg;
     while (!atomic_load(&conn_is_up))
         usleep(1000);
-    net_conn_t *c = net_client_conn(t.client);
+    net_conn_t *c = net_client_conn_ref(t.client);
     CHECK(c != NULL);
     CHECK(net_conn_connected(c));
     CHECK_OK(net_conn_send(c, thread_msg, sizeof thread_msg));
@@ -854,7 +854,7 @@ TEST(client_conn_ref_from_other_thread)
     t.on_done = stop_client_hook;
     t.on_down = quit_soon_hook;
     new_client(NULL);
-    CHECK(net_client_conn(t.client) == NULL);
+    CHECK(net_client_conn_ref(t.client) == NULL);
     pthread_t th;
     CHECK_EQ(pthread_create(&th, NULL, send_from_thread, NULL), 0);
     client_connect();
@@ -1003,7 +1003,7 @@ TEST(client_new_checks_arguments)
     /* NULL callbacks and options are fine; free of a never-connected client. */
     CHECK_OK(net_client_new(t.loop, &srv.addr, NULL, NULL, NULL, NULL, &c));
     CHECK_EQ(net_client_attempts(c), 0);
-    CHECK(net_client_conn(c) == NULL);
+    CHECK(net_client_conn_ref(c) == NULL);
     net_client_free(c);
     net_client_free(NULL);
     teardown();

@@ -82,15 +82,15 @@ TEST(timer_cancel_before_fire)
     net_timer_id_t id = net_loop_run_after(loop, 10, count_fire, NULL);
     CHECK(id > 0);
     CHECK_EQ(net_loop_timer_count(loop), 2);
-    CHECK_EQ(net_loop_cancel(loop, id), 0);
-    CHECK_EQ(net_loop_cancel(loop, id), -ENOENT); /* only once */
+    CHECK_EQ(net_timer_cancel(loop, id), 0);
+    CHECK_EQ(net_timer_cancel(loop, id), -ENOENT); /* only once */
     CHECK_EQ(net_loop_timer_count(loop), 1);
     CHECK_OK(net_loop_run_after(loop, 40, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 0);
-    CHECK_EQ(net_loop_cancel(loop, 0), -ENOENT);
-    CHECK_EQ(net_loop_cancel(loop, -5), -ENOENT);
-    CHECK_EQ(net_loop_cancel(loop, 1 << 30), -ENOENT);
+    CHECK_EQ(net_timer_cancel(loop, 0), -ENOENT);
+    CHECK_EQ(net_timer_cancel(loop, -5), -ENOENT);
+    CHECK_EQ(net_timer_cancel(loop, 1 << 30), -ENOENT);
     net_loop_free(loop);
 }
 
@@ -102,7 +102,7 @@ TEST(timer_cancel_after_fire_is_enoent)
     CHECK_OK(net_loop_run_after(loop, 20, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 1);
-    CHECK_EQ(net_loop_cancel(loop, id), -ENOENT);
+    CHECK_EQ(net_timer_cancel(loop, id), -ENOENT);
     net_loop_free(loop);
 }
 
@@ -116,8 +116,8 @@ static void self_cancel(void *arg)
 {
     (void)arg;
     if (++self.runs == 5) {
-        CHECK_EQ(net_loop_cancel(self.loop, self.id), 0);
-        CHECK_EQ(net_loop_cancel(self.loop, self.id), -ENOENT);
+        CHECK_EQ(net_timer_cancel(self.loop, self.id), 0);
+        CHECK_EQ(net_timer_cancel(self.loop, self.id), -ENOENT);
         CHECK_OK(net_loop_run_after(self.loop, 30, net_test_quit_loop, self.loop));
     }
 }
@@ -136,7 +136,7 @@ TEST(timer_repeating_cancels_itself)
 static void one_shot_cancels_itself(void *arg)
 {
     (void)arg;
-    CHECK_EQ(net_loop_cancel(self.loop, self.id), -ENOENT); /* already fired */
+    CHECK_EQ(net_timer_cancel(self.loop, self.id), -ENOENT); /* already fired */
     net_loop_quit(self.loop);
 }
 
@@ -172,9 +172,9 @@ static void *xc_canceller(void *arg)
     (void)arg;
     while (atomic_load(&xc.runs) < 3)
         usleep(1000);
-    CHECK_EQ(net_loop_cancel(xc.loop, xc.repeating), 0);
+    CHECK_EQ(net_timer_cancel(xc.loop, xc.repeating), 0);
     xc.runs_at_cancel = atomic_load(&xc.runs);
-    CHECK_EQ(net_loop_cancel(xc.loop, xc.one_shot), 0);
+    CHECK_EQ(net_timer_cancel(xc.loop, xc.one_shot), 0);
     CHECK_OK(net_loop_run_after(xc.loop, 50, net_test_quit_loop, xc.loop)); /* add from here too */
     return NULL;
 }
@@ -257,7 +257,7 @@ TEST(timer_10k_fire_once_in_order_half_cancelled)
         CHECK(i == 0 || many.id[i] > many.id[i - 1]);
     }
     for (int i = 1; i < MANY; i += 2)
-        CHECK_EQ(net_loop_cancel(many.loop, many.id[i]), 0);
+        CHECK_EQ(net_timer_cancel(many.loop, many.id[i]), 0);
     many.left = MANY / 2;
     CHECK_OK(net_loop_run(many.loop));
     for (int i = 0; i < MANY; i++)
@@ -283,8 +283,8 @@ TEST(timer_huge_timeouts_do_not_overflow)
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 0);
     CHECK_EQ(net_loop_timer_count(loop), 5);
-    CHECK_EQ(net_loop_cancel(loop, a), 0);
-    CHECK_EQ(net_loop_cancel(loop, c), 0);
+    CHECK_EQ(net_timer_cancel(loop, a), 0);
+    CHECK_EQ(net_timer_cancel(loop, c), 0);
     CHECK_EQ(net_loop_timer_count(loop), 3);
     net_loop_free(loop); /* the rest are discarded without firing */
     CHECK_EQ(fires, 0);
@@ -358,6 +358,6 @@ TEST(timer_repeating_interval_respected)
     CHECK(id > 0);
     CHECK_OK(net_loop_run(rep_loop));
     CHECK_EQ(rep_runs, 5);
-    CHECK_EQ(net_loop_cancel(rep_loop, id), 0);
+    CHECK_EQ(net_timer_cancel(rep_loop, id), 0);
     net_loop_free(rep_loop);
 }

@@ -135,7 +135,7 @@ static void wt_tick(void *arg)
     CHECK_EQ(wt.calls, 1); /* interest 0: the writable pipe stays silent */
     if (++wt.ticks < 10)
         return;
-    CHECK_EQ(net_loop_cancel(wt.loop, wt.ticker), 0);
+    CHECK_EQ(net_timer_cancel(wt.loop, wt.ticker), 0);
     /* Ten timer runs are ten separate iterations with the pipe writable. */
     CHECK(wt.loop->iterations - wt.iter_at_off >= 10);
     CHECK_OK(net_watch_set(wt.w, NET_WRITABLE));

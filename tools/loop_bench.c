@@ -89,7 +89,7 @@ static void run_timers(double seconds)
     while (net_now_ms() < deadline) {
         for (int i = 0; i < 1024; i++) {
             net_timer_id_t id = net_loop_run_after(bench.loop, 60000, never, NULL);
-            if (id < 0 || net_loop_cancel(bench.loop, id) < 0) {
+            if (id < 0 || net_timer_cancel(bench.loop, id) < 0) {
                 fprintf(stderr, "timer add/cancel failed\n");
                 exit(1);
             }

@@ -464,7 +464,7 @@ static void teardown(void)
         free(g.conn[i].slots);
     }
     for (size_t i = 0; g.loops && i < g.nloops; i++)
-        net_loop_thread_stop(g.loops[i]);
+        net_loop_thread_join(g.loops[i]);
     for (size_t i = 0; g.workers && i < g.nworkers; i++) {
         if (g.workers[i])
             free(g.workers[i]->scratch);

@@ -517,7 +517,7 @@ int main(int argc, char **argv)
     if (g.client)
         run_on_loop(free_client);
     if (g.thread)
-        net_loop_thread_stop(g.thread);
+        net_loop_thread_join(g.thread);
     free(g.rec);
     return exit_code;
 }

@@ -1571,8 +1571,8 @@ static void teardown(void)
         run_on_loop(loop, servers_free, NULL);
     }
     for (int i = 0; i < CLIENT_LOOPS; i++)
-        net_loop_thread_stop(g.client_threads[i]);
-    net_loop_thread_stop(g.server_thread);
+        net_loop_thread_join(g.client_threads[i]);
+    net_loop_thread_join(g.server_thread);
 }
 
 static struct load *start_load(void)

@@ -124,7 +124,7 @@ NET_EXPORT net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval
  * its own callback). Returns 0 when a pending or repeating timer was stopped,
  * -ENOENT when the id is unknown, already fired (one-shot) or cancelled.
  * Thread-safe. */
-NET_EXPORT int net_loop_cancel(net_loop_t *loop, net_timer_id_t id);
+NET_EXPORT int net_timer_cancel(net_loop_t *loop, net_timer_id_t id);
 
 /* Number of pending timers (a snapshot). Thread-safe. */
 NET_EXPORT size_t net_loop_timer_count(net_loop_t *loop);

@@ -33,14 +33,14 @@ typedef void (*net_loop_init_fn)(net_loop_t *loop, void *arg);
 NET_EXPORT int net_loop_thread_start(const char *name, net_loop_init_fn init, void *arg,
                                      net_loop_thread_t **out);
 
-/* The thread's loop. Valid until net_loop_thread_stop(). Thread-safe. */
+/* The thread's loop. Valid until net_loop_thread_join(). Thread-safe. */
 NET_EXPORT net_loop_t *net_loop_thread_loop(net_loop_thread_t *t);
 
 /* Quits the loop, joins the thread (the loop runs its queued functors and is
  * freed on its thread) and frees the handle. NULL is ignored. Must not be
  * called from the thread being stopped.
  * Thread-safe (one caller per handle). */
-NET_EXPORT void net_loop_thread_stop(net_loop_thread_t *t);
+NET_EXPORT void net_loop_thread_join(net_loop_thread_t *t);
 
 /* Starts a pool of nthreads loop threads (0 <= nthreads <= 1024) beside the
  * base loop; init runs on each new thread, or once on the calling thread for
@@ -69,7 +69,7 @@ NET_EXPORT net_loop_t *net_loop_pool_get(net_loop_pool_t *pool, size_t i);
 
 /* Stops and joins every thread of the pool and frees it. The base loop is
  * untouched. NULL is ignored. Call on the base loop's thread. */
-NET_EXPORT void net_loop_pool_stop(net_loop_pool_t *pool);
+NET_EXPORT void net_loop_pool_join(net_loop_pool_t *pool);
 
 #ifdef __cplusplus
 }

@@ -79,7 +79,7 @@ NET_EXPORT int net_client_stop(net_client_t *client);
 
 /* The current connection with a reference taken (release it with
  * net_conn_unref), or NULL when not connected. Thread-safe. */
-NET_EXPORT net_conn_t *net_client_conn(net_client_t *client);
+NET_EXPORT net_conn_t *net_client_conn_ref(net_client_t *client);
 
 /* Stops the client and frees it. Callbacks that stop triggers run before
  * this returns: this call is the exception to "never inside". NULL ignored.

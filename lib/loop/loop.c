@@ -342,7 +342,7 @@ net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval_ms, net_lo
     return net__timer_queue_add(&loop->timers, when, interval, fn, arg);
 }
 
-int net_loop_cancel(net_loop_t *loop, net_timer_id_t id)
+int net_timer_cancel(net_loop_t *loop, net_timer_id_t id)
 {
     if (!loop)
         return -EINVAL;

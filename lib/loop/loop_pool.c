@@ -33,7 +33,7 @@ int net_loop_pool_start(net_loop_t *base, size_t nthreads, const char *name,
         snprintf(tname, sizeof tname, "%.10s-%u", name ? name : "loop", (unsigned)pool->n);
         int rc = net_loop_thread_start(tname, init, arg, &pool->threads[pool->n]);
         if (rc < 0) {
-            net_loop_pool_stop(pool);
+            net_loop_pool_join(pool);
             return rc;
         }
     }
@@ -70,12 +70,12 @@ net_loop_t *net_loop_pool_get(net_loop_pool_t *pool, size_t i)
     return pool->n ? net_loop_thread_loop(pool->threads[i]) : pool->base;
 }
 
-void net_loop_pool_stop(net_loop_pool_t *pool)
+void net_loop_pool_join(net_loop_pool_t *pool)
 {
     if (!pool)
         return;
     for (size_t i = 0; i < pool->n; i++)
-        net_loop_thread_stop(pool->threads[i]);
+        net_loop_thread_join(pool->threads[i]);
     net__free(pool->threads);
     net__free(pool);
 }

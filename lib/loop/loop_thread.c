@@ -126,7 +126,7 @@ net_loop_t *net_loop_thread_loop(net_loop_thread_t *t)
     return t ? t->loop : NULL;
 }
 
-void net_loop_thread_stop(net_loop_thread_t *t)
+void net_loop_thread_join(net_loop_thread_t *t)
 {
     if (!t)
         return;

@@ -188,7 +188,7 @@ static void complete(net_rpc_client_t *c, struct call *k, uint32_t status, const
                      size_t len)
 {
     if (k->timer > 0)
-        net_loop_cancel(c->loop, k->timer);
+        net_timer_cancel(c->loop, k->timer);
     atomic_fetch_sub(&c->admitted, 1);
     atomic_fetch_add_explicit(&c->completed, 1, memory_order_relaxed);
     if (status == NET_RPC_TIMEOUT)
@@ -273,7 +273,7 @@ static void cancel_functor(void *arg)
 static void stop_tick(net_rpc_client_t *c)
 {
     if (c->tick > 0)
-        net_loop_cancel(c->loop, c->tick);
+        net_timer_cancel(c->loop, c->tick);
     c->tick = 0;
 }
 
@@ -609,7 +609,7 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
 
 bool net_rpc_client_connected(net_rpc_client_t *client)
 {
-    net_conn_t *conn = net_client_conn(client->tcp);
+    net_conn_t *conn = net_client_conn_ref(client->tcp);
     net_conn_unref(conn);
     return conn != NULL;
 }

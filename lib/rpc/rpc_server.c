@@ -288,7 +288,7 @@ static void output_check(void *arg)
     struct session *ss = arg;
     if (net_conn_connected(ss->conn) && output_queued(ss) >= ss->server->out_mark / 2)
         return;
-    net_loop_cancel(net_conn_loop(ss->conn), ss->out_timer);
+    net_timer_cancel(net_conn_loop(ss->conn), ss->out_timer);
     ss->out_timer = 0;
     ss->out_paused = false;
     owner_pause_apply(ss);
@@ -778,9 +778,9 @@ static void session_down(net_conn_t *conn, struct session *ss)
     net__conn_set_owner_data(conn, NULL);
     atomic_store(&ss->kick_queued, true); /* no kick after the close */
     if (ss->timer > 0)
-        net_loop_cancel(net_conn_loop(conn), ss->timer);
+        net_timer_cancel(net_conn_loop(conn), ss->timer);
     if (ss->out_timer > 0)
-        net_loop_cancel(net_conn_loop(conn), ss->out_timer);
+        net_timer_cancel(net_conn_loop(conn), ss->out_timer);
     if (ss->paused)
         atomic_fetch_sub(&ss->server->paused_now, 1);
     net_buf_destroy(&ss->batch);
@@ -931,7 +931,7 @@ static void stop_check(void *arg)
     uint64_t now = net_now_ms();
     if (atomic_load(&s->in_flight) > 0 && now < s->drain_deadline)
         return;
-    net_loop_cancel(s->loop, s->stop_timer);
+    net_timer_cancel(s->loop, s->stop_timer);
     s->stop_timer = 0;
     uint64_t left = now < s->drain_deadline ? s->drain_deadline - now : 0;
     net_server_stop(s->tcp, left, tcp_stopped, s);
@@ -966,7 +966,7 @@ int net_rpc_server_free(net_rpc_server_t *server)
     if (rc < 0)
         return rc;
     if (server->stop_timer > 0)
-        net_loop_cancel(server->loop, server->stop_timer);
+        net_timer_cancel(server->loop, server->stop_timer);
     /* Blocking handlers still queued run now and reply into closed
      * connections: safe. */
     net__rpc_workers_stop(server->workers);

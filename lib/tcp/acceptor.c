@@ -97,7 +97,7 @@ void net__acceptor_close(struct net__acceptor *acc)
         close(acc->spare_fd);
     acc->spare_fd = -1;
     if (acc->resume_timer > 0)
-        net_loop_cancel(acc->loop, acc->resume_timer);
+        net_timer_cancel(acc->loop, acc->resume_timer);
     acc->resume_timer = 0;
 }
 

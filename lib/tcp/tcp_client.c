@@ -73,7 +73,7 @@ struct net_client {
     uint64_t retry_delay_ms;  /* the delay of the armed retry timer (for logs) */
 
     /* The loop thread writes conn under mu; other threads read it under mu
-     * (net_client_conn). The loop thread itself reads it without the lock. */
+     * (net_client_conn_ref). The loop thread itself reads it without the lock. */
     pthread_mutex_t mu;
     net_conn_t *conn;
 };
@@ -276,7 +276,7 @@ static void queue_report(net_client_t *c, int err, bool cancelled)
 static void cancel_timeout(net_client_t *c)
 {
     if (c->timeout_timer > 0)
-        net_loop_cancel(c->loop, c->timeout_timer);
+        net_timer_cancel(c->loop, c->timeout_timer);
     c->timeout_timer = 0;
 }
 
@@ -484,7 +484,7 @@ static void cancel_attempt(net_client_t *c, bool now)
     if (c->state == ST_CONNECTING) {
         close_socket(c);
     } else if (c->state == ST_BACKOFF) {
-        net_loop_cancel(c->loop, c->retry_timer);
+        net_timer_cancel(c->loop, c->retry_timer);
         c->retry_timer = 0;
     } else if (c->state != ST_FAILING) {
         return;
@@ -597,7 +597,7 @@ int net_client_stop(net_client_t *c)
     return 0;
 }
 
-net_conn_t *net_client_conn(net_client_t *c)
+net_conn_t *net_client_conn_ref(net_client_t *c)
 {
     if (!c)
         return NULL;

@@ -404,7 +404,7 @@ static void cancel_timer(net_conn_t *conn, net_timer_id_t *id)
 {
     /* The timer holds a reference; if we stopped it, that reference is ours
      * to drop. */
-    if (*id > 0 && net_loop_cancel(conn->loop, *id) == 0)
+    if (*id > 0 && net_timer_cancel(conn->loop, *id) == 0)
         net_conn_unref(conn);
     *id = 0;
 }

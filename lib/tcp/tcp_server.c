@@ -141,7 +141,7 @@ static void stopped_on_base(void *arg)
     if (!s->stopped) {
         s->stopped = true;
         if (s->drain_timer > 0)
-            net_loop_cancel(s->base, s->drain_timer);
+            net_timer_cancel(s->base, s->drain_timer);
         s->drain_timer = 0;
         if (s->done && !s->freed)
             s->done(s, s->done_arg);
@@ -264,7 +264,7 @@ static int make_slots(net_server_t *s)
     size_t n = net_loop_pool_size(s->pool);
     s->slots = net__calloc(n, sizeof *s->slots);
     if (!s->slots) {
-        net_loop_pool_stop(s->pool);
+        net_loop_pool_join(s->pool);
         s->pool = NULL;
         return -ENOMEM;
     }
@@ -278,7 +278,7 @@ static int make_slots(net_server_t *s)
  * the loops of the pool just stopped. */
 static void drop_slots(net_server_t *s)
 {
-    net_loop_pool_stop(s->pool);
+    net_loop_pool_join(s->pool);
     s->pool = NULL;
     net__free(s->slots);
     s->slots = NULL;
@@ -397,10 +397,10 @@ int net_server_free(net_server_t *server)
         return -EBUSY;
     server->freed = true;
     if (server->drain_timer > 0)
-        net_loop_cancel(server->base, server->drain_timer);
+        net_timer_cancel(server->base, server->drain_timer);
     net__acceptor_close(&server->acceptor);
     /* Joining the I/O threads runs what they still have queued. */
-    net_loop_pool_stop(server->pool);
+    net_loop_pool_join(server->pool);
     server->pool = NULL;
     server_unref(server);
     return 0;
