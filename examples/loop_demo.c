@@ -27,8 +27,10 @@ static void hello(void *arg)
            d->ticks);
 }
 
-static void tick(void *arg)
+static void tick(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     struct demo *d = arg;
     d->ticks++;
     printf("tick %d\n", d->ticks);
@@ -36,8 +38,10 @@ static void tick(void *arg)
     fflush(stdout);
 }
 
-static void stop(void *arg)
+static void stop(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_loop_quit(arg);
 }
 

@@ -57,8 +57,10 @@ static void sleeper_unlink(struct sleeper *s)
         s->next->prev = s->prev;
 }
 
-static void wake(void *arg)
+static void wake(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     struct sleeper *s = arg;
     pthread_mutex_lock(&sleepers_mu);
     sleeper_unlink(s);

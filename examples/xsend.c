@@ -58,8 +58,6 @@
 #include <net/tcp_client.h>
 #include <net/tcp_server.h>
 
-#include "loop/loop_internal.h" /* net__loop_eventfd_writes */
-
 #include "parse_uint.h"
 
 #define HEADER_LEN 12 /* u32 producer id, u64 sequence (host order: one process) */
@@ -401,10 +399,12 @@ int main(int argc, char **argv)
     wait_until(&g.connected, SETUP_TIMEOUT_MS, "connect");
     net_loop_t *cli_loop = net_loop_thread_loop(cli);
 
-    unsigned long long ev0 = net__loop_eventfd_writes(cli_loop);
+    struct net_loop_stats st0, st1;
+    net_loop_stats(cli_loop, &st0);
     double elapsed;
     uint64_t msgs = run_producers(&elapsed);
-    unsigned long long wakeups = net__loop_eventfd_writes(cli_loop) - ev0;
+    net_loop_stats(cli_loop, &st1);
+    unsigned long long wakeups = st1.wakeups - st0.wakeups;
     long long calls = syscall_counter_read(counter);
     char per_msg[32] = "n/a";
     if (calls >= 0 && msgs)

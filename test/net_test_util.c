@@ -37,8 +37,10 @@ void net_test_watchdog_start(void)
     alarm(NET_TEST_WATCHDOG_S);
 }
 
-static void watchdog_timer(void *arg)
+static void watchdog_timer(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     net_test_fail(__FILE__, __LINE__, "watchdog: the scenario did not finish in time");
 }
@@ -53,8 +55,10 @@ net_loop_t *net_test_new_loop(uint64_t watchdog_ms)
 
 /* ---- running a loop ---------------------------------------------------------- */
 
-void net_test_quit_loop(void *loop)
+void net_test_quit_loop(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)id;
+    (void)arg;
     net_loop_quit(loop);
 }
 
@@ -71,8 +75,10 @@ struct until {
     uint64_t deadline;
 };
 
-static void until_tick(void *p)
+static void until_tick(net_loop_t *loop, net_timer_id_t id, void *p)
 {
+    (void)loop;
+    (void)id;
     struct until *u = p;
     if (u->cond(u->arg) || net_test_now_ms() > u->deadline)
         net_loop_quit(u->loop);

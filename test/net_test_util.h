@@ -74,8 +74,8 @@ net_loop_t *net_test_new_loop(uint64_t watchdog_ms);
 
 /* ---- running a loop ---------------------------------------------------------- */
 
-/* A timer callback: quits the loop given as arg. */
-void net_test_quit_loop(void *loop);
+/* A timer callback: quits the loop it fires on (arg is ignored). */
+void net_test_quit_loop(net_loop_t *loop, net_timer_id_t id, void *arg);
 
 /* Runs the loop for ms milliseconds. */
 void net_test_run_for(net_loop_t *loop, uint64_t ms);

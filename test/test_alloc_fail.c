@@ -374,6 +374,13 @@ static void count_up(void *arg)
     atomic_fetch_add((atomic_int *)arg, 1);
 }
 
+static void count_up_timer_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)loop;
+    (void)id;
+    count_up(arg);
+}
+
 static bool timers_done(void)
 {
     return (!sc.once_armed || atomic_load(&sc.once_fired) > 0) &&
@@ -382,8 +389,9 @@ static bool timers_done(void)
 
 static void start_timers(void)
 {
-    sc.once_armed = TRY(TIMER_AFTER, net_loop_run_after(sc.loop, 1, count_up, &sc.once_fired));
-    net_timer_id_t id = net_loop_run_every(sc.loop, 2, count_up, &sc.every_fired);
+    sc.once_armed =
+        TRY(TIMER_AFTER, net_loop_run_after(sc.loop, 1, count_up_timer_cb, &sc.once_fired));
+    net_timer_id_t id = net_loop_run_every(sc.loop, 2, count_up_timer_cb, &sc.every_fired);
     sc.every_id = TRY(TIMER_EVERY, id) ? id : 0;
 }
 
@@ -725,7 +733,7 @@ static void *driver_main(void *arg)
     net_conn_unref(conn);
     sc.xthread_functor_queued =
         TRY(QUEUE_XTHREAD, net_loop_queue_in_loop(sc.loop, count_up, &sc.xthread_functor_ran));
-    sc.xthread_timer_armed = TRY(TIMER_XTHREAD, net_loop_run_after(sc.loop, 1, count_up,
+    sc.xthread_timer_armed = TRY(TIMER_XTHREAD, net_loop_run_after(sc.loop, 1, count_up_timer_cb,
                                                                    &sc.xthread_timer_fired));
     if (sc.rpc_client) {
         call_async("echo", 10);
@@ -1175,8 +1183,10 @@ TEST(alloc_rpc_batch_reply_nomem_reg)
     reg_down(&r);
 }
 
-static void quit_loop(void *arg)
+static void quit_loop(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_loop_quit(arg);
 }
 

@@ -93,8 +93,10 @@ static struct {
     size_t peak_queued, peak_used;
 } S;
 
-static void sample(void *arg)
+static void sample(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     net_conn_t *conn = atomic_load(&S.keeper.conn);
     if (conn) {

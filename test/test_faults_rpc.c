@@ -35,8 +35,10 @@ static void echo_method(net_rpc_req_t *req, const void *body, size_t len, void *
     CHECK_OK(net_rpc_reply(req, NET_RPC_OK, body, len));
 }
 
-static void later_reply(void *arg)
+static void later_reply(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     CHECK_OK(net_rpc_reply(arg, NET_RPC_OK, "later", 5));
 }
 

@@ -553,8 +553,10 @@ static void ss_client(void *arg)
         ss_cycle(j);
 }
 
-static void ss_quit_clients(void *arg)
+static void ss_quit_clients(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     atomic_store(&ss.quit, true);
 }

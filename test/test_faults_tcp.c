@@ -180,8 +180,10 @@ static struct {
     char chunk[NR_CHUNK];
 } nr;
 
-static void nr_pump(void *arg)
+static void nr_pump(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     for (int i = 0; i < NR_BATCH && nr.pumping; i++) {
         CHECK(atomic_load(&nr.sent) < NR_LIMIT);

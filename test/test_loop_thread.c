@@ -70,8 +70,10 @@ static struct {
     atomic_int fired;
 } tm;
 
-static void tm_fire(void *arg)
+static void tm_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     tm.current = net_loop_current();
     atomic_store(&tm.fired, 1);

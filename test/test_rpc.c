@@ -84,8 +84,10 @@ static void echo_method(net_rpc_req_t *req, const void *body, size_t len, void *
     CHECK_OK(net_rpc_reply(req, NET_RPC_OK, body, len));
 }
 
-static void sleep_wake(void *arg)
+static void sleep_wake(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     int i = (int)(intptr_t)arg;
     pthread_mutex_lock(&S.mu);
     net_rpc_req_t *req = S.sleepers[i].req;

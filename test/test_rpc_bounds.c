@@ -47,8 +47,10 @@ struct sleeper {
     char body[16];
 };
 
-static void sleep_wake(void *arg)
+static void sleep_wake(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     struct sleeper *z = arg;
     CHECK_OK(net_rpc_reply(z->req, NET_RPC_OK, z->body, z->len));
     free(z);

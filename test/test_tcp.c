@@ -644,8 +644,10 @@ static struct {
     int downs;
 } reset;
 
-static void reset_check_later(void *arg)
+static void reset_check_later(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     CHECK_EQ(reset.downs, 1);
     CHECK_EQ(net_conn_state(reset.conn), NET_CONN_DISCONNECTED);
@@ -849,8 +851,10 @@ static void hco_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, vo
     small_msg_take(&hco.msg, in);
 }
 
-static void hco_later(void *arg)
+static void hco_later(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_conn_t *conn = arg;
     CHECK(net_conn_connected(conn)); /* still open, well after the EOF */
     CHECK_OK(net_conn_send(conn, pattern_at(HC_PART), HC_PART));
@@ -1663,8 +1667,10 @@ static struct {
     int client_b;
 } fca;
 
-static void fca_close_client_b(void *arg)
+static void fca_close_client_b(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     close(fca.client_b);
 }
@@ -1737,8 +1743,10 @@ static struct {
     net_timer_id_t writer;
 } idle;
 
-static void idle_write(void *arg)
+static void idle_write(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     uint64_t now = net_now_ms();
     if (now >= idle.active_until) {
@@ -1947,8 +1955,10 @@ static void sb_pipe_event(net_watch_t *w, int fd, unsigned events, void *arg)
     sb.stopped = true;
 }
 
-static void sb_trigger(void *arg)
+static void sb_trigger(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     /* Both become ready during this callback, the pipe first. */
     CHECK_EQ(write(sb.pipe[1], "x", 1), 1);
@@ -2023,8 +2033,10 @@ static struct {
     struct sink sink;
 } cb;
 
-static void cb_reset_then_send(void *arg)
+static void cb_reset_then_send(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     CHECK(setsockopt(cb.client[2], SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);

@@ -282,8 +282,10 @@ static void connect_and_run(const struct net_client_options *opt)
     CHECK_OK(net_loop_run(t.loop));
 }
 
-static void quit_fn(void *arg)
+static void quit_fn(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     net_loop_quit(t.loop);
 }
@@ -469,8 +471,10 @@ TEST(client_stop_after_immediate_error_cancels_once)
 
 /* ---- retry with backoff until the port opens ----------------------------- */
 
-static void open_port(void *arg)
+static void open_port(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     server_listen(16, true);
 }
@@ -640,8 +644,10 @@ static void *stop_when_started(void *arg)
     return NULL;
 }
 
-static void start_connect(void *arg)
+static void start_connect(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     client_connect();
     atomic_store(&attempt_started, true);
@@ -678,8 +684,10 @@ TEST(client_stop_from_other_thread_while_in_flight)
 
 /* ---- stop during the backoff delay --------------------------------------- */
 
-static void stop_later(void *arg)
+static void stop_later(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     client_stop();
     CHECK_EQ(t.fails, 1); /* the cancel report comes later, not inside stop */

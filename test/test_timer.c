@@ -12,8 +12,10 @@
 #define SAME 200
 static int fired_order[SAME], nfired;
 
-static void record(void *arg)
+static void record(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     fired_order[nfired++] = (int)(intptr_t)arg;
 }
 
@@ -50,8 +52,10 @@ TEST(timer_fires_in_time_order)
 /* ---- never from inside the add call; past times fire next iteration --- */
 
 static bool in_add_call;
-static void not_inside_add(void *arg)
+static void not_inside_add(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     CHECK(!in_add_call);
     net_loop_quit(arg);
 }
@@ -69,8 +73,10 @@ TEST(timer_past_time_fires_but_not_inside_add)
 /* ---- cancel ----------------------------------------------------------- */
 
 static int fires;
-static void count_fire(void *arg)
+static void count_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     fires++;
 }
@@ -112,8 +118,10 @@ static struct {
     int runs;
 } self;
 
-static void self_cancel(void *arg)
+static void self_cancel(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     if (++self.runs == 5) {
         CHECK_EQ(net_timer_cancel(self.loop, self.id), 0);
@@ -133,8 +141,10 @@ TEST(timer_repeating_cancels_itself)
     net_loop_free(self.loop);
 }
 
-static void one_shot_cancels_itself(void *arg)
+static void one_shot_cancels_itself(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     CHECK_EQ(net_timer_cancel(self.loop, self.id), -ENOENT); /* already fired */
     net_loop_quit(self.loop);
@@ -155,14 +165,18 @@ static struct {
     int runs_at_cancel;
 } xc;
 
-static void xc_tick(void *arg)
+static void xc_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     atomic_fetch_add(&xc.runs, 1);
 }
 
-static void xc_one_shot(void *arg)
+static void xc_one_shot(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     atomic_fetch_add(&xc.one_shot_runs, 1);
 }
@@ -196,8 +210,10 @@ TEST(timer_cancel_from_other_thread)
 
 static net_loop_t *add_loop;
 static pthread_t add_loop_thread;
-static void on_loop_thread(void *arg)
+static void on_loop_thread(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     CHECK(pthread_equal(pthread_self(), add_loop_thread));
     CHECK(net_loop_current() == add_loop);
     net_loop_quit(arg);
@@ -232,8 +248,10 @@ static struct {
     int left;
 } many;
 
-static void many_fire(void *arg)
+static void many_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     int i = (int)(intptr_t)arg;
     CHECK_EQ(many.fired[i], 0);
     CHECK(i % 2 == 0); /* odd ones were cancelled */
@@ -340,8 +358,10 @@ TEST(timer_ids_unique_across_loops)
 static net_loop_t *rep_loop;
 static int rep_runs;
 static uint64_t rep_last;
-static void rep_tick(void *arg)
+static void rep_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     uint64_t now = net_now_ms();
     if (rep_runs > 0)

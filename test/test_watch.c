@@ -30,8 +30,10 @@ static void write_all(int fd, const void *buf, size_t n)
     CHECK_EQ(write(fd, buf, n), (ssize_t)n);
 }
 
-static void quit_functor(void *arg)
+static void quit_functor(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_loop_quit(arg);
 }
 
@@ -58,8 +60,10 @@ static struct {
     size_t n;
 } rd;
 
-static void rd_write(void *arg)
+static void rd_write(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     rd.written = true;
     write_all(rd.fds[1], rd_payload, sizeof rd_payload);
@@ -129,8 +133,10 @@ static void wt_on_writable(net_watch_t *w, int fd, unsigned events, void *arg)
     }
 }
 
-static void wt_tick(void *arg)
+static void wt_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     CHECK_EQ(wt.calls, 1); /* interest 0: the writable pipe stays silent */
     if (++wt.ticks < 10)
@@ -237,8 +243,10 @@ static void fs_again(net_watch_t *w, int fd, unsigned events, void *arg)
     net_loop_quit(fs.loop);
 }
 
-static void fs_rewatch(void *arg)
+static void fs_rewatch(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     /* Level-triggered and still readable for 20 ms: exactly one call. */
     CHECK_EQ(fs.self_calls, 1);
@@ -272,8 +280,10 @@ static struct {
     unsigned eof_events;
 } hup;
 
-static void hup_close_writer(void *arg)
+static void hup_close_writer(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     write_all(hup.fds[1], "bye", 3);
     close(hup.fds[1]);
@@ -569,8 +579,10 @@ TEST(watch_new_many_inside_callback)
 
 /* ---- signals ---------------------------------------------------------- */
 
-static void send_sigterm(void *arg)
+static void send_sigterm(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     CHECK_EQ(kill(getpid(), SIGTERM), 0);
 }
@@ -601,8 +613,10 @@ static struct {
     int calls;
 } sg;
 
-static void sg_send_usr1(void *arg)
+static void sg_send_usr1(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     CHECK_EQ(kill(getpid(), SIGUSR1), 0);
 }

@@ -14,8 +14,6 @@
 
 #include <net/loop.h>
 
-#include "loop/loop_internal.h"
-
 static struct {
     net_loop_t *loop;
     atomic_bool stop;
@@ -43,11 +41,25 @@ static void *producer(void *arg)
     return NULL;
 }
 
-static void stop_producers(void *arg)
+static void stop_producers_cb(void *arg)
 {
     (void)arg;
     atomic_store(&bench.stop, true);
     net_loop_quit(bench.loop);
+}
+
+static void stop_producers_timer_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)loop;
+    (void)id;
+    stop_producers_cb(arg);
+}
+
+static uint64_t wakeups(void)
+{
+    struct net_loop_stats st;
+    net_loop_stats(bench.loop, &st);
+    return st.wakeups;
 }
 
 static void run_functors(int threads, double seconds)
@@ -55,29 +67,31 @@ static void run_functors(int threads, double seconds)
     bench.ran = 0;
     atomic_store(&bench.queued, 0);
     atomic_store(&bench.stop, false);
-    unsigned long long writes0 = net__loop_eventfd_writes(bench.loop);
+    uint64_t writes0 = wakeups();
     pthread_t t[64];
     uint64_t start = net_now_ms();
     for (int i = 0; i < threads; i++)
         pthread_create(&t[i], NULL, producer, NULL);
-    net_loop_run_after(bench.loop, (uint64_t)(seconds * 1000), stop_producers, NULL);
+    net_loop_run_after(bench.loop, (uint64_t)(seconds * 1000), stop_producers_timer_cb, NULL);
     net_loop_run(bench.loop);
     for (int i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
     /* Run the stragglers so ran == queued, then time everything. */
     while (bench.ran < atomic_load(&bench.queued)) {
-        net_loop_queue_in_loop(bench.loop, stop_producers, NULL);
+        net_loop_queue_in_loop(bench.loop, stop_producers_cb, NULL);
         net_loop_run(bench.loop);
     }
     double elapsed = (double)(net_now_ms() - start) / 1000.0;
-    unsigned long long writes = net__loop_eventfd_writes(bench.loop) - writes0;
+    uint64_t writes = wakeups() - writes0;
     printf("run_in_loop producers=%d functors=%llu functors/s=%.0f eventfd_writes/functor=%.4f\n",
            threads, bench.ran, (double)bench.ran / elapsed,
            bench.ran ? (double)writes / (double)bench.ran : 0.0);
 }
 
-static void never(void *arg)
+static void never_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     abort();
 }
@@ -88,7 +102,7 @@ static void run_timers(double seconds)
     uint64_t start = net_now_ms(), deadline = start + (uint64_t)(seconds * 1000);
     while (net_now_ms() < deadline) {
         for (int i = 0; i < 1024; i++) {
-            net_timer_id_t id = net_loop_run_after(bench.loop, 60000, never, NULL);
+            net_timer_id_t id = net_loop_run_after(bench.loop, 60000, never_cb, NULL);
             if (id < 0 || net_timer_cancel(bench.loop, id) < 0) {
                 fprintf(stderr, "timer add/cancel failed\n");
                 exit(1);

@@ -143,8 +143,10 @@ static void issue(uint32_t slot)
     }
 }
 
-static void issue_later(void *arg)
+static void issue_later(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     issue((uint32_t)(uintptr_t)arg);
 }
 

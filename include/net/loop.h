@@ -87,37 +87,69 @@ NET_EXPORT int net_loop_queue_in_loop(net_loop_t *loop, net_loop_fn fn, void *ar
 /* Number of functors waiting in the queue (a snapshot). Thread-safe. */
 NET_EXPORT size_t net_loop_queue_size(net_loop_t *loop);
 
+/* Counters since the loop was created, for benchmarks, tests and metrics. */
+struct net_loop_stats {
+    uint64_t iterations;   /* poller waits that returned (with or without events) */
+    uint64_t wakeups;      /* eventfd writes other threads made to wake the loop */
+    uint64_t functors_run; /* functors run (net_loop_run_in_loop/queue_in_loop and
+                              the library's own deferred work) */
+    uint64_t timers_fired; /* timer callbacks called (each run of a repeating one) */
+};
+
+/* Stores a snapshot of the loop's counters in *out. Each counter is read
+ * atomically, but not all at the same instant: while the loop runs they may
+ * be from slightly different moments. Each is monotonic across snapshots.
+ * Thread-safe. */
+NET_EXPORT void net_loop_stats(const net_loop_t *loop, struct net_loop_stats *out);
+
 /* ---- Time and timers -------------------------------------------------- */
 
 /* Milliseconds on CLOCK_MONOTONIC; the time base of net_loop_run_at().
  * Thread-safe. */
 NET_EXPORT uint64_t net_now_ms(void);
 
+/* The loop's cached clock: net_now_ms() as taken when the loop's last wait
+ * returned (before that, when the loop was created). One clock read per
+ * iteration serves every callback of it, so it lags the real time by as
+ * long as the iteration has run so far. Never 0 on the loop thread.
+ * Loop thread only: from any other thread it returns 0 (the cached value
+ * is not published to other threads; use net_now_ms() there). */
+NET_EXPORT uint64_t net_loop_now_ms(const net_loop_t *loop);
+
 /* A timer id: > 0 for a timer, < 0 for an error. Ids are never reused within
  * a process, so cancelling a stale id is harmless. */
 typedef int64_t net_timer_id_t;
 
-/* Runs fn(arg) once on the loop thread when CLOCK_MONOTONIC reaches when_ms
- * (see net_now_ms(); a time in the past fires in the next iteration). Timers
- * due at the same instant fire in the order they were added.
- * Returns the timer id (> 0), -EINVAL if fn is NULL, or -ENOMEM.
+/* A timer's callback, on the loop thread: loop is the loop the timer was
+ * added to, id the id its add call returned (so a timer can cancel itself
+ * with net_timer_cancel(loop, id) without storing the id anywhere: no race
+ * with an add made from another thread that fires before the adder could
+ * store what the add returned), arg what the add was given. */
+typedef void (*net_timer_fn)(net_loop_t *loop, net_timer_id_t id, void *arg);
+
+/* Runs fn(loop, id, arg) once on the loop thread when CLOCK_MONOTONIC
+ * reaches when_ms (see net_now_ms(); a time in the past fires in the next
+ * iteration). Timers due at the same instant fire in the order they were
+ * added. Returns the timer id (> 0), -EINVAL if loop or fn is NULL, or
+ * -ENOMEM. arg stays owned by the caller.
  * Thread-safe; never calls fn from inside this call. */
 NET_EXPORT net_timer_id_t net_loop_run_at(net_loop_t *loop, uint64_t when_ms,
-                                          net_loop_fn fn, void *arg);
+                                          net_timer_fn fn, void *arg);
 
 /* Like net_loop_run_at() with when = now + delay_ms. Any delay is accepted:
  * huge delays saturate (they never overflow into the past).
  * Thread-safe. */
 NET_EXPORT net_timer_id_t net_loop_run_after(net_loop_t *loop, uint64_t delay_ms,
-                                             net_loop_fn fn, void *arg);
+                                             net_timer_fn fn, void *arg);
 
-/* Runs fn(arg) every interval_ms (>= 1), first after interval_ms, until the
- * timer is cancelled; fn may cancel its own timer. Late runs are not
- * replayed: the next run is scheduled interval_ms after the current one.
- * Returns the id, -EINVAL (NULL fn or zero interval), or -ENOMEM.
+/* Runs fn(loop, id, arg) every interval_ms (>= 1), first after interval_ms,
+ * until the timer is cancelled; fn may cancel its own timer with the id it
+ * is passed. Late runs are not replayed: the next run is scheduled
+ * interval_ms after the current one. Returns the id, -EINVAL (NULL loop or
+ * fn, or zero interval), or -ENOMEM.
  * Thread-safe. */
 NET_EXPORT net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval_ms,
-                                             net_loop_fn fn, void *arg);
+                                             net_timer_fn fn, void *arg);
 
 /* Cancels a timer. After this returns the callback will not start again; it
  * may be running right now on the loop thread (a timer may cancel itself from

@@ -32,7 +32,24 @@ const char *net_loop_backend(const net_loop_t *loop)
 
 unsigned long long net__loop_eventfd_writes(net_loop_t *loop)
 {
-    return atomic_load_explicit(&loop->eventfd_writes, memory_order_relaxed);
+    return net__counter_get(&loop->eventfd_writes);
+}
+
+void net_loop_stats(const net_loop_t *loop, struct net_loop_stats *out)
+{
+    *out = (struct net_loop_stats){
+        .iterations = net__counter_get(&loop->iterations),
+        .wakeups = net__counter_get(&loop->eventfd_writes),
+        .functors_run = net__counter_get(&loop->functors_run),
+        .timers_fired = net__counter_get(&loop->timers.fired),
+    };
+}
+
+uint64_t net_loop_now_ms(const net_loop_t *loop)
+{
+    /* A TLS compare keeps the plain field unshared: other threads get the
+     * documented 0 instead of a data race. */
+    return net_loop_in_loop_thread(loop) ? loop->now_ms : 0;
 }
 
 /* ---- wakeup ----------------------------------------------------------- */
@@ -58,6 +75,14 @@ void net__loop_wakeup(net_loop_t *loop)
 
 static size_t run_functors(net_loop_t *loop);
 
+/* Caches the clock for the iteration. Never 0, so that net_loop_now_ms()'s
+ * 0 means "not the loop thread" even within the first millisecond of boot. */
+static void update_now(net_loop_t *loop)
+{
+    uint64_t now = net_now_ms();
+    loop->now_ms = now ? now : 1;
+}
+
 /* ---- creation --------------------------------------------------------- */
 
 static int loop_register_own_channels(net_loop_t *loop)
@@ -80,8 +105,8 @@ static int loop_open(net_loop_t *loop)
         goto fail_eventfd;
     }
     net__channel_init(&loop->wakeup, efd, wakeup_read);
-    loop->now_ms = net_now_ms();
-    if ((rc = net__timer_queue_init(&loop->timers)) < 0)
+    update_now(loop);
+    if ((rc = net__timer_queue_init(&loop->timers, loop)) < 0)
         goto fail_timers;
     if ((rc = net__fqueue_init(&loop->functors)) < 0)
         goto fail_functors;
@@ -188,7 +213,9 @@ static size_t run_functors(net_loop_t *loop)
      * sees it clear and writes the eventfd. */
     atomic_store(&loop->wakeup_pending, false);
     size_t ran = run_posted(loop);
-    return ran + net__fqueue_run(&loop->functors);
+    ran += net__fqueue_run(&loop->functors);
+    net__counter_add(&loop->functors_run, ran);
+    return ran;
 }
 
 static bool work_waiting(net_loop_t *loop)
@@ -207,8 +234,8 @@ static int run_once(net_loop_t *loop)
         NET__LOG_RL(NET_LOG_ERROR, "%s wait failed: %s", loop->ops->name, net_strerror(n));
         return n;
     }
-    loop->iterations++;
-    loop->now_ms = net_now_ms();
+    net__counter_add(&loop->iterations, 1);
+    update_now(loop);
     if (n > 0)
         dispatch(loop, ready, n);
     run_functors(loop);
@@ -316,14 +343,14 @@ uint64_t net_now_ms(void)
     return (uint64_t)(net__mono_ns() / 1000000);
 }
 
-net_timer_id_t net_loop_run_at(net_loop_t *loop, uint64_t when_ms, net_loop_fn fn, void *arg)
+net_timer_id_t net_loop_run_at(net_loop_t *loop, uint64_t when_ms, net_timer_fn fn, void *arg)
 {
     if (!loop || !fn)
         return -EINVAL;
     return net__timer_queue_add(&loop->timers, net__ms_to_ns(when_ms), 0, fn, arg);
 }
 
-net_timer_id_t net_loop_run_after(net_loop_t *loop, uint64_t delay_ms, net_loop_fn fn,
+net_timer_id_t net_loop_run_after(net_loop_t *loop, uint64_t delay_ms, net_timer_fn fn,
                                   void *arg)
 {
     if (!loop || !fn)
@@ -332,7 +359,7 @@ net_timer_id_t net_loop_run_after(net_loop_t *loop, uint64_t delay_ms, net_loop_
     return net__timer_queue_add(&loop->timers, when, 0, fn, arg);
 }
 
-net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval_ms, net_loop_fn fn,
+net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval_ms, net_timer_fn fn,
                                   void *arg)
 {
     if (!loop || !fn || interval_ms == 0)

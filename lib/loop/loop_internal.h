@@ -11,6 +11,7 @@
 
 #include "loop/alloc_internal.h"
 #include "loop/channel.h"
+#include "loop/counter.h"
 #include "loop/functor_queue.h"
 #include "loop/poller.h"
 #include "loop/timer_queue.h"
@@ -32,9 +33,13 @@ struct net_loop {
      * not-yet-delivered event (the channel may be freed right after). */
     struct net__ready *ready;
     int nready, ready_pos;
-    /* Counters for benchmarks and tests. */
+    /* Counters for net_loop_stats. eventfd_writes is added to by the
+     * producers that wake the loop (an RMW: several may race); the others
+     * only by the loop thread (net__counter_add). All relaxed: a reader
+     * wants the counts, not what the counted work wrote. */
     atomic_ullong eventfd_writes;
-    unsigned long long iterations;
+    atomic_ullong iterations;
+    atomic_ullong functors_run;
     uint64_t now_ms; /* net_now_ms() when the last wait returned */
     char *scratch;   /* NET__LOOP_SCRATCH bytes, made on first use */
 };

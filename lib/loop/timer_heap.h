@@ -13,7 +13,7 @@ struct net__timer {
     int64_t id;
     int64_t when_ns;     /* CLOCK_MONOTONIC, saturating */
     int64_t interval_ns; /* 0 for a one-shot timer */
-    net_loop_fn fn;
+    net_timer_fn fn;
     void *arg;
     size_t slot;                /* index in the heap; SIZE_MAX when not in it */
     struct net__timer *id_next; /* chain in the id table */

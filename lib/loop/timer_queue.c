@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "loop/alloc_internal.h"
+#include "loop/counter.h"
 #include "loop/log_internal.h"
 #include "loop/timer_queue.h"
 
@@ -104,9 +105,10 @@ static void rearm(struct net__timer_queue *tq)
 
 static void timer_queue_fire(struct net__channel *ch, unsigned revents);
 
-int net__timer_queue_init(struct net__timer_queue *tq)
+int net__timer_queue_init(struct net__timer_queue *tq, net_loop_t *loop)
 {
-    *tq = (struct net__timer_queue){0};
+    *tq = (struct net__timer_queue){.loop = loop};
+    atomic_init(&tq->fired, 0);
     int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -148,7 +150,7 @@ static int insert(struct net__timer_queue *tq, struct net__timer *t)
 }
 
 net_timer_id_t net__timer_queue_add(struct net__timer_queue *tq, int64_t when_ns,
-                                    int64_t interval_ns, net_loop_fn fn, void *arg)
+                                    int64_t interval_ns, net_timer_fn fn, void *arg)
 {
     struct net__timer *t = net__malloc(sizeof *t);
     if (!t)
@@ -234,7 +236,8 @@ static void timer_queue_fire(struct net__channel *ch, unsigned revents)
         tq->running = t;
         tq->running_cancelled = false;
         pthread_mutex_unlock(&tq->mu);
-        t->fn(t->arg);
+        net__counter_add(&tq->fired, 1); /* counted first: fn may look */
+        t->fn(tq->loop, t->id, t->arg);  /* t stays ours while running */
         pthread_mutex_lock(&tq->mu);
         finish_run(tq, t, now);
         tq->running = NULL;

@@ -6,6 +6,7 @@
 #define NET__TIMER_QUEUE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "loop/channel.h"
@@ -13,6 +14,7 @@
 
 struct net__timer_queue {
     pthread_mutex_t mu;
+    net_loop_t *loop;          /* passed to the callbacks */
     struct net__timer_heap heap;
     struct net__timer **table; /* id -> timer, chained */
     size_t table_size;         /* a power of two */
@@ -21,13 +23,18 @@ struct net__timer_queue {
     struct net__timer *running;
     bool running_cancelled;
     struct net__channel ch;    /* the timerfd, registered by the loop */
+    /* Callbacks called. Written by the loop thread only (a relaxed load and
+     * store, no RMW), read by any thread (net_loop_stats): relaxed, since a
+     * reader wants the count, not the memory the callbacks wrote. */
+    atomic_ullong fired;
 };
 
-int net__timer_queue_init(struct net__timer_queue *tq);
+/* loop is what the callbacks are passed. */
+int net__timer_queue_init(struct net__timer_queue *tq, net_loop_t *loop);
 /* Frees every timer without calling it. */
 void net__timer_queue_destroy(struct net__timer_queue *tq);
 net_timer_id_t net__timer_queue_add(struct net__timer_queue *tq, int64_t when_ns,
-                                    int64_t interval_ns, net_loop_fn fn, void *arg);
+                                    int64_t interval_ns, net_timer_fn fn, void *arg);
 int net__timer_queue_cancel(struct net__timer_queue *tq, net_timer_id_t id);
 size_t net__timer_queue_count(struct net__timer_queue *tq);
 

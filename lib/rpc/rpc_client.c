@@ -199,8 +199,10 @@ static void complete(net_rpc_client_t *c, struct call *k, uint32_t status, const
     call_free(k);
 }
 
-static void call_timed_out(void *arg)
+static void call_timed_out(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     struct call *k = arg;
     net_rpc_client_t *c = k->client;
     k->timer = 0;
@@ -277,8 +279,10 @@ static void stop_tick(net_rpc_client_t *c)
     c->tick = 0;
 }
 
-static void tick_fired(void *arg)
+static void tick_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_rpc_client_t *c = arg;
     drain_intake(c);
     if (c->outstanding || !net__wq_empty(&c->intake))

@@ -283,8 +283,10 @@ static size_t output_queued(const struct session *ss)
  * (a reset while paused: the connection dropped its output, but a reply
  * racing the reset may stay counted until the free, and the connection
  * waits for reading to resume to deliver the rest and close). */
-static void output_check(void *arg)
+static void output_check(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     struct session *ss = arg;
     if (net_conn_connected(ss->conn) && output_queued(ss) >= ss->server->out_mark / 2)
         return;
@@ -731,8 +733,10 @@ static void idle_close(struct session *ss)
  * last input, or from the first check that found the work done (a reply
  * since the last check, or work then and none now), so a connection is
  * never closed sooner than idle_timeout_ms after its last answer left. */
-static void deadlines_check(void *arg)
+static void deadlines_check(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     struct session *ss = arg;
     const struct net_rpc_server_options *o = &ss->server->opt;
     uint64_t now = net_now_ms();
@@ -925,8 +929,10 @@ static void tcp_stopped(net_server_t *tcp, void *arg)
 
 /* Polls until the requests in flight are answered or the deadline passes,
  * then stops the TCP server (which closes the connections). */
-static void stop_check(void *arg)
+static void stop_check(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_rpc_server_t *s = arg;
     uint64_t now = net_now_ms();
     if (atomic_load(&s->in_flight) > 0 && now < s->drain_deadline)

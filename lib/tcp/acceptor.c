@@ -101,8 +101,10 @@ void net__acceptor_close(struct net__acceptor *acc)
     acc->resume_timer = 0;
 }
 
-static void resume_accepting(void *arg)
+static void resume_accepting(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     struct net__acceptor *acc = arg;
     acc->resume_timer = 0;
     if (acc->spare_fd < 0)

@@ -209,8 +209,10 @@ static bool may_retry(const net_client_t *c)
 
 static void start_attempt(net_client_t *c);
 
-static void on_retry_timer(void *arg)
+static void on_retry_timer(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_client_t *c = arg;
     c->retry_timer = 0;
     start_attempt(c);
@@ -389,8 +391,10 @@ static void on_connect_event(struct net__channel *ch, unsigned revents)
     establish(c, take_socket(c));
 }
 
-static void on_connect_timeout(void *arg)
+static void on_connect_timeout(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_client_t *c = arg;
     c->timeout_timer = 0;
     close_socket(c);

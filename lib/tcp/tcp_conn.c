@@ -323,7 +323,7 @@ static bool budget_over(const struct net__budget *b, size_t limit)
     return atomic_load_explicit(&((struct net__budget *)b)->used, memory_order_relaxed) > limit;
 }
 
-static void budget_timer_fired(void *arg);
+static void budget_timer_fired(net_loop_t *loop, net_timer_id_t id, void *arg);
 
 static int budget_arm(net_conn_t *conn)
 {
@@ -334,8 +334,10 @@ static int budget_arm(net_conn_t *conn)
 
 /* Resumes once the total is below 7/8 of the budget; else looks again. The
  * timer's reference passes to the next timer. */
-static void budget_timer_fired(void *arg)
+static void budget_timer_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_conn_t *conn = arg;
     conn->budget_timer = 0;
     if (net_conn_state(conn) != NET_CONN_DISCONNECTED && conn->budget) {
@@ -416,8 +418,10 @@ static void cancel_timer(net_conn_t *conn, net_timer_id_t *id)
 
 static atomic_ullong trim_armed_ms; /* when the pending trim was scheduled; 0: none */
 
-static void trim_fired(void *arg)
+static void trim_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     (void)arg;
     atomic_store(&trim_armed_ms, 0);
     net__heap_trim();
@@ -673,8 +677,10 @@ void net__conn_close_in_loop(net_conn_t *conn)
     net__conn_handle_close(conn);
 }
 
-static void close_timer_fired(void *arg)
+static void close_timer_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_conn_t *conn = arg;
     conn->close_timer = 0;
     net__conn_handle_close(conn);
@@ -834,8 +840,10 @@ static void handle_event(struct net__channel *ch, unsigned revents)
     net_conn_unref(conn);
 }
 
-static void idle_check(void *arg)
+static void idle_check(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
+    (void)loop;
+    (void)id;
     net_conn_t *conn = arg;
     if (net_now_ms() - conn->last_input_ms >= conn->opt.idle_timeout_ms) {
         NET__LOG(NET_LOG_DEBUG, "conn %llu: idle, closing", (unsigned long long)conn->id);

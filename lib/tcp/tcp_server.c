@@ -346,8 +346,10 @@ static void close_all(struct slot *slot)
  * Normally the last connection's conn_gone completes it first; this also
  * covers a conn_gone (or a close_all) that found no memory to queue
  * itself, which would otherwise leave the stop waiting forever. */
-static void drain_deadline(void *arg)
+static void drain_deadline(net_loop_t *loop, net_timer_id_t timer_id, void *arg)
 {
+    (void)loop;
+    (void)timer_id;
     net_server_t *s = arg;
     s->drain_timer = 0;
     if (s->stopped)
