@@ -7,7 +7,7 @@
 
 static bool before(const struct net__timer *a, const struct net__timer *b)
 {
-    return a->when_ns < b->when_ns || (a->when_ns == b->when_ns && a->id < b->id);
+    return a->when_ns < b->when_ns || (a->when_ns == b->when_ns && a->node.id < b->node.id);
 }
 
 static void place(struct net__timer_heap *h, size_t i, struct net__timer *t)

@@ -9,14 +9,15 @@
 
 #include <net/loop.h>
 
+#include "loop/id_table.h"
+
 struct net__timer {
-    int64_t id;
+    struct net__id_node node; /* node.id is the timer id (> 0) */
     int64_t when_ns;     /* CLOCK_MONOTONIC, saturating */
     int64_t interval_ns; /* 0 for a one-shot timer */
     net_timer_fn fn;
     void *arg;
-    size_t slot;                /* index in the heap; SIZE_MAX when not in it */
-    struct net__timer *id_next; /* chain in the id table */
+    size_t slot; /* index in the heap; SIZE_MAX when not in it */
 };
 
 struct net__timer_heap {

@@ -33,47 +33,19 @@ int64_t net__ms_to_ns(uint64_t ms)
 
 /* ---- id table --------------------------------------------------------- */
 
-static struct net__timer **table_bucket(struct net__timer_queue *tq, int64_t id)
+static struct net__timer *timer_of(struct net__id_node *n)
 {
-    return &tq->table[(uint64_t)id & (tq->table_size - 1)];
+    return n ? net__container_of(n, struct net__timer, node) : NULL;
 }
 
-static int table_grow(struct net__timer_queue *tq)
+static struct net__timer *table_find(struct net__timer_queue *tq, net_timer_id_t id)
 {
-    size_t size = tq->table_size ? tq->table_size * 2 : 64;
-    struct net__timer **table = net__calloc(size, sizeof *table);
-    if (!table)
-        return -ENOMEM;
-    for (size_t i = 0; i < tq->table_size; i++) {
-        for (struct net__timer *t = tq->table[i], *next; t; t = next) {
-            next = t->id_next;
-            t->id_next = table[(uint64_t)t->id & (size - 1)];
-            table[(uint64_t)t->id & (size - 1)] = t;
-        }
-    }
-    net__free(tq->table);
-    tq->table = table;
-    tq->table_size = size;
-    return 0;
-}
-
-static struct net__timer *table_find(struct net__timer_queue *tq, int64_t id)
-{
-    if (!tq->table_size)
-        return NULL;
-    struct net__timer *t = *table_bucket(tq, id);
-    while (t && t->id != id)
-        t = t->id_next;
-    return t;
+    return timer_of(net__id_table_find(&tq->ids, (uint64_t)id));
 }
 
 static void table_remove(struct net__timer_queue *tq, struct net__timer *t)
 {
-    struct net__timer **p = table_bucket(tq, t->id);
-    while (*p != t)
-        p = &(*p)->id_next;
-    *p = t->id_next;
-    tq->count--;
+    net__id_table_take(&tq->ids, t->node.id);
 }
 
 /* ---- timerfd ---------------------------------------------------------- */
@@ -103,11 +75,12 @@ static void rearm(struct net__timer_queue *tq)
 
 /* ---- public operations ------------------------------------------------ */
 
-static void timer_queue_fire(struct net__channel *ch, unsigned revents);
+static void timer_queue_fire_cb(struct net__channel *ch, unsigned revents);
 
 int net__timer_queue_init(struct net__timer_queue *tq, net_loop_t *loop)
 {
     *tq = (struct net__timer_queue){.loop = loop};
+    net__id_table_init(&tq->ids);
     atomic_init(&tq->fired, 0);
     int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (fd < 0)
@@ -117,36 +90,31 @@ int net__timer_queue_init(struct net__timer_queue *tq, net_loop_t *loop)
         close(fd);
         return rc;
     }
-    net__channel_init(&tq->ch, fd, timer_queue_fire);
+    net__channel_init(&tq->ch, fd, timer_queue_fire_cb);
     return 0;
 }
 
 void net__timer_queue_destroy(struct net__timer_queue *tq)
 {
-    for (size_t i = 0; i < tq->table_size; i++) {
-        for (struct net__timer *t = tq->table[i], *next; t; t = next) {
-            next = t->id_next;
-            net__free(t);
-        }
-    }
-    net__free(tq->table);
+    for (struct net__timer *t; (t = timer_of(net__id_table_pop(&tq->ids)));)
+        net__free(t);
+    net__id_table_free(&tq->ids);
     net__timer_heap_destroy(&tq->heap);
     pthread_mutex_destroy(&tq->mu);
     close(tq->ch.fd);
 }
 
+/* The table first: it fails only before its first buckets exist, and the
+ * heap push is then the one failure left to undo. */
 static int insert(struct net__timer_queue *tq, struct net__timer *t)
 {
-    if (tq->count >= tq->table_size && table_grow(tq) < 0)
-        return -ENOMEM;
-    int rc = net__timer_heap_push(&tq->heap, t);
+    int rc = net__id_table_insert(&tq->ids, &t->node);
     if (rc < 0)
         return rc;
-    struct net__timer **b = table_bucket(tq, t->id);
-    t->id_next = *b;
-    *b = t;
-    tq->count++;
-    return 0;
+    rc = net__timer_heap_push(&tq->heap, t);
+    if (rc < 0)
+        table_remove(tq, t);
+    return rc;
 }
 
 net_timer_id_t net__timer_queue_add(struct net__timer_queue *tq, int64_t when_ns,
@@ -161,7 +129,8 @@ net_timer_id_t net__timer_queue_add(struct net__timer_queue *tq, int64_t when_ns
     pthread_mutex_lock(&tq->mu);
     /* The id is taken under the lock so ids enter the heap in order: equal
      * due times then fire in the order the adds happened. */
-    net_timer_id_t id = t->id = atomic_fetch_add(&next_timer_id, 1);
+    net_timer_id_t id = atomic_fetch_add(&next_timer_id, 1);
+    t->node.id = (uint64_t)id;
     int rc = insert(tq, t);
     if (rc == 0 && net__timer_heap_top(&tq->heap) == t)
         rearm(tq);
@@ -170,7 +139,7 @@ net_timer_id_t net__timer_queue_add(struct net__timer_queue *tq, int64_t when_ns
         net__free(t);
         return rc;
     }
-    return id; /* not t->id: once unlocked, t may already have fired and gone */
+    return id; /* not t->node.id: once unlocked, t may have fired and gone */
 }
 
 int net__timer_queue_cancel(struct net__timer_queue *tq, net_timer_id_t id)
@@ -198,7 +167,7 @@ int net__timer_queue_cancel(struct net__timer_queue *tq, net_timer_id_t id)
 size_t net__timer_queue_count(struct net__timer_queue *tq)
 {
     pthread_mutex_lock(&tq->mu);
-    size_t n = tq->count;
+    size_t n = tq->ids.count;
     pthread_mutex_unlock(&tq->mu);
     return n;
 }
@@ -216,7 +185,7 @@ static void finish_run(struct net__timer_queue *tq, struct net__timer *t, int64_
     net__free(t);
 }
 
-static void timer_queue_fire(struct net__channel *ch, unsigned revents)
+static void timer_queue_fire_cb(struct net__channel *ch, unsigned revents)
 {
     (void)revents;
     struct net__timer_queue *tq = net__container_of(ch, struct net__timer_queue, ch);
@@ -231,13 +200,14 @@ static void timer_queue_fire(struct net__channel *ch, unsigned revents)
      * callback that keeps adding due timers cannot starve I/O. */
     int64_t cutoff = atomic_load(&next_timer_id);
     struct net__timer *t;
-    while ((t = net__timer_heap_top(&tq->heap)) && t->when_ns <= now && t->id < cutoff) {
+    while ((t = net__timer_heap_top(&tq->heap)) && t->when_ns <= now &&
+           t->node.id < (uint64_t)cutoff) {
         net__timer_heap_remove(&tq->heap, t);
         tq->running = t;
         tq->running_cancelled = false;
         pthread_mutex_unlock(&tq->mu);
         net__counter_add(&tq->fired, 1); /* counted first: fn may look */
-        t->fn(tq->loop, t->id, t->arg);  /* t stays ours while running */
+        t->fn(tq->loop, (net_timer_id_t)t->node.id, t->arg); /* t stays while running */
         pthread_mutex_lock(&tq->mu);
         finish_run(tq, t, now);
         tq->running = NULL;

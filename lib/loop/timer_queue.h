@@ -16,9 +16,9 @@ struct net__timer_queue {
     pthread_mutex_t mu;
     net_loop_t *loop;          /* passed to the callbacks */
     struct net__timer_heap heap;
-    struct net__timer **table; /* id -> timer, chained */
-    size_t table_size;         /* a power of two */
-    size_t count;
+    /* id -> timer. The table has no lock of its own: mu serializes every
+     * use, from whichever thread adds or cancels. */
+    struct net__id_table ids;
     int64_t armed_ns;          /* what the timerfd is set to; 0 when disarmed */
     struct net__timer *running;
     bool running_cancelled;
