@@ -18,7 +18,12 @@
  * net_loop_run() has returned. Every functor the loop accepted runs exactly
  * once: those still queued when run returns run in net_loop_free() (or in the
  * next net_loop_run()). Timers still pending at free are discarded without
- * calling them; their arg pointers are the caller's to release. */
+ * calling them; their arg pointers are the caller's to release.
+ *
+ * Errors: functions return 0 (or a non-negative value where stated) or a
+ * negative errno / NET_E* code (net/error.h). A "Loop thread only" function
+ * checks the thread (one thread-local load) and returns NET_EWRONGTHREAD
+ * elsewhere, doing nothing; the one that returns a time gives 0 instead. */
 #ifndef NET_LOOP_H
 #define NET_LOOP_H
 
@@ -38,53 +43,72 @@ typedef struct net_loop net_loop_t;
 typedef void (*net_loop_fn)(void *arg);
 
 /* Creates an event loop owned by the calling thread and stores it in *out.
- * Returns 0, NET_ELOOPEXISTS if this thread already has a loop, -ENOMEM, or
- * the negative errno of a failed epoll/eventfd/timerfd call (e.g. -EMFILE).
+ * Returns 0, -EINVAL if out is NULL, NET_ELOOPEXISTS if this thread already
+ * has a loop, -ENOMEM, or the negative errno of a failed epoll/poll, eventfd
+ * or timerfd call (e.g. -EMFILE); *out is untouched on failure.
  * The caller owns the loop and frees it with net_loop_free() on this thread.
  * Thread-safe (it concerns only the calling thread). */
 NET_EXPORT int net_loop_new(net_loop_t **out);
 
-/* Frees a loop that is not running. Runs the functors still queued (and any
- * they queue, until none remain), discards pending timers, closes the loop's
- * own descriptors. User fd watches must have been freed before. The thread may
- * create a new loop afterwards. NULL is ignored.
- * Loop thread only; never from inside a callback of this loop. */
-NET_EXPORT void net_loop_free(net_loop_t *loop);
+/* Frees a loop that is not running: runs the functors still queued (and any
+ * they queue, until none remain), discards pending timers without calling
+ * them, closes the loop's own descriptors. User fd watches and signals must
+ * have been freed before. The thread may create a new loop afterwards.
+ * Returns 0 when the loop was freed (or loop is NULL), NET_EWRONGTHREAD when
+ * called from another thread, -EBUSY while net_loop_run() is running it
+ * (including from inside any of its callbacks) or while this free is running
+ * its last functors (from inside one of them); on an error nothing is freed
+ * and the loop goes on working.
+ * Loop thread only. */
+NET_EXPORT int net_loop_free(net_loop_t *loop);
 
-/* Runs the loop until net_loop_quit(). Before returning it runs every functor
- * queued so far. Returns 0, NET_EWRONGTHREAD if called from another thread,
- * or -EBUSY if the loop is already running. A quit requested before run
- * starts makes run return at once (after the queued functors). The loop can
- * be run again after it returns.
+/* Runs the loop until net_loop_quit(): waits, dispatches ready descriptors
+ * and due timers, runs queued functors. Before returning, for any reason
+ * after it started, it runs every functor queued so far and consumes a
+ * pending quit. A quit requested before run starts makes it return at once
+ * (after the queued functors). The loop can be run again after it returns.
+ * Returns:
+ *   0                 after net_loop_quit();
+ *   -EINVAL           loop is NULL;
+ *   NET_EWRONGTHREAD  called from another thread (nothing ran);
+ *   -EBUSY            the loop is already running (a call from inside one of
+ *                     its callbacks) or being freed (nothing ran);
+ *   another negative errno  the poller's wait failed with it (anything but
+ *                     EINTR, which is retried; e.g. -ENOMEM from poll(2)).
+ *                     The failure is not logged above debug: the caller
+ *                     decides; running again may fail the same way.
  * Loop thread only. */
 NET_EXPORT int net_loop_run(net_loop_t *loop);
 
 /* Asks the loop to return from net_loop_run() after the current iteration.
  * Works before run has started, from the loop's callbacks and from any other
  * thread (it wakes the loop). The request is consumed when run returns.
+ * loop must not be NULL.
  * Thread-safe. */
 NET_EXPORT void net_loop_quit(net_loop_t *loop);
 
 /* The calling thread's loop, or NULL if it has none. Thread-safe. */
 NET_EXPORT net_loop_t *net_loop_current(void);
 
-/* True when called on the loop's own thread. Thread-safe. */
+/* True when called on the loop's own thread; false for NULL. Thread-safe. */
 NET_EXPORT bool net_loop_in_loop_thread(const net_loop_t *loop);
 
 /* Runs fn(arg) on the loop thread: at once (before returning) when called on
  * the loop thread, otherwise queued as with net_loop_queue_in_loop().
- * Returns 0 or -ENOMEM (fn is then not run). fn must not be NULL.
+ * Returns 0, -EINVAL (NULL loop or fn) or -ENOMEM (fn is then not run).
  * Thread-safe. arg stays owned by the caller; fn may free it. */
 NET_EXPORT int net_loop_run_in_loop(net_loop_t *loop, net_loop_fn fn, void *arg);
 
 /* Queues fn(arg) to run on the loop thread in the loop's next functor phase,
  * never from inside this call. A functor queued from inside a functor runs in
  * the next iteration without waiting for I/O. Wakes the loop when needed;
- * many queued functors share one wakeup. Returns 0 or -ENOMEM.
+ * many queued functors share one wakeup. Returns 0, -EINVAL (NULL loop or
+ * fn) or -ENOMEM (fn is then not run).
  * Thread-safe. arg stays owned by the caller; fn may free it. */
 NET_EXPORT int net_loop_queue_in_loop(net_loop_t *loop, net_loop_fn fn, void *arg);
 
-/* Number of functors waiting in the queue (a snapshot). Thread-safe. */
+/* Number of functors waiting in the queue of net_loop_queue_in_loop() (a
+ * snapshot). loop must not be NULL. Thread-safe. */
 NET_EXPORT size_t net_loop_queue_size(net_loop_t *loop);
 
 /* Counters since the loop was created, for benchmarks, tests and metrics. */
@@ -99,7 +123,7 @@ struct net_loop_stats {
 /* Stores a snapshot of the loop's counters in *out. Each counter is read
  * atomically, but not all at the same instant: while the loop runs they may
  * be from slightly different moments. Each is monotonic across snapshots.
- * Thread-safe. */
+ * loop and out must not be NULL. Thread-safe. */
 NET_EXPORT void net_loop_stats(const net_loop_t *loop, struct net_loop_stats *out);
 
 /* ---- Time and timers -------------------------------------------------- */
@@ -151,14 +175,19 @@ NET_EXPORT net_timer_id_t net_loop_run_after(net_loop_t *loop, uint64_t delay_ms
 NET_EXPORT net_timer_id_t net_loop_run_every(net_loop_t *loop, uint64_t interval_ms,
                                              net_timer_fn fn, void *arg);
 
-/* Cancels a timer. After this returns the callback will not start again; it
- * may be running right now on the loop thread (a timer may cancel itself from
- * its own callback). Returns 0 when a pending or repeating timer was stopped,
- * -ENOENT when the id is unknown, already fired (one-shot) or cancelled.
+/* Cancels a timer of loop. After this returns the callback will not start
+ * again; it may be running right now on the loop thread (a timer may cancel
+ * itself from its own callback, with the id it is passed). Returns 0 when a
+ * pending or repeating timer was stopped, -ENOENT when the id is unknown
+ * (or <= 0, or another loop's), already fired (one-shot: also while its
+ * callback is running) or cancelled, -EINVAL if loop is NULL. The timer's
+ * arg is the caller's again once this returns 0 and, if the callback may be
+ * running, once it has returned.
  * Thread-safe. */
 NET_EXPORT int net_timer_cancel(net_loop_t *loop, net_timer_id_t id);
 
-/* Number of pending timers (a snapshot). Thread-safe. */
+/* Number of timers not yet fired or cancelled (a snapshot; a repeating timer
+ * counts until cancelled). loop must not be NULL. Thread-safe. */
 NET_EXPORT size_t net_loop_timer_count(net_loop_t *loop);
 
 /* ---- Watching file descriptors --------------------------------------- */
@@ -174,35 +203,43 @@ enum {
 
 typedef struct net_watch net_watch_t;
 
-/* Called on the loop thread with the ready bits. The callback may change the
- * interest or free the watch (w must not be used after net_watch_free). */
+/* Called on the loop thread with the ready bits (NET_READABLE, NET_WRITABLE,
+ * NET_ERROR, NET_HUP). The callback may change the interest or free the
+ * watch (w must not be used after net_watch_free). */
 typedef void (*net_watch_fn)(net_watch_t *w, int fd, unsigned events, void *arg);
 
 /* Starts watching fd (level-triggered) for the events in `events` (a mix of
  * NET_READABLE and NET_WRITABLE, possibly 0 to register without interest).
  * The fd stays owned by the caller and must stay open until the watch is
- * freed. One watch per fd per loop. Stores the watch in *out.
- * Returns 0, -EINVAL, -ENOMEM, NET_EWRONGTHREAD, or the poller's errno
- * (e.g. -EEXIST if the fd is already watched, -EPERM for a regular file
- * under epoll).
+ * freed; the watch is the caller's and must be freed with net_watch_free()
+ * before the loop is. One watch per fd per loop. Stores the watch in *out.
+ * Returns 0, -EINVAL (NULL loop, fn or out, fd < 0, other bits in events),
+ * NET_EWRONGTHREAD, -ENOMEM, or the poller's negative errno (e.g. -EEXIST
+ * if the fd is already watched, -EPERM for a regular file under epoll).
  * Loop thread only. */
 NET_EXPORT int net_watch_new(net_loop_t *loop, int fd, unsigned events,
                              net_watch_fn fn, void *arg, net_watch_t **out);
 
-/* Replaces the interest set. Returns 0 or a negative errno.
+/* Replaces the interest set (NET_READABLE and/or NET_WRITABLE, or 0).
+ * Returns 0, -EINVAL (NULL w or other bits), NET_EWRONGTHREAD, or the
+ * poller's negative errno; on an error the interest set is unchanged.
  * Loop thread only. */
 NET_EXPORT int net_watch_set(net_watch_t *w, unsigned events);
 
-/* The current interest set. Loop thread only. */
-NET_EXPORT unsigned net_watch_events(const net_watch_t *w);
+/* The current interest set (>= 0: NET_READABLE and/or NET_WRITABLE bits),
+ * -EINVAL for NULL, or NET_EWRONGTHREAD.
+ * Loop thread only. */
+NET_EXPORT int net_watch_events(const net_watch_t *w);
 
 /* Stops watching and frees the watch (not the fd). Safe from inside any
  * callback of the same loop, including the watch's own; no callback for this
- * watch runs afterwards. NULL is ignored.
+ * watch runs afterwards. Returns 0 (also for NULL), or NET_EWRONGTHREAD when
+ * called from another thread (nothing is freed; the watch goes on).
  * Loop thread only. */
-NET_EXPORT void net_watch_free(net_watch_t *w);
+NET_EXPORT int net_watch_free(net_watch_t *w);
 
-/* The name of the poller backend in use: "epoll" or "poll". Thread-safe. */
+/* The name of the poller backend in use: "epoll" or "poll" (a static
+ * string). loop must not be NULL. Thread-safe. */
 NET_EXPORT const char *net_loop_backend(const net_loop_t *loop);
 
 #ifdef __cplusplus

@@ -54,7 +54,7 @@ uint64_t net_loop_now_ms(const net_loop_t *loop)
 
 /* ---- wakeup ----------------------------------------------------------- */
 
-static void wakeup_read(struct net__channel *ch, unsigned revents)
+static void wakeup_read_cb(struct net__channel *ch, unsigned revents)
 {
     (void)revents;
     uint64_t value;
@@ -104,7 +104,7 @@ static int loop_open(net_loop_t *loop)
         rc = -errno;
         goto fail_eventfd;
     }
-    net__channel_init(&loop->wakeup, efd, wakeup_read);
+    net__channel_init(&loop->wakeup, efd, wakeup_read_cb);
     update_now(loop);
     if ((rc = net__timer_queue_init(&loop->timers, loop)) < 0)
         goto fail_timers;
@@ -129,8 +129,8 @@ int net_loop_new(net_loop_t **out)
 {
     if (!out)
         return -EINVAL;
-    if (current_loop) {
-        NET__LOG(NET_LOG_ERROR, "net_loop_new: this thread already has a loop");
+    if (current_loop) { /* the caller gets the code: debug only */
+        NET__LOG(NET_LOG_DEBUG, "net_loop_new: this thread already has a loop");
         return NET_ELOOPEXISTS;
     }
     net_loop_t *loop = net__calloc(1, sizeof *loop);
@@ -147,15 +147,30 @@ int net_loop_new(net_loop_t **out)
     return 0;
 }
 
-void net_loop_free(net_loop_t *loop)
+static int loop_free_check(const net_loop_t *loop)
+{
+    if (!net_loop_in_loop_thread(loop)) {
+        NET__LOG(NET_LOG_DEBUG, "net_loop_free: not the loop's thread");
+        return NET_EWRONGTHREAD;
+    }
+    if (loop->running) {
+        NET__LOG(NET_LOG_DEBUG, "net_loop_free: the loop is running");
+        return -EBUSY;
+    }
+    return 0;
+}
+
+int net_loop_free(net_loop_t *loop)
 {
     if (!loop)
-        return;
-    if (!net_loop_in_loop_thread(loop)) {
-        NET__LOG(NET_LOG_ERROR, "net_loop_free called off the loop thread; loop leaked");
-        return;
-    }
-    /* Every accepted functor runs exactly once, even those queued late. */
+        return 0;
+    int rc = loop_free_check(loop);
+    if (rc < 0)
+        return rc;
+    /* Every accepted functor runs exactly once, even those queued late.
+     * Marked running meanwhile: a functor's run or free then gets -EBUSY
+     * instead of running or freeing the loop under our feet. */
+    loop->running = true;
     while (run_functors(loop) > 0) {
     }
     net__fqueue_destroy(&loop->functors);
@@ -165,6 +180,7 @@ void net_loop_free(net_loop_t *loop)
     current_loop = NULL;
     net__free(loop->scratch);
     net__free(loop);
+    return 0;
 }
 
 /* ---- running ---------------------------------------------------------- */
@@ -230,8 +246,8 @@ static int run_once(net_loop_t *loop)
     int timeout = work_waiting(loop) ? 0 : -1;
     struct net__ready *ready;
     int n = loop->ops->wait(loop->poller, timeout, &ready);
-    if (n < 0 && n != -EINTR) {
-        NET__LOG_RL(NET_LOG_ERROR, "%s wait failed: %s", loop->ops->name, net_strerror(n));
+    if (n < 0 && n != -EINTR) { /* run returns it: debug only */
+        NET__LOG_RL(NET_LOG_DEBUG, "%s wait failed: %s", loop->ops->name, net_strerror(n));
         return n;
     }
     net__counter_add(&loop->iterations, 1);
@@ -244,6 +260,8 @@ static int run_once(net_loop_t *loop)
 
 int net_loop_run(net_loop_t *loop)
 {
+    if (!loop)
+        return -EINVAL;
     if (!net_loop_in_loop_thread(loop))
         return NET_EWRONGTHREAD;
     if (loop->running)

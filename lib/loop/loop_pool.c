@@ -22,6 +22,8 @@ int net_loop_pool_start(net_loop_t *base, size_t nthreads, const char *name,
 {
     if (!base || !out || nthreads > POOL_THREADS_MAX)
         return -EINVAL;
+    if (!net_loop_in_loop_thread(base))
+        return NET_EWRONGTHREAD;
     net_loop_pool_t *pool = net__calloc(1, sizeof *pool);
     if (!pool || !(pool->threads = net__calloc(nthreads ? nthreads : 1, sizeof *pool->threads))) {
         net__free(pool);
@@ -70,12 +72,15 @@ net_loop_t *net_loop_pool_get(net_loop_pool_t *pool, size_t i)
     return pool->n ? net_loop_thread_loop(pool->threads[i]) : pool->base;
 }
 
-void net_loop_pool_join(net_loop_pool_t *pool)
+int net_loop_pool_join(net_loop_pool_t *pool)
 {
     if (!pool)
-        return;
+        return 0;
+    if (!net_loop_in_loop_thread(pool->base))
+        return NET_EWRONGTHREAD;
     for (size_t i = 0; i < pool->n; i++)
-        net_loop_thread_join(pool->threads[i]);
+        net_loop_thread_join(pool->threads[i]); /* 0: the base thread is none of them */
     net__free(pool->threads);
     net__free(pool);
+    return 0;
 }

@@ -15,7 +15,7 @@ struct net_loop_thread {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool ready;          /* the thread reported its start (loop or error) */
-    bool stop_requested; /* stop() has quit the loop: the thread may free it */
+    bool stop_requested; /* join has quit the loop: the thread may free it */
     int start_rc;
     net_loop_t *loop;
     net_loop_init_fn init;
@@ -47,14 +47,14 @@ static void *loop_thread_main(void *p)
     if (t->init)
         t->init(loop, t->init_arg);
     report_start(t, loop, 0);
-    /* The loop lives until stop(): someone else quitting it only ends a run,
-     * and stop() may still be inside net_loop_quit() when run returns. */
+    /* The loop lives until join: someone else quitting it only ends a run,
+     * and join may still be inside net_loop_quit() when run returns. */
     pthread_mutex_lock(&t->mu);
     while (!t->stop_requested) {
         pthread_mutex_unlock(&t->mu);
         rc = net_loop_run(loop);
         pthread_mutex_lock(&t->mu);
-        if (rc < 0) { /* the poller broke: do not spin, wait for stop */
+        if (rc < 0) { /* the poller broke: nobody sees rc, so log it; wait for join */
             NET__LOG(NET_LOG_ERROR, "loop thread %s: run failed: %s", t->name, net_strerror(rc));
             while (!t->stop_requested)
                 pthread_cond_wait(&t->cond, &t->mu);
@@ -126,10 +126,12 @@ net_loop_t *net_loop_thread_loop(net_loop_thread_t *t)
     return t ? t->loop : NULL;
 }
 
-void net_loop_thread_join(net_loop_thread_t *t)
+int net_loop_thread_join(net_loop_thread_t *t)
 {
     if (!t)
-        return;
+        return 0;
+    if (net_loop_in_loop_thread(t->loop)) /* joining itself would hang */
+        return NET_EWRONGTHREAD;
     pthread_mutex_lock(&t->mu);
     t->stop_requested = true;
     net_loop_quit(t->loop); /* under the lock: the thread cannot free the loop yet */
@@ -137,4 +139,5 @@ void net_loop_thread_join(net_loop_thread_t *t)
     pthread_mutex_unlock(&t->mu);
     pthread_join(t->thread, NULL);
     loop_thread_destroy(t);
+    return 0;
 }

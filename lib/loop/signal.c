@@ -20,7 +20,7 @@ struct net_signal {
     void *arg;
 };
 
-static void signal_event(struct net__channel *ch, unsigned revents)
+static void signal_event_cb(struct net__channel *ch, unsigned revents)
 {
     (void)revents;
     net_signal_t *s = net__container_of(ch, net_signal_t, ch);
@@ -67,7 +67,7 @@ int net_signal_new(net_loop_t *loop, const int *signals, size_t n, net_signal_fn
         return fd;
     }
     *s = (net_signal_t){.loop = loop, .fn = fn, .arg = arg};
-    net__channel_init(&s->ch, fd, signal_event);
+    net__channel_init(&s->ch, fd, signal_event_cb);
     s->ch.interest = NET_READABLE;
     int rc = net__loop_add_channel(loop, &s->ch);
     if (rc < 0) {
@@ -79,16 +79,19 @@ int net_signal_new(net_loop_t *loop, const int *signals, size_t n, net_signal_fn
     return 0;
 }
 
-void net_signal_free(net_signal_t *s)
+int net_signal_free(net_signal_t *s)
 {
     if (!s)
-        return;
+        return 0;
+    if (!net_loop_in_loop_thread(s->loop))
+        return NET_EWRONGTHREAD;
     net__loop_remove_channel(s->loop, &s->ch);
     close(s->ch.fd);
     net__free(s);
+    return 0;
 }
 
-static void quit_on_signal(net_signal_t *s, int signo, void *arg)
+static void quit_on_signal_cb(net_signal_t *s, int signo, void *arg)
 {
     (void)s;
     NET__LOG(NET_LOG_INFO, "signal %d: stopping the loop", signo);
@@ -98,5 +101,5 @@ static void quit_on_signal(net_signal_t *s, int signo, void *arg)
 int net_signal_quit_on_term(net_loop_t *loop, net_signal_t **out)
 {
     static const int term[] = {SIGINT, SIGTERM};
-    return net_signal_new(loop, term, 2, quit_on_signal, loop, out);
+    return net_signal_new(loop, term, 2, quit_on_signal_cb, loop, out);
 }

@@ -12,7 +12,7 @@ struct net_watch {
     void *arg;
 };
 
-static void watch_event(struct net__channel *ch, unsigned revents)
+static void watch_event_cb(struct net__channel *ch, unsigned revents)
 {
     net_watch_t *w = net__container_of(ch, net_watch_t, ch);
     w->fn(w, ch->fd, revents, w->arg); /* may free w: touch nothing after */
@@ -29,7 +29,7 @@ int net_watch_new(net_loop_t *loop, int fd, unsigned events, net_watch_fn fn, vo
     if (!w)
         return -ENOMEM;
     *w = (net_watch_t){.loop = loop, .fn = fn, .arg = arg};
-    net__channel_init(&w->ch, fd, watch_event);
+    net__channel_init(&w->ch, fd, watch_event_cb);
     w->ch.interest = events;
     int rc = net__loop_add_channel(loop, &w->ch);
     if (rc < 0) {
@@ -56,15 +56,22 @@ int net_watch_set(net_watch_t *w, unsigned events)
     return rc;
 }
 
-unsigned net_watch_events(const net_watch_t *w)
-{
-    return w ? w->ch.interest : 0;
-}
-
-void net_watch_free(net_watch_t *w)
+int net_watch_events(const net_watch_t *w)
 {
     if (!w)
-        return;
+        return -EINVAL;
+    if (!net_loop_in_loop_thread(w->loop))
+        return NET_EWRONGTHREAD;
+    return (int)w->ch.interest;
+}
+
+int net_watch_free(net_watch_t *w)
+{
+    if (!w)
+        return 0;
+    if (!net_loop_in_loop_thread(w->loop))
+        return NET_EWRONGTHREAD;
     net__loop_remove_channel(w->loop, &w->ch);
     net__free(w);
+    return 0;
 }
