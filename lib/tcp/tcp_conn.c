@@ -1,5 +1,5 @@
 /* A TCP connection (muduo's TcpConnection): its life, reading, closing and
- * options. The write path is in conn_write.c.
+ * options. The write path is in conn_output.c.
  *
  * All socket I/O and all state changes except the first step of shutdown and
  * force_close happen on the connection's loop thread. The state is atomic so

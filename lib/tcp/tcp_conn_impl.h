@@ -1,5 +1,5 @@
 /* The connection object, shared by its two halves: tcp_conn.c (life,
- * reading, closing, options) and conn_write.c (the write path). Nothing
+ * reading, closing, options) and conn_output.c (the write path). Nothing
  * outside those two files includes this. */
 #ifndef NET__TCP_CONN_IMPL_H
 #define NET__TCP_CONN_IMPL_H
@@ -34,7 +34,7 @@ struct net_conn {
     atomic_size_t high_water;
     atomic_ullong bytes_in, bytes_out;
 
-    /* The write path (conn_write.c). Any thread pushes onto `wq`; the loop
+    /* The write path (conn_output.c). Any thread pushes onto `wq`; the loop
      * thread moves what was pushed onto `pend` (FIFO) and writes from there.
      * `flushing` is the flush token: whoever sets it from false to true must
      * make sure a flush runs; it returns to false only when the loop found
@@ -96,7 +96,7 @@ void net__conn_set_interest(net_conn_t *conn, unsigned interest);
 /* NET_READABLE when the connection wants input, else 0. */
 unsigned net__conn_read_interest(const net_conn_t *conn);
 
-/* ---- provided by conn_write.c ---- */
+/* ---- provided by conn_output.c ---- */
 
 /* Initialises the write path of a new connection. */
 void net__conn_output_init(net_conn_t *conn);
