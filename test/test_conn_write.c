@@ -1,9 +1,8 @@
-/* The connection's write path (lib/tcp/conn_write.c): the wait-free write queue
+/* The connection's output (lib/tcp/conn_output.c): the wait-free write queue
  * seen from the public API. Many senders share one wakeup, bytes are counted
- * when a send accepts them (high water, output_queued, max_output), the
- * run_in_loop path (xsend_via_loop) still works, and per-thread order holds
- * on both paths. The end-to-end order and shutdown cases of the cross-thread
- * path are in test_tcp.c (tcp_cross_thread_send_*).
+ * when a send accepts them (high water, output_queued, max_output), and
+ * per-thread order holds. The end-to-end order and shutdown cases of the
+ * cross-thread path are in test_tcp.c (tcp_cross_thread_send_*).
  *
  * The server runs on a loop thread with one I/O thread, so the scenario's
  * main thread is "another thread" for the connection. The peer is a blocking
@@ -217,8 +216,8 @@ static size_t queued(net_conn_t *conn)
 /* ---- scenarios --------------------------------------------------------------- */
 
 /* 4 threads x 1000 sends while the loop cannot run: one posted flush task,
- * no functor and at most one eventfd write for all of them (the run_in_loop
- * path needs 4000 functors), and every byte counted as queued at once. */
+ * no functor and at most one eventfd write for all of them (a functor per
+ * send would be 4000), and every byte counted as queued at once. */
 TEST(xsend_senders_share_one_wakeup)
 {
     options();
@@ -235,22 +234,6 @@ TEST(xsend_senders_share_one_wakeup)
     recv_messages(fx.fd, 1000);
     WAIT_UNTIL(queued(conn) == 0);
     WAIT_UNTIL(atomic_load(&fx.write_completes) >= 1);
-    finish(conn);
-}
-
-/* The first cross-thread path is still there behind its option: one functor
- * per send, same guarantees. */
-TEST(xsend_via_loop_option_keeps_order)
-{
-    options();
-    fx.opt.conn.xsend_via_loop = true;
-    net_conn_t *conn = start(0);
-    net_loop_t *loop = net_conn_loop(conn);
-    park(conn);
-    run_senders(conn, 500);
-    CHECK_EQ(net_loop_queue_size(loop), SENDERS * 500);
-    unpark();
-    recv_messages(fx.fd, 500);
     finish(conn);
 }
 
