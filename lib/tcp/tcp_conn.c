@@ -786,7 +786,9 @@ int net__conn_sendv(net_conn_t *conn, const struct iovec *iov, int n)
     size_t len = 0;
     for (int i = 0; i < n; i++)
         len += iov[i].iov_len;
-    return net_conn_connected(conn) ? send_queued(conn, iov, n, len) : -ENOTCONN;
+    if (!net_conn_connected(conn))
+        return -ENOTCONN;
+    return len ? send_queued(conn, iov, n, len) : 0; /* an empty node would never leave */
 }
 
 /* The pieces are valid and their total fits a size_t. */
