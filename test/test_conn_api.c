@@ -23,25 +23,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <net/addr.h>
-#include <net/loop.h>
-#include <net/loop_thread.h>
-#include <net/tcp_conn.h>
-#include <net/tcp_server.h>
-
-#include "net_test_util.h"
+#include "conn_fixture.h"
 
 static struct {
-    struct net_server_options opt;
-    net_loop_thread_t *base;
-    net_server_t *server;
-    struct net_test_conn_keeper keeper;
     atomic_size_t received; /* bytes on_message took */
     atomic_int high_waters, write_completes;
     atomic_size_t high_water_queued;
-    atomic_bool parked, release, stopped;
     atomic_bool wc_needs_empty; /* on_write_complete checks output_queued == 0 */
-    int fd; /* the peer */
 } fx;
 
 /* ---- the server ------------------------------------------------------------- */
@@ -72,98 +60,18 @@ static void on_write_complete(net_conn_t *conn, void *arg)
     atomic_fetch_add(&fx.write_completes, 1);
 }
 
-static void server_init(net_loop_t *loop, void *arg)
-{
-    (void)arg;
-    struct net_conn_callbacks cbs = {.on_connection = net_test_keep_conn,
-                                     .on_message = on_message,
-                                     .on_high_water = on_high_water,
-                                     .on_write_complete = on_write_complete,
-                                     .arg = &fx.keeper};
-    net_addr_t addr;
-    CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
-    CHECK_OK(net_server_new(loop, &addr, &fx.opt, &cbs, &fx.server));
-    CHECK_OK(net_server_start(fx.server));
-}
-
-/* The server's defaults with all-zero connection options. */
+/* The server's defaults (no I/O threads) with all-zero connection
+ * options, and every callback. */
 static void options(void)
 {
-    net_server_options_init(&fx.opt);
-    memset(&fx.opt.conn, 0, sizeof fx.opt.conn);
+    net_server_options_init(&conn_fx.opt);
+    memset(&conn_fx.opt.conn, 0, sizeof conn_fx.opt.conn);
+    conn_fx.cbs = (struct net_conn_callbacks){.on_message = on_message,
+                                              .on_high_water = on_high_water,
+                                              .on_write_complete = on_write_complete};
 }
 
-/* Starts the server with fx.opt and connects one peer; returns the server's
- * side of the connection (the keeper holds a reference). */
-static net_conn_t *start(int rcvbuf)
-{
-    net_test_watchdog_start();
-    CHECK_OK(net_loop_thread_start("base", server_init, NULL, &fx.base));
-    fx.fd = net_test_connect(net_server_addr(fx.server), rcvbuf);
-    WAIT_UNTIL(atomic_load(&fx.keeper.ups) == 1);
-    net_conn_t *conn = atomic_load(&fx.keeper.conn);
-    CHECK(!net_loop_in_loop_thread(net_conn_loop(conn)));
-    return conn;
-}
-
-static void server_stopped(net_server_t *server, void *arg)
-{
-    (void)server, (void)arg;
-    atomic_store(&fx.stopped, true);
-}
-
-static void server_stop(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_server_stop(fx.server, 100, server_stopped, NULL));
-}
-
-static void server_free(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_server_free(fx.server));
-}
-
-/* Closes the peer (if still open), waits for the connection to go down,
- * and tears the server down. */
-static void finish(net_conn_t *conn)
-{
-    if (fx.fd >= 0)
-        close(fx.fd);
-    WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
-    net_conn_unref(conn);
-    net_loop_t *loop = net_loop_thread_loop(fx.base);
-    CHECK_OK(net_loop_run_in_loop(loop, server_stop, NULL));
-    WAIT_UNTIL(atomic_load(&fx.stopped));
-    CHECK_OK(net_loop_run_in_loop(loop, server_free, NULL));
-    CHECK_OK(net_loop_thread_join(fx.base));
-}
-
-/* ---- parking the loop, and a functor queue with no room ------------------- */
-
-static void park_fn(void *arg)
-{
-    (void)arg;
-    atomic_store(&fx.parked, true);
-    uint64_t deadline = net_test_now_ms() + NET_TEST_WAIT_MS;
-    while (!atomic_load(&fx.release)) {
-        CHECK(net_test_now_ms() < deadline);
-        net_test_sleep_ms(1);
-    }
-}
-
-static void park(net_conn_t *conn)
-{
-    atomic_store(&fx.release, false);
-    atomic_store(&fx.parked, false);
-    CHECK_OK(net_loop_queue_in_loop(net_conn_loop(conn), park_fn, NULL));
-    WAIT_UNTIL(atomic_load(&fx.parked));
-}
-
-static void unpark(void)
-{
-    atomic_store(&fx.release, true);
-}
+/* ---- a functor queue with no room ------------------------------------------ */
 
 static void noop_cb(void *arg)
 {
@@ -175,7 +83,7 @@ static void noop_cb(void *arg)
  * hands the loop a functor fails. */
 static void park_without_memory(net_conn_t *conn)
 {
-    park(conn);
+    conn_fx_park(conn);
     net_test_fail_allocs_from(1);
     int n = 0;
     while (net_loop_queue_in_loop(net_conn_loop(conn), noop_cb, NULL) == 0)
@@ -183,12 +91,23 @@ static void park_without_memory(net_conn_t *conn)
     CHECK_EQ(net_loop_queue_in_loop(net_conn_loop(conn), noop_cb, NULL), -ENOMEM);
 }
 
+/* The test allocator first (before any other netloop call), then the
+ * connection, then its loop parked with the functor queue full. */
+static net_conn_t *start_parked_without_memory(void)
+{
+    net_test_fail_allocs_from(SIZE_MAX);
+    options();
+    net_conn_t *conn = conn_fx_start(0);
+    park_without_memory(conn);
+    return conn;
+}
+
 /* Gives memory back, lets the loop go and waits until it has run what it
  * was handed meanwhile (posted work runs before queued functors). */
 static void unpark_with_memory(net_conn_t *conn)
 {
     net_test_fail_allocs_from(SIZE_MAX);
-    unpark();
+    conn_fx_unpark();
     net_test_on_loop(net_conn_loop(conn), noop_cb, NULL);
 }
 
@@ -247,7 +166,7 @@ static void opt_call_fn(void *arg)
 TEST(conn_socket_options_off_loop_ewrongthread)
 {
     options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     int fd = fd_of(conn);
     CHECK_EQ(int_opt(fd, IPPROTO_TCP, TCP_NODELAY), 1); /* the default */
     CHECK_EQ(int_opt(fd, SOL_SOCKET, SO_KEEPALIVE), 0);
@@ -266,7 +185,7 @@ TEST(conn_socket_options_off_loop_ewrongthread)
     CHECK_EQ(c.nodelay_after_on, 1);
     CHECK_EQ(c.keepalive_rc, 0);
     CHECK_EQ(c.keepalive_after, 1);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* ---- options ------------------------------------------------------------------ */
@@ -277,31 +196,31 @@ TEST(conn_socket_options_off_loop_ewrongthread)
 TEST(conn_options_all_zero_are_the_defaults)
 {
     options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     static char chunk[MiB];
-    park(conn); /* nothing drains: the crossing comes at exactly 64 MiB */
+    conn_fx_park(conn); /* nothing drains: the crossing comes at exactly 64 MiB */
     for (int i = 0; i < 64; i++)
         CHECK_OK(net_conn_send(conn, chunk, sizeof chunk));
-    unpark();
+    conn_fx_unpark();
     WAIT_UNTIL(atomic_load(&fx.high_waters) == 1);
     CHECK_EQ(atomic_load(&fx.high_water_queued), 64 * MiB);
     CHECK_OK(net_conn_force_close(conn));
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 static void nagle_options(void)
 {
     options();
-    fx.opt.conn.nagle = true;
+    conn_fx.opt.conn.nagle = true;
 }
 
 /* nagle = true leaves Nagle's algorithm on. */
 TEST(conn_option_nagle_leaves_nodelay_off)
 {
     nagle_options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     CHECK_EQ(int_opt(fd_of(conn), IPPROTO_TCP, TCP_NODELAY), 0);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* NET_NO_TIMEOUT is off, like 0: no idle timer is made for the connection
@@ -309,18 +228,18 @@ TEST(conn_option_nagle_leaves_nodelay_off)
 TEST(conn_idle_timeout_no_timeout_adds_no_timer)
 {
     options();
-    fx.opt.conn.idle_timeout_ms = NET_NO_TIMEOUT;
-    net_conn_t *conn = start(0);
+    conn_fx.opt.conn.idle_timeout_ms = NET_NO_TIMEOUT;
+    net_conn_t *conn = conn_fx_start(0);
     net_loop_t *loop = net_conn_loop(conn);
     size_t with_conn = net_loop_timer_count(loop);
-    int fd2 = net_test_connect(net_server_addr(fx.server), 0);
-    WAIT_UNTIL(atomic_load(&fx.keeper.ups) == 2);
+    int fd2 = net_test_connect(net_server_addr(conn_fx.server), 0);
+    WAIT_UNTIL(atomic_load(&conn_fx.keeper.ups) == 2);
     CHECK_EQ(net_loop_timer_count(loop), with_conn);
     close(fd2);
-    WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
-    atomic_store(&fx.keeper.downs, 0);
-    net_conn_unref(atomic_exchange(&fx.keeper.conn, NULL));
-    finish(conn);
+    WAIT_UNTIL(atomic_load(&conn_fx.keeper.downs) == 1);
+    atomic_store(&conn_fx.keeper.downs, 0);
+    net_conn_unref(atomic_exchange(&conn_fx.keeper.conn, NULL));
+    conn_fx_finish(conn);
 }
 
 /* ---- handing work to the loop without memory --------------------------------- */
@@ -329,17 +248,14 @@ TEST(conn_idle_timeout_no_timeout_adds_no_timer)
  * and no memory: both return 0, and the last of many wins. */
 TEST(conn_stop_start_read_from_thread_without_memory)
 {
-    net_test_fail_allocs_from(SIZE_MAX); /* installs the test allocator */
-    options();
-    net_conn_t *conn = start(0);
-    park_without_memory(conn);
+    net_conn_t *conn = start_parked_without_memory();
     for (int i = 0; i < 100; i++) {
         CHECK_OK(net_conn_stop_read(conn));
         CHECK_OK(net_conn_start_read(conn));
     }
     CHECK_OK(net_conn_stop_read(conn));
     unpark_with_memory(conn);
-    CHECK(net_test_send_all(fx.fd, "ping", 4));
+    CHECK(net_test_send_all(conn_fx.fd, "ping", 4));
     net_test_sleep_ms(100);
     CHECK_EQ(atomic_load(&fx.received), 0); /* reading stopped */
 
@@ -347,43 +263,37 @@ TEST(conn_stop_start_read_from_thread_without_memory)
     CHECK_OK(net_conn_start_read(conn));
     unpark_with_memory(conn);
     WAIT_UNTIL(atomic_load(&fx.received) == 4);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* shutdown from another thread without memory: the peer reads EOF. */
 TEST(conn_shutdown_from_thread_without_memory)
 {
-    net_test_fail_allocs_from(SIZE_MAX);
-    options();
-    net_conn_t *conn = start(0);
-    park_without_memory(conn);
+    net_conn_t *conn = start_parked_without_memory();
     CHECK_OK(net_conn_shutdown(conn));
     CHECK_EQ(net_conn_state(conn), NET_CONN_DISCONNECTING);
     CHECK_EQ(net_conn_shutdown(conn), -ENOTCONN);
     unpark_with_memory(conn);
     char c;
-    CHECK_EQ(recv(fx.fd, &c, 1, 0), 0); /* EOF (the socket's timeout bounds the wait) */
-    finish(conn);
+    CHECK_EQ(recv(conn_fx.fd, &c, 1, 0), 0); /* EOF (the socket's timeout bounds the wait) */
+    conn_fx_finish(conn);
 }
 
 /* force_close from another thread without memory: the connection goes
  * down and the peer sees the close. */
 TEST(conn_force_close_from_thread_without_memory)
 {
-    net_test_fail_allocs_from(SIZE_MAX);
-    options();
-    net_conn_t *conn = start(0);
-    park_without_memory(conn);
+    net_conn_t *conn = start_parked_without_memory();
     CHECK_OK(net_conn_force_close(conn));
     CHECK_EQ(net_conn_force_close(conn), -ENOTCONN);
     unpark_with_memory(conn);
-    WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
+    WAIT_UNTIL(atomic_load(&conn_fx.keeper.downs) == 1);
     char c;
-    CHECK(recv(fx.fd, &c, 1, 0) <= 0); /* EOF or a reset */
+    CHECK(recv(conn_fx.fd, &c, 1, 0) <= 0); /* EOF or a reset */
     CHECK_EQ(net_conn_stop_read(conn), -ENOTCONN);
     CHECK_EQ(net_conn_start_read(conn), -ENOTCONN);
     CHECK_EQ(net_conn_force_close_after(conn, 1), -ENOTCONN);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* force_close_after needs a timer, and says so: -ENOMEM without memory
@@ -392,7 +302,7 @@ TEST(conn_force_close_after_enomem_then_latest_wins)
 {
     net_test_fail_allocs_from(SIZE_MAX);
     options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     net_test_fail_allocs_from(1);
     CHECK_EQ(net_conn_force_close_after(conn, 1), -ENOMEM);
     net_test_fail_allocs_from(SIZE_MAX);
@@ -401,9 +311,9 @@ TEST(conn_force_close_after_enomem_then_latest_wins)
     CHECK_OK(net_conn_force_close_after(conn, 60000));
     uint64_t t0 = net_test_now_ms();
     CHECK_OK(net_conn_force_close_after(conn, 20));
-    WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
+    WAIT_UNTIL(atomic_load(&conn_fx.keeper.downs) == 1);
     CHECK(net_test_now_ms() - t0 < NET_TEST_WAIT_MS);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* The calls refuse NULL. */
@@ -439,18 +349,18 @@ static void small_then_big_fn(void *arg)
 TEST(conn_write_complete_not_reported_while_backlog_queued)
 {
     options();
-    fx.opt.conn.high_water_mark = 64 * KiB;
+    conn_fx.opt.conn.high_water_mark = 64 * KiB;
     atomic_store(&fx.wc_needs_empty, true);
-    net_conn_t *conn = start(4 * KiB);
+    net_conn_t *conn = conn_fx_start(4 * KiB);
     net_test_on_loop(net_conn_loop(conn), small_then_big_fn, conn);
     WAIT_UNTIL(atomic_load(&fx.high_waters) == 1);
     net_test_sleep_ms(50); /* room for a stale write-complete to show up */
     CHECK_EQ(atomic_load(&fx.write_completes), 0);
     static char got[10 + BIG];
-    net_test_recv_exact(fx.fd, got, sizeof got);
+    net_test_recv_exact(conn_fx.fd, got, sizeof got);
     CHECK_MEM_EQ(got, "0123456789", 10);
     WAIT_UNTIL(atomic_load(&fx.write_completes) >= 1);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* ---- net_conn_sendv ------------------------------------------------------------- */
@@ -476,7 +386,7 @@ static void sendv_on_loop_fn(void *arg)
 TEST(conn_sendv_arguments_and_loop_thread)
 {
     options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     struct iovec iov[2] = {{"ab", 2}, {NULL, 0}};
     CHECK_EQ(net_conn_sendv(conn, iov, -1), -EINVAL);
     CHECK_EQ(net_conn_sendv(conn, NULL, 1), -EINVAL);
@@ -492,14 +402,14 @@ TEST(conn_sendv_arguments_and_loop_thread)
     CHECK_EQ(c.rc, 0);
     CHECK_EQ(c.queued_after, 4);
     char got[4];
-    net_test_recv_exact(fx.fd, got, sizeof got);
+    net_test_recv_exact(conn_fx.fd, got, sizeof got);
     CHECK_MEM_EQ(got, "abcd", 4);
-    struct pollfd p = {.fd = fx.fd, .events = POLLIN};
+    struct pollfd p = {.fd = conn_fx.fd, .events = POLLIN};
     CHECK_EQ(poll(&p, 1, 50), 0); /* the empty sends left nothing */
     CHECK_OK(net_conn_force_close(conn));
-    WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
+    WAIT_UNTIL(atomic_load(&conn_fx.keeper.downs) == 1);
     CHECK_EQ(net_conn_sendv(conn, iov, 1), -ENOTCONN);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* Many threads, each message in pieces of varied sizes (an empty one
@@ -562,17 +472,17 @@ static void recv_sendv_messages(int fd, uint32_t per_sender)
 TEST(conn_sendv_many_threads_each_call_contiguous)
 {
     options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     uint32_t per_sender = SCALED(5000, 1000);
     struct sender s[SENDERS];
     for (uint32_t i = 0; i < SENDERS; i++) {
         s[i] = (struct sender){.conn = conn, .id = i, .count = per_sender};
         CHECK_EQ(pthread_create(&s[i].tid, NULL, sendv_sender, &s[i]), 0);
     }
-    recv_sendv_messages(fx.fd, per_sender); /* while they send */
+    recv_sendv_messages(conn_fx.fd, per_sender); /* while they send */
     for (int i = 0; i < SENDERS; i++)
         CHECK_EQ(pthread_join(s[i].tid, NULL), 0);
-    struct pollfd p = {.fd = fx.fd, .events = POLLIN};
+    struct pollfd p = {.fd = conn_fx.fd, .events = POLLIN};
     CHECK_EQ(poll(&p, 1, 50), 0); /* nothing after the last message */
-    finish(conn);
+    conn_fx_finish(conn);
 }

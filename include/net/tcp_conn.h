@@ -18,9 +18,10 @@
  *
  * Threads: each function says "Thread-safe." or "Loop thread only." (the
  * connection's loop, net_conn_loop()); a loop-thread-only function called
- * elsewhere does nothing and returns NET_EWRONGTHREAD. Work a thread-safe
- * call hands to the loop (a shutdown, a close, a read pause, a flush) needs
- * no memory: those calls cannot fail with -ENOMEM.
+ * elsewhere does nothing and returns NET_EWRONGTHREAD. Handing work to the
+ * loop (a shutdown, a close, a read pause, a send's flush) needs no memory:
+ * shutdown, force_close, stop_read and start_read cannot fail with -ENOMEM
+ * (a send still needs memory for the copy of its bytes).
  *
  * Callbacks are never called from inside the API call that caused them:
  * write-complete and high-water callbacks triggered by a send, and the close
