@@ -381,3 +381,166 @@ TEST(timer_repeating_interval_respected)
     CHECK_EQ(net_timer_cancel(rep_loop, id), 0);
     net_loop_free(rep_loop);
 }
+
+/* ---- the callback gets its loop and its own id ------------------------ */
+
+static struct {
+    net_loop_t *loop;
+    net_timer_id_t ids[3];
+    int seen[3];
+    int bad;
+} own;
+
+static void own_id_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    if (loop != own.loop || id != own.ids[i])
+        own.bad++;
+    if (++own.seen[i] == 3 && i == 2)
+        CHECK_EQ(net_timer_cancel(loop, id), 0);
+}
+
+TEST(timer_callback_gets_its_loop_and_id)
+{
+    own.loop = net_test_new_loop(5000);
+    own.ids[0] = net_loop_run_after(own.loop, 1, own_id_cb, (void *)0);
+    own.ids[1] = net_loop_run_at(own.loop, net_now_ms() + 2, own_id_cb, (void *)1);
+    own.ids[2] = net_loop_run_every(own.loop, 1, own_id_cb, (void *)2);
+    CHECK(own.ids[0] > 0 && own.ids[1] > 0 && own.ids[2] > 0);
+    net_test_run_for(own.loop, 40);
+    CHECK_EQ(own.bad, 0);
+    CHECK_EQ(own.seen[0], 1);
+    CHECK_EQ(own.seen[1], 1);
+    CHECK_EQ(own.seen[2], 3); /* cancelled itself through the id it was given */
+    CHECK_EQ(net_loop_timer_count(own.loop), 1); /* only the watchdog */
+    CHECK_OK(net_loop_free(own.loop));
+}
+
+/* A timer added from another thread with a 1 ms interval may fire before
+ * the adder has stored the id it got back: the callback cancels itself
+ * with the id it is passed, and never runs again. */
+#define XSELF_RUNS 5
+
+static struct {
+    net_loop_t *loop;
+    atomic_int runs, bad_id;
+    atomic_llong first_id; /* what the callback was given, 0 before */
+    net_timer_id_t added;  /* what the add returned (written by the adder) */
+    int cancel_rc;
+} xself;
+
+static void xself_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)arg;
+    long long expect = 0;
+    if (!atomic_compare_exchange_strong(&xself.first_id, &expect, id) && expect != id)
+        atomic_fetch_add(&xself.bad_id, 1);
+    if (atomic_fetch_add(&xself.runs, 1) + 1 == XSELF_RUNS)
+        xself.cancel_rc = net_timer_cancel(loop, id);
+}
+
+static void xself_add(void *arg)
+{
+    (void)arg;
+    xself.added = net_loop_run_every(xself.loop, 1, xself_cb, NULL);
+    CHECK(xself.added > 0);
+}
+
+static bool xself_cancelled(void *arg)
+{
+    (void)arg;
+    return atomic_load(&xself.runs) >= XSELF_RUNS;
+}
+
+TEST(timer_added_from_other_thread_cancels_itself_by_passed_id)
+{
+    xself.loop = net_test_new_loop(5000);
+    net_test_run_with_client(xself.loop, xself_add, NULL);
+    net_test_run_until(xself.loop, xself_cancelled, NULL);
+    net_test_run_for(xself.loop, 30); /* 30 more intervals: none may run */
+    CHECK_EQ(atomic_load(&xself.runs), XSELF_RUNS);
+    CHECK_EQ(xself.cancel_rc, 0);
+    CHECK_EQ(atomic_load(&xself.bad_id), 0);
+    CHECK_EQ(atomic_load(&xself.first_id), xself.added);
+    CHECK_EQ(net_timer_cancel(xself.loop, xself.added), -ENOENT);
+    CHECK_EQ(net_loop_timer_count(xself.loop), 1); /* only the watchdog */
+    CHECK_OK(net_loop_free(xself.loop));
+}
+
+/* ---- net_loop_stats counts timer runs --------------------------------- */
+
+static void stats_tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    int *left = arg;
+    if (--*left == 0)
+        CHECK_EQ(net_timer_cancel(loop, id), 0);
+}
+
+static void stats_once_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)loop;
+    (void)id;
+    (*(int *)arg)++;
+}
+
+TEST(timer_stats_count_fired_timers)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    struct net_loop_stats before, after;
+    net_loop_stats(loop, &before);
+    int ticks_left = 4, once = 0;
+    CHECK(net_loop_run_every(loop, 1, stats_tick_cb, &ticks_left) > 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(net_loop_run_after(loop, (uint64_t)i, stats_once_cb, &once) > 0);
+    net_timer_id_t cancelled = net_loop_run_after(loop, 1, stats_once_cb, &once);
+    CHECK_EQ(net_timer_cancel(loop, cancelled), 0);
+    net_test_run_for(loop, 100); /* its quit timer is one more fired */
+    net_loop_stats(loop, &after);
+    CHECK_EQ(ticks_left, 0);
+    CHECK_EQ(once, 3);
+    CHECK_EQ(after.timers_fired - before.timers_fired, 4 + 3 + 1);
+    CHECK(after.iterations > before.iterations);
+    CHECK_OK(net_loop_free(loop));
+}
+
+/* ---- the cached clock ------------------------------------------------- */
+
+static struct {
+    uint64_t cached, fresh, after_sleep, fresh_after_sleep, other_thread;
+} clk;
+
+static void clk_other(void *loop)
+{
+    clk.other_thread = net_loop_now_ms(loop);
+}
+
+static void clk_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)id;
+    (void)arg;
+    clk.cached = net_loop_now_ms(loop);
+    clk.fresh = net_now_ms();
+    net_test_sleep_ms(20);
+    clk.after_sleep = net_loop_now_ms(loop); /* same iteration: same value */
+    clk.fresh_after_sleep = net_now_ms();
+    net_loop_quit(loop);
+}
+
+TEST(timer_loop_now_ms_is_the_cached_clock)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    CHECK(net_loop_now_ms(loop) > 0);
+    CHECK(net_loop_now_ms(loop) <= net_now_ms());
+    CHECK(net_loop_run_after(loop, 5, clk_cb, NULL) > 0);
+    CHECK_OK(net_loop_run(loop));
+    CHECK(clk.cached > 0 && clk.cached <= clk.fresh);
+    CHECK(clk.fresh - clk.cached <= 10); /* taken when this wait returned (slack: a busy CI) */
+    CHECK_EQ(clk.after_sleep, clk.cached);
+    CHECK(clk.fresh_after_sleep - clk.cached >= 20);
+    struct net_test_job j;
+    clk.other_thread = 1;
+    net_test_job_start(&j, clk_other, loop);
+    net_test_job_join(&j);
+    CHECK_EQ(clk.other_thread, 0); /* not the loop thread: the documented 0 */
+    CHECK_OK(net_loop_free(loop));
+}

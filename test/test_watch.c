@@ -649,3 +649,78 @@ TEST(signal_callback_gets_signo)
     CHECK(sg.s == NULL);
     net_loop_free(sg.loop);
 }
+
+/* ---- freeing a watch or a signal from another thread is refused -------- */
+
+static struct {
+    net_loop_t *loop;
+    net_watch_t *w;
+    net_signal_t *s, *term_out;
+    int rc_events, rc_free, rc_sig_free, rc_term;
+    bool term_blocked; /* in the other thread, after its refused quit_on_term */
+    int readable, signals;
+} xf;
+
+static void xf_on_readable_cb(net_watch_t *w, int fd, unsigned events, void *arg)
+{
+    (void)w, (void)events, (void)arg;
+    char c;
+    CHECK_EQ(read(fd, &c, 1), 1);
+    xf.readable++;
+}
+
+static void xf_on_signal_cb(net_signal_t *s, int signo, void *arg)
+{
+    (void)s, (void)arg;
+    CHECK_EQ(signo, SIGUSR1);
+    xf.signals++;
+    net_loop_quit(xf.loop);
+}
+
+static void *xf_other_thread(void *arg)
+{
+    (void)arg;
+    xf.rc_events = net_watch_events(xf.w);
+    xf.rc_free = net_watch_free(xf.w);
+    xf.rc_sig_free = net_signal_free(xf.s);
+    xf.rc_term = net_signal_quit_on_term(xf.loop, &xf.term_out);
+    sigset_t set;
+    CHECK_EQ(pthread_sigmask(SIG_BLOCK, NULL, &set), 0);
+    xf.term_blocked = sigismember(&set, SIGTERM);
+    return NULL;
+}
+
+TEST(watch_and_signal_free_from_other_thread_rejected)
+{
+    xf.loop = net_test_new_loop(5000);
+    int p[2];
+    make_pipe(p);
+    CHECK_OK(net_watch_new(xf.loop, p[0], NET_READABLE, xf_on_readable_cb, NULL, &xf.w));
+    static const int usr1[] = {SIGUSR1};
+    CHECK_OK(net_signal_new(xf.loop, usr1, 1, xf_on_signal_cb, NULL, &xf.s));
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, xf_other_thread, NULL), 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(xf.rc_events, NET_EWRONGTHREAD);
+    CHECK_EQ(xf.rc_free, NET_EWRONGTHREAD);
+    CHECK_EQ(xf.rc_sig_free, NET_EWRONGTHREAD);
+    CHECK_EQ(xf.rc_term, NET_EWRONGTHREAD);
+    CHECK(xf.term_out == NULL);
+    CHECK(!xf.term_blocked); /* refused before blocking anything */
+    /* Both still work on the loop thread. */
+    CHECK_EQ(net_watch_events(xf.w), NET_READABLE);
+    write_all(p[1], "x", 1);
+    CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+    CHECK_OK(net_loop_run(xf.loop));
+    CHECK_EQ(xf.signals, 1);
+    if (!xf.readable) /* the signal came first: one more turn for the byte */
+        net_test_run_for(xf.loop, 5);
+    CHECK_EQ(xf.readable, 1);
+    CHECK_EQ(net_watch_free(xf.w), 0);
+    CHECK_EQ(net_signal_free(xf.s), 0);
+    CHECK_EQ(net_watch_free(NULL), 0);
+    CHECK_EQ(net_signal_free(NULL), 0);
+    CHECK_EQ(net_watch_events(NULL), -EINVAL);
+    CHECK_OK(net_loop_free(xf.loop));
+    close_pipe(p);
+}
