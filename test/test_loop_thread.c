@@ -76,7 +76,7 @@ static struct {
     atomic_int fired;
 } tm;
 
-static void tm_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void tm_fire_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -90,7 +90,7 @@ TEST(loop_thread_timer_from_other_thread)
     net_loop_thread_t *t;
     CHECK_OK(net_loop_thread_start(NULL, NULL, NULL, &t));
     tm.loop = net_loop_thread_loop(t);
-    CHECK_OK(net_loop_run_after(tm.loop, 10, tm_fire, NULL));
+    CHECK_OK(net_loop_run_after(tm.loop, 10, tm_fire_cb, NULL));
     wait_flag(&tm.fired, 2000);
     CHECK(tm.current == tm.loop);
     net_loop_thread_join(t);

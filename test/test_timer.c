@@ -12,7 +12,7 @@
 #define SAME 200
 static int fired_order[SAME], nfired;
 
-static void record(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void record_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -24,7 +24,7 @@ TEST(timer_same_instant_fires_in_add_order)
     net_loop_t *loop = net_test_new_loop(5000);
     uint64_t when = net_now_ms() + 20;
     for (intptr_t i = 0; i < SAME; i++)
-        CHECK_OK(net_loop_run_at(loop, when, record, (void *)i));
+        CHECK_OK(net_loop_run_at(loop, when, record_cb, (void *)i));
     CHECK_OK(net_loop_run_at(loop, when + 1, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(nfired, SAME);
@@ -38,7 +38,7 @@ TEST(timer_fires_in_time_order)
     net_loop_t *loop = net_test_new_loop(5000);
     static const int delays[] = {30, 10, 50, 20, 40, 0};
     for (int i = 0; i < 6; i++)
-        CHECK_OK(net_loop_run_after(loop, (uint64_t)delays[i], record, (void *)(intptr_t)delays[i]));
+        CHECK_OK(net_loop_run_after(loop, (uint64_t)delays[i], record_cb, (void *)(intptr_t)delays[i]));
     CHECK_OK(net_loop_run_after(loop, 60, net_test_quit_loop, loop));
     uint64_t start = net_now_ms();
     CHECK_OK(net_loop_run(loop));
@@ -52,7 +52,7 @@ TEST(timer_fires_in_time_order)
 /* ---- never from inside the add call; past times fire next iteration --- */
 
 static bool in_add_call;
-static void not_inside_add(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void not_inside_add_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -64,7 +64,7 @@ TEST(timer_past_time_fires_but_not_inside_add)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     in_add_call = true;
-    CHECK_OK(net_loop_run_at(loop, 0, not_inside_add, loop));
+    CHECK_OK(net_loop_run_at(loop, 0, not_inside_add_cb, loop));
     in_add_call = false;
     CHECK_OK(net_loop_run(loop));
     net_loop_free(loop);
@@ -73,7 +73,7 @@ TEST(timer_past_time_fires_but_not_inside_add)
 /* ---- cancel ----------------------------------------------------------- */
 
 static int fires;
-static void count_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void count_fire_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -85,7 +85,7 @@ TEST(timer_cancel_before_fire)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
-    net_timer_id_t id = net_loop_run_after(loop, 10, count_fire, NULL);
+    net_timer_id_t id = net_loop_run_after(loop, 10, count_fire_cb, NULL);
     CHECK(id > 0);
     CHECK_EQ(net_loop_timer_count(loop), 2);
     CHECK_EQ(net_timer_cancel(loop, id), 0);
@@ -104,7 +104,7 @@ TEST(timer_cancel_after_fire_is_enoent)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
-    net_timer_id_t id = net_loop_run_after(loop, 1, count_fire, NULL);
+    net_timer_id_t id = net_loop_run_after(loop, 1, count_fire_cb, NULL);
     CHECK_OK(net_loop_run_after(loop, 20, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 1);
@@ -118,7 +118,7 @@ static struct {
     int runs;
 } self;
 
-static void self_cancel(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void self_cancel_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -133,7 +133,7 @@ static void self_cancel(net_loop_t *loop, net_timer_id_t id, void *arg)
 TEST(timer_repeating_cancels_itself)
 {
     self.loop = net_test_new_loop(5000);
-    self.id = net_loop_run_every(self.loop, 1, self_cancel, NULL);
+    self.id = net_loop_run_every(self.loop, 1, self_cancel_cb, NULL);
     CHECK(self.id > 0);
     CHECK_OK(net_loop_run(self.loop));
     CHECK_EQ(self.runs, 5); /* no run after the cancel */
@@ -141,7 +141,7 @@ TEST(timer_repeating_cancels_itself)
     net_loop_free(self.loop);
 }
 
-static void one_shot_cancels_itself(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void one_shot_cancels_itself_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -153,7 +153,7 @@ static void one_shot_cancels_itself(net_loop_t *loop, net_timer_id_t id, void *a
 TEST(timer_one_shot_cancel_inside_itself_is_enoent)
 {
     self.loop = net_test_new_loop(5000);
-    self.id = net_loop_run_after(self.loop, 1, one_shot_cancels_itself, NULL);
+    self.id = net_loop_run_after(self.loop, 1, one_shot_cancels_itself_cb, NULL);
     CHECK_OK(net_loop_run(self.loop));
     net_loop_free(self.loop);
 }
@@ -165,7 +165,7 @@ static struct {
     int runs_at_cancel;
 } xc;
 
-static void xc_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void xc_tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -173,7 +173,7 @@ static void xc_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
     atomic_fetch_add(&xc.runs, 1);
 }
 
-static void xc_one_shot(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void xc_one_shot_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -196,8 +196,8 @@ static void *xc_canceller(void *arg)
 TEST(timer_cancel_from_other_thread)
 {
     xc.loop = net_test_new_loop(5000);
-    xc.repeating = net_loop_run_every(xc.loop, 2, xc_tick, NULL);
-    xc.one_shot = net_loop_run_after(xc.loop, 3000, xc_one_shot, NULL);
+    xc.repeating = net_loop_run_every(xc.loop, 2, xc_tick_cb, NULL);
+    xc.one_shot = net_loop_run_after(xc.loop, 3000, xc_one_shot_cb, NULL);
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, xc_canceller, NULL), 0);
     CHECK_OK(net_loop_run(xc.loop));
@@ -210,7 +210,7 @@ TEST(timer_cancel_from_other_thread)
 
 static net_loop_t *add_loop;
 static pthread_t add_loop_thread;
-static void on_loop_thread(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void on_loop_thread_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -221,7 +221,7 @@ static void on_loop_thread(net_loop_t *loop, net_timer_id_t id, void *arg)
 
 static void *add_from_thread(void *arg)
 {
-    CHECK_OK(net_loop_run_after(arg, 5, on_loop_thread, arg));
+    CHECK_OK(net_loop_run_after(arg, 5, on_loop_thread_cb, arg));
     return NULL;
 }
 
@@ -248,7 +248,7 @@ static struct {
     int left;
 } many;
 
-static void many_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void many_fire_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -270,7 +270,7 @@ TEST(timer_10k_fire_once_in_order_half_cancelled)
     srand(42);
     for (int i = 0; i < MANY; i++) {
         many.when[i] = now + 5 + (uint64_t)(rand() % 200);
-        many.id[i] = net_loop_run_at(many.loop, many.when[i], many_fire, (void *)(intptr_t)i);
+        many.id[i] = net_loop_run_at(many.loop, many.when[i], many_fire_cb, (void *)(intptr_t)i);
         CHECK(many.id[i] > 0);
         CHECK(i == 0 || many.id[i] > many.id[i - 1]);
     }
@@ -290,10 +290,10 @@ TEST(timer_huge_timeouts_do_not_overflow)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
-    net_timer_id_t a = net_loop_run_after(loop, UINT64_MAX, count_fire, NULL);
-    net_timer_id_t b = net_loop_run_at(loop, UINT64_MAX, count_fire, NULL);
-    net_timer_id_t c = net_loop_run_every(loop, UINT64_MAX, count_fire, NULL);
-    net_timer_id_t d = net_loop_run_after(loop, (uint64_t)INT64_MAX / 1000 + 7, count_fire, NULL);
+    net_timer_id_t a = net_loop_run_after(loop, UINT64_MAX, count_fire_cb, NULL);
+    net_timer_id_t b = net_loop_run_at(loop, UINT64_MAX, count_fire_cb, NULL);
+    net_timer_id_t c = net_loop_run_every(loop, UINT64_MAX, count_fire_cb, NULL);
+    net_timer_id_t d = net_loop_run_after(loop, (uint64_t)INT64_MAX / 1000 + 7, count_fire_cb, NULL);
     CHECK(a > 0 && b > 0 && c > 0 && d > 0);
     /* A near timer still fires although the far ones are earlier in the
      * heap's insertion order. */
@@ -313,8 +313,8 @@ TEST(timer_invalid_args)
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     CHECK_EQ(net_loop_run_after(loop, 1, NULL, NULL), -EINVAL);
-    CHECK_EQ(net_loop_run_every(loop, 0, count_fire, NULL), -EINVAL);
-    CHECK_EQ(net_loop_run_at(NULL, 1, count_fire, NULL), -EINVAL);
+    CHECK_EQ(net_loop_run_every(loop, 0, count_fire_cb, NULL), -EINVAL);
+    CHECK_EQ(net_loop_run_at(NULL, 1, count_fire_cb, NULL), -EINVAL);
     net_loop_free(loop);
 }
 
@@ -324,7 +324,7 @@ static void *make_ids(void *arg)
     CHECK_OK(net_loop_new(&loop));
     net_timer_id_t *out = arg;
     for (int i = 0; i < 1000; i++) {
-        out[i] = net_loop_run_after(loop, 1000, count_fire, NULL);
+        out[i] = net_loop_run_after(loop, 1000, count_fire_cb, NULL);
         CHECK(out[i] > 0);
     }
     net_loop_free(loop);
@@ -358,7 +358,7 @@ TEST(timer_ids_unique_across_loops)
 static net_loop_t *rep_loop;
 static int rep_runs;
 static uint64_t rep_last;
-static void rep_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void rep_tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -374,7 +374,7 @@ static void rep_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
 TEST(timer_repeating_interval_respected)
 {
     rep_loop = net_test_new_loop(5000);
-    net_timer_id_t id = net_loop_run_every(rep_loop, 10, rep_tick, NULL);
+    net_timer_id_t id = net_loop_run_every(rep_loop, 10, rep_tick_cb, NULL);
     CHECK(id > 0);
     CHECK_OK(net_loop_run(rep_loop));
     CHECK_EQ(rep_runs, 5);
