@@ -28,6 +28,7 @@
 #define NET_LOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <net/error.h>
