@@ -17,7 +17,7 @@
 # backend.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-./tools/deps.sh || exit 1
+./tools/deps.sh --test || exit 1
 
 configs="$*"
 if [ -z "$configs" ]; then
