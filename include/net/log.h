@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 
+#include <net/error.h>
 #include <net/export.h>
 
 #ifdef __cplusplus
