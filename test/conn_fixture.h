@@ -59,22 +59,10 @@ static inline net_conn_t *conn_fx_start(int rcvbuf)
     return conn;
 }
 
-static inline void conn_fx_stopped(net_server_t *server, void *arg)
+static inline void conn_fx_closed(net_server_t *server, void *arg)
 {
     (void)server, (void)arg;
     atomic_store(&conn_fx.stopped, true);
-}
-
-static inline void conn_fx_stop_cb(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_server_stop(conn_fx.server, 100, conn_fx_stopped, NULL));
-}
-
-static inline void conn_fx_free_cb(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_server_free(conn_fx.server));
 }
 
 /* Closes the peer (if still open), waits for the connection to go down,
@@ -87,10 +75,8 @@ static inline void conn_fx_finish(net_conn_t *conn)
     WAIT_UNTIL(atomic_load(&conn_fx.keeper.downs) == 1);
     CHECK_EQ(net_conn_send(conn, "x", 1), -ENOTCONN);
     net_conn_unref(conn);
-    net_loop_t *loop = net_loop_thread_loop(conn_fx.base);
-    CHECK_OK(net_loop_run_in_loop(loop, conn_fx_stop_cb, NULL));
+    CHECK_OK(net_server_close(conn_fx.server, 100, conn_fx_closed, NULL)); /* thread-safe */
     WAIT_UNTIL(atomic_load(&conn_fx.stopped));
-    CHECK_OK(net_loop_run_in_loop(loop, conn_fx_free_cb, NULL));
     CHECK_OK(net_loop_thread_join(conn_fx.base));
 }
 

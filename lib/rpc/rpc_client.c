@@ -602,7 +602,8 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
     if (rc == 0)
         rc = net_client_connect(c->tcp);
     if (rc < 0) {
-        net_client_free(c->tcp);
+        if (c->tcp) /* no attempt started: no callback can reach c */
+            net_client_close(c->tcp, 0, NULL, NULL);
         net__free(c->table);
         client_unref(c);
         return rc;
@@ -622,7 +623,7 @@ static void stop_in_loop(void *arg)
 {
     net_rpc_client_t *c = arg;
     if (c->tcp) { /* NULL once freed */
-        net_client_stop(c->tcp);
+        net_client_disconnect(c->tcp); /* free closes it */
         fail_all(c, NET_RPC_CANCELLED);
     }
     client_unref(c);
@@ -639,13 +640,21 @@ void net_rpc_client_stop(net_rpc_client_t *client)
         client_unref(client); /* calls still end: at the latest in free */
 }
 
+/* The TCP client's close is done: its callbacks no longer reach c. */
+static void tcp_closed(net_client_t *tcp, void *arg)
+{
+    (void)tcp;
+    client_unref(arg);
+}
+
 void net_rpc_client_free(net_rpc_client_t *client)
 {
     if (!client)
         return;
     atomic_store(&client->stopped, true);
-    net_client_free(client->tcp); /* runs the down callback: calls fail */
-    fail_all(client, NET_RPC_CANCELLED); /* and the calls not yet in the table */
+    client_ref(client); /* for the TCP client's callbacks, until tcp_closed */
+    net_client_close(client->tcp, 0, tcp_closed, client);
+    fail_all(client, NET_RPC_CANCELLED); /* the down callback comes later: fail them now */
     stop_tick(client);
     set_conn(client, NULL);
     client->tcp = NULL;

@@ -114,7 +114,9 @@ struct net_rpc_req {
 struct net_rpc_server {
     atomic_int refs; /* the owner's and one per session: replies may outlive free */
     net_loop_t *loop;
-    net_server_t *tcp;
+    net_server_t *tcp;               /* NULL once its close is done */
+    net_addr_t addr;                 /* the TCP server's, kept past its close */
+    struct net_server_stats tcp_end; /* its stats when its close was done */
     struct net_rpc_server_options opt;
     size_t budget;   /* the TCP server's memory budget: no frame may be larger */
     size_t out_mark; /* conn.backpressure_mark: queued replies that pause reading */
@@ -877,10 +879,12 @@ int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
     if (rc == 0 && s->opt.worker_threads)
         rc = net__rpc_workers_start(s->opt.worker_threads, &s->workers);
     if (rc < 0) {
-        net_server_free(s->tcp);
+        if (s->tcp) /* never started: no callback can reach s */
+            net_server_close(s->tcp, 0, NULL, NULL);
         net__free(s);
         return rc;
     }
+    s->addr = *net_server_addr(s->tcp);
     struct net_server_stats st;
     net_server_stats(s->tcp, &st);
     s->budget = st.memory_budget;
@@ -893,12 +897,15 @@ int net_rpc_server_start(net_rpc_server_t *server)
     if (!server)
         return -EINVAL;
     server->started = true;
-    return net_server_start(server->tcp);
+    int rc = net_server_start(server->tcp);
+    if (rc < 0)
+        server->started = false;
+    return rc;
 }
 
 const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server)
 {
-    return net_server_addr(server->tcp);
+    return &server->addr;
 }
 
 void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_stats *out)
@@ -916,13 +923,17 @@ void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_
         .batch_bytes = atomic_load_explicit(&s->batch_bytes, memory_order_relaxed),
         .worker_bytes = atomic_load_explicit(&s->worker_bytes, memory_order_relaxed),
     };
-    net_server_stats(s->tcp, &out->tcp);
+    if (s->tcp)
+        net_server_stats(s->tcp, &out->tcp);
+    else
+        out->tcp = s->tcp_end;
 }
 
 static void tcp_stopped(net_server_t *tcp, void *arg)
 {
-    (void)tcp;
     net_rpc_server_t *s = arg;
+    net_server_stats(tcp, &s->tcp_end);
+    s->tcp = NULL; /* its memory goes when this returns */
     if (s->done)
         s->done(s, s->done_arg);
 }
@@ -940,7 +951,7 @@ static void stop_check(net_loop_t *loop, net_timer_id_t id, void *arg)
     net_timer_cancel(s->loop, s->stop_timer);
     s->stop_timer = 0;
     uint64_t left = now < s->drain_deadline ? s->drain_deadline - now : 0;
-    net_server_stop(s->tcp, left, tcp_stopped, s);
+    net_server_close(s->tcp, left, tcp_stopped, s);
 }
 
 int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
@@ -957,7 +968,7 @@ int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
     server->drain_deadline = net_now_ms() + drain_ms;
     net_timer_id_t id = net_loop_run_every(server->loop, STOP_POLL_MS, stop_check, server);
     if (id < 0) {
-        net_server_stop(server->tcp, drain_ms, tcp_stopped, server);
+        net_server_close(server->tcp, drain_ms, tcp_stopped, server);
         return 0;
     }
     server->stop_timer = id;
@@ -968,9 +979,12 @@ int net_rpc_server_free(net_rpc_server_t *server)
 {
     if (!server)
         return 0;
-    int rc = net_server_free(server->tcp);
-    if (rc < 0)
-        return rc;
+    if (server->tcp) { /* not stopped, or its stop not done */
+        if (server->started)
+            return -EBUSY;
+        net_server_close(server->tcp, 0, NULL, NULL); /* never started: nothing to wait for */
+        server->tcp = NULL;
+    }
     if (server->stop_timer > 0)
         net_timer_cancel(server->loop, server->stop_timer);
     /* Blocking handlers still queued run now and reply into closed
