@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -267,6 +268,34 @@ int net_test_connect(const net_addr_t *addr, int rcvbuf)
     int fd = net_test_socket(net_addr_family(addr), rcvbuf, NET_TEST_IO_TIMEOUT_MS);
     if (connect(fd, net_addr_sockaddr(addr), net_addr_len(addr)) < 0)
         net_test_fail(__FILE__, __LINE__, "connect: %s", strerror(errno));
+    return fd;
+}
+
+int net_test_listen(net_addr_t *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    CHECK_OK(net_addr_parse(addr, "127.0.0.1:0"));
+    CHECK(bind(fd, net_addr_sockaddr(addr), net_addr_len(addr)) == 0);
+    CHECK(listen(fd, 16) == 0);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    CHECK(getsockname(fd, (struct sockaddr *)&ss, &len) == 0);
+    CHECK_OK(net_addr_from_sockaddr(addr, (struct sockaddr *)&ss, len));
+    return fd;
+}
+
+int net_test_accept(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    CHECK(poll(&pfd, 1, NET_TEST_WAIT_MS) == 1);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    CHECK(fd >= 0);
+    struct timeval tv = {.tv_sec = NET_TEST_IO_TIMEOUT_MS / 1000};
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
+    int one = 1;
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
     return fd;
 }
 

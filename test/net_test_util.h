@@ -151,6 +151,13 @@ int net_test_socket(int family, int rcvbuf, unsigned timeout_ms);
  * loop needs to run. */
 int net_test_connect(const net_addr_t *addr, int rcvbuf);
 
+/* A listening socket on 127.0.0.1 with a free port (stored in *addr). */
+int net_test_listen(net_addr_t *addr);
+
+/* Accepts one connection of the listening lfd within NET_TEST_WAIT_MS,
+ * blocking, with NET_TEST_IO_TIMEOUT_MS on its calls and TCP_NODELAY. */
+int net_test_accept(int lfd);
+
 /* Closes with a reset instead of a FIN (SO_LINGER {1, 0}). */
 void net_test_close_reset(int fd);
 

@@ -194,46 +194,14 @@ static void proxy_stop(struct proxy *px)
 
 /* ---- the upstream and the client ------------------------------------------------ */
 
-static void set_timeouts(int fd)
-{
-    struct timeval tv = {.tv_sec = NET_TEST_IO_TIMEOUT_MS / 1000};
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
-    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
-    int one = 1;
-    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
-}
-
-/* A listening socket on 127.0.0.1 with a free port, stored in *addr. */
-static int upstream_listen(net_addr_t *addr)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    CHECK_OK(net_addr_parse(addr, "127.0.0.1:0"));
-    CHECK(bind(fd, net_addr_sockaddr(addr), net_addr_len(addr)) == 0);
-    CHECK(listen(fd, 16) == 0);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    CHECK(getsockname(fd, (struct sockaddr *)&ss, &len) == 0);
-    CHECK_OK(net_addr_from_sockaddr(addr, (struct sockaddr *)&ss, len));
-    return fd;
-}
-
-/* The proxy's connection to the upstream, made when a client connected. */
-static int upstream_accept(int lfd)
-{
-    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
-    CHECK(poll(&pfd, 1, NET_TEST_WAIT_MS) == 1);
-    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    CHECK(fd >= 0);
-    set_timeouts(fd);
-    return fd;
-}
+/* The upstream listens with net_test_listen; the proxy's connection to it,
+ * made when a client connected, is taken with net_test_accept. */
 
 /* A client through the proxy and the upstream end of the same pair. */
 static void pair_open(const struct proxy *px, int lfd, int *client, int *upstream)
 {
     *client = net_test_connect(&px->addr, 0);
-    *upstream = upstream_accept(lfd);
+    *upstream = net_test_accept(lfd);
 }
 
 /* An upstream listener, the proxy in front of it (on `threads` I/O loops),
@@ -248,7 +216,7 @@ static void fixture_start(struct fixture *f, const char *threads)
 {
     net_test_watchdog_start();
     net_addr_t up;
-    f->lfd = upstream_listen(&up);
+    f->lfd = net_test_listen(&up);
     proxy_start(&f->px, &up, threads);
     pair_open(&f->px, f->lfd, &f->client, &f->upstream);
 }
@@ -651,7 +619,7 @@ TEST(proxy_upstream_refused_closes_client)
 {
     net_test_watchdog_start();
     net_addr_t up;
-    int lfd = upstream_listen(&up);
+    int lfd = net_test_listen(&up);
     CHECK(close(lfd) == 0); /* the port is free: connecting there is refused */
     struct proxy px;
     proxy_start(&px, &up, "2");

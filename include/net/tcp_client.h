@@ -83,8 +83,9 @@ NET_EXPORT int net_client_new(net_loop_t *loop, const net_addr_t *addr,
 
 /* Asks to be connected: on the loop's next turn an attempt starts, unless
  * the client is already connecting or connected (then nothing more
- * happens: the request is the one in progress). A connection going down
- * after disconnect is followed by a new attempt as soon as it is gone.
+ * happens: the request is the one in progress). A connection that is going
+ * down (after disconnect, or closed and not yet reported down) is followed
+ * by a new attempt as soon as it is gone.
  * Turns reconnect (the option) back on after a disconnect. Connect and
  * disconnect calls that meet before the loop applies them coalesce: the
  * loop applies the last of the two kinds, after the other when both came.

@@ -18,8 +18,7 @@
  * thread_exit on every I/O loop, joins the I/O threads and then calls done
  * on the base loop, after which the server's memory is gone. Close is the
  * only way to end a server, started or not. Keep the base loop running
- * until done has run (a loop freed earlier runs what it has queued, but
- * discards the drain deadline's timer).
+ * until done has run.
  *
  * Memory: each connection's output (conn.backpressure_mark) and unconsumed
  * input (conn.max_input) is bounded, and so is the total over all
@@ -74,8 +73,10 @@ struct net_server_options {
      * net_client, say). thread_exit(loop) runs there during close, once the
      * server's connections on that loop are gone and before the loop stops,
      * so those objects can be closed in it; closed there with drain_ms 0
-     * their done runs before the server's done. Each runs exactly once per
-     * loop of a started server; neither runs for a server never started. */
+     * their done runs before the server's done (give their close drain_ms
+     * 0: the loop runs only its queued work after thread_exit, no timer
+     * and no I/O). Each runs exactly once per loop once start has made the
+     * loops (also if listen then failed); neither runs otherwise. */
     void (*thread_init)(net_loop_t *loop, void *arg);
     void (*thread_exit)(net_loop_t *loop, void *arg);
     void *thread_arg;

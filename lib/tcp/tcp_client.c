@@ -52,7 +52,8 @@ enum client_state {
     ST_CONNECTING,    /* the connector is attempting or backing off */
     ST_ESTABLISHING,  /* inside net__conn_establish (the up callback) */
     ST_CONNECTED,     /* conn is up */
-    ST_DISCONNECTING, /* disconnect asked conn to go; until its closed hook */
+    ST_DISCONNECTING, /* conn is going (disconnect, or connect found it
+                         closing); until its closed hook */
     ST_CLOSING,       /* close is draining conn; until its closed hook */
     ST_CLOSED,        /* close finished */
 };
@@ -297,6 +298,10 @@ static void shut_down(net_client_t *c)
 static void connect_in_loop(net_client_t *c)
 {
     c->want = true;
+    /* A connection already going down (closed, its hook not run yet) is
+     * re-made at once when it is gone, as after a disconnect. */
+    if (c->state == ST_CONNECTED && !net_conn_connected(c->conn))
+        c->state = ST_DISCONNECTING;
     if (c->state != ST_IDLE)
         return; /* in progress, or re-made once the old connection is gone */
     c->state = ST_CONNECTING;
