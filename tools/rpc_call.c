@@ -45,6 +45,13 @@ static void done(net_rpc_client_t *c, uint32_t status, const void *body, size_t 
     net_loop_quit(o->loop);
 }
 
+/* The client's close is done: it is gone. */
+static void closed(net_rpc_client_t *c, void *arg)
+{
+    (void)c;
+    net_loop_quit(arg);
+}
+
 static char *read_stdin(size_t *len)
 {
     size_t cap = 4096, n = 0;
@@ -99,8 +106,8 @@ int main(int argc, char **argv)
     struct outcome o = {.exit_code = 3};
     struct net_rpc_client_options opt;
     net_rpc_client_options_init(&opt);
-    opt.client.retry = false;     /* one attempt: a refused connect is final */
-    opt.client.reconnect = false;
+    opt.client.max_attempts = 1; /* one attempt: a refused connect is final */
+    opt.fail_fast = true;
     opt.client.connect_timeout_ms = (uint32_t)timeout;
     net_rpc_client_t *client;
     int rc;
@@ -111,7 +118,8 @@ int main(int argc, char **argv)
         return rc == -EINVAL ? 2 : 3;
     }
     net_loop_run(o.loop);
-    net_rpc_client_free(client);
+    net_rpc_client_close(client, 0, closed, o.loop);
+    net_loop_run(o.loop);
     net_loop_free(o.loop);
     free(body);
     fflush(stdout);
