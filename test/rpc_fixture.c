@@ -14,7 +14,7 @@ static void server_create_in_loop(void *arg)
     struct net_test_rpc_server *s = arg;
     net_addr_t any;
     CHECK_OK(net_addr_parse(&any, "127.0.0.1:0"));
-    CHECK_OK(net_rpc_server_new(s->loop, &any, &s->opt, &s->server));
+    CHECK_OK(net_rpc_server_new(s->loop, s->bind ? s->bind : &any, &s->opt, &s->server));
     s->add_methods(s->server);
     CHECK_OK(net_rpc_server_start(s->server));
     s->addr = *net_rpc_server_addr(s->server);

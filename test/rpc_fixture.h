@@ -14,7 +14,8 @@ struct net_test_rpc_server {
     net_loop_thread_t *thread;
     net_loop_t *loop;
     net_rpc_server_t *server;
-    net_addr_t addr; /* where it listens (127.0.0.1, a free port), once up */
+    net_addr_t addr; /* where it listens, once up */
+    const net_addr_t *bind; /* where to listen; NULL: 127.0.0.1, a free port */
     struct net_rpc_server_options opt;
     /* Registers the methods, on the server's loop, before the start. */
     void (*add_methods)(net_rpc_server_t *server);

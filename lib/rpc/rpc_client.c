@@ -445,11 +445,13 @@ static void on_response(net_rpc_client_t *c, const struct net__rpc_frame *f)
     complete(c, k, f->hdr.status, f->body, f->hdr.body_len);
 }
 
-/* Debug: the calls it ends report PROTOCOL_ERROR to their callers. */
+/* Debug when calls end PROTOCOL_ERROR (their callers see it); with none
+ * in flight nobody would hear of it: one rate-limited warning. */
 static void protocol_error(net_rpc_client_t *c, net_conn_t *conn, net_buf_t *in,
                            const char *reason)
 {
-    NET__LOG_RL(NET_LOG_DEBUG, "rpc client: closing the connection: %s", reason);
+    NET__LOG_RL(c->sent.count ? NET_LOG_DEBUG : NET_LOG_WARN,
+                "rpc client: closing the connection: %s", reason);
     net_buf_retrieve_all(in);
     fail_table(c, &c->sent, NET_RPC_PROTOCOL_ERROR);
     net_conn_force_close(conn);

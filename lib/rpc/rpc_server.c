@@ -462,14 +462,15 @@ static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint
 /* A reply that could not be queued (rc from send_response): the caller
  * would wait forever for it, so the connection closes instead and the
  * client's calls end DISCONNECTED. Returns the error the replier should
- * see: a dead connection is not its error. Debug: the replier gets the
- * error back (an error reply of our own is counted by the peer's
- * DISCONNECTED). */
-static int reply_lost(net_conn_t *conn, int rc)
+ * see: a dead connection is not its error. The log line is debug when the
+ * replier gets the error back (seen), else (our own error replies, a
+ * batch that could not be sent) one rate-limited error. */
+static int reply_lost(net_conn_t *conn, int rc, bool seen)
 {
     if (rc != -ENOMEM && rc != -ENOBUFS)
         return 0; /* sent, or the connection is closing already */
-    NET__LOG_RL(NET_LOG_DEBUG, "rpc: no %s for a reply; closing the connection",
+    NET__LOG_RL(seen ? NET_LOG_DEBUG : NET_LOG_ERROR,
+                "rpc: no %s for a reply; closing the connection",
                 rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
     net_conn_force_close(conn);
     return rc;
@@ -480,7 +481,7 @@ int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t 
     if (!req || (body_len && !body) || body_len > UINT32_MAX || status >= NET__RPC_LOCAL_MIN)
         return -EINVAL;
     int rc = send_response(req->conn, req->session, req->call_id, status, body, body_len);
-    rc = reply_lost(req->conn, rc);
+    rc = reply_lost(req->conn, rc, true);
     req_free(req);
     return rc;
 }
@@ -505,7 +506,7 @@ net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req)
 static void reply_error(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
                         const char *message)
 {
-    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)));
+    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)), false);
 }
 
 static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f,
@@ -677,7 +678,7 @@ static void batch_send(struct session *ss)
         int rc = net_conn_send_buf(ss->conn, &ss->batch);
         if (rc < 0) {
             net_buf_retrieve_all(&ss->batch);
-            reply_lost(ss->conn, rc);
+            reply_lost(ss->conn, rc, false);
         }
     }
     if (net_buf_capacity(&ss->batch) > BATCH_KEEP_MAX)
@@ -701,7 +702,7 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
 {
     (void)arg;
     struct session *ss = net__conn_owner_data(conn);
-    /* Once our FIN is on its way (a graceful stop, or the end of a
+    /* Once our FIN is on its way (a graceful close, or the end of a
      * connection) no answer can reach the peer: what arrives now is not
      * read as a request, and the peer's calls end DISCONNECTED. */
     if (!ss || ss->discarding || !net_conn_connected(conn)) {
