@@ -112,6 +112,20 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
     fflush(stdout);
 }
 
+static void on_closed(net_client_t *client, void *arg)
+{
+    (void)client;
+    struct app *app = arg;
+    net_loop_quit(app->loop);
+}
+
+/* Closes the client (allowed inside its callbacks; a second close returns
+ * -EALREADY and changes nothing); the loop ends once it is done. */
+static void finish(struct app *app)
+{
+    net_client_close(app->client, 0, on_closed, app);
+}
+
 static void on_connection(net_conn_t *conn, void *arg)
 {
     struct app *app = arg;
@@ -135,7 +149,7 @@ static void on_connection(net_conn_t *conn, void *arg)
         fprintf(stderr, "chat_client: connection to %s lost\n", app->target);
         app->rc = 1;
     }
-    net_loop_quit(app->loop);
+    finish(app);
 }
 
 static void on_failed(net_client_t *client, int err, bool will_retry, void *arg)
@@ -143,9 +157,11 @@ static void on_failed(net_client_t *client, int err, bool will_retry, void *arg)
     (void)client;
     (void)will_retry;
     struct app *app = arg;
-    fprintf(stderr, "chat_client: connect to %s: %s\n", app->target, net_strerror(err));
-    app->rc = 1;
-    net_loop_quit(app->loop);
+    if (err != NET_ECANCELLED) { /* cancelled: a signal closed us while connecting */
+        fprintf(stderr, "chat_client: connect to %s: %s\n", app->target, net_strerror(err));
+        app->rc = 1;
+    }
+    finish(app);
 }
 
 static void on_signal(net_signal_t *sig, int signo, void *arg)
@@ -154,7 +170,7 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     (void)signo;
     struct app *app = arg;
     app->stdin_done = true; /* a quiet exit, not a lost connection */
-    net_loop_quit(app->loop);
+    finish(app);
 }
 
 int main(int argc, char **argv)
@@ -183,12 +199,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "chat_client: %s: %s\n", app.target, net_strerror(rc));
         return 1;
     }
-    net_loop_run(app.loop);
-    app.stdin_done = true; /* the down callback that free triggers is expected */
+    net_loop_run(app.loop); /* until on_closed: the client is gone */
     if (app.stdin_w)
         net_watch_free(app.stdin_w);
     app.stdin_w = NULL;
-    net_client_free(app.client);
     net_signal_free(sig);
     net_loop_free(app.loop);
     net_buf_destroy(&app.line);

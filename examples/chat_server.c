@@ -164,7 +164,7 @@ static void on_high_water(net_conn_t *conn, size_t queued, void *arg)
     net_conn_force_close(conn);
 }
 
-static void on_stopped(net_server_t *server, void *arg)
+static void on_closed(net_server_t *server, void *arg)
 {
     (void)server;
     net_loop_quit(arg);
@@ -175,8 +175,8 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     (void)sig;
     struct chat *chat = arg;
     fprintf(stderr, "chat_server: signal %d, stopping\n", signo);
-    if (net_server_stop(chat->server, 1000, on_stopped, chat->loop) < 0)
-        net_loop_quit(chat->loop);
+    /* A second signal finds the close under way (-EALREADY): it goes on. */
+    net_server_close(chat->server, 1000, on_closed, chat->loop);
 }
 
 static int usage(void)
@@ -230,8 +230,7 @@ int main(int argc, char **argv)
     net_addr_format(net_server_addr(chat.server), text, sizeof text);
     printf("chat_server listening on %s (%zu I/O threads)\n", text, opt.io_threads);
     fflush(stdout);
-    net_loop_run(chat.loop);
-    net_server_free(chat.server); /* every client has left: the set is empty */
+    net_loop_run(chat.loop); /* until on_closed: every client has left, the set is empty */
     net_signal_free(sig);
     net_loop_free(chat.loop);
     members_unref(chat.members);

@@ -28,6 +28,7 @@
 
 struct app {
     net_loop_t *loop;
+    net_client_t *client;
     const char *target;
     unsigned long count; /* messages to send */
     size_t size;         /* bytes per message */
@@ -53,13 +54,22 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void on_closed(net_client_t *client, void *arg)
+{
+    (void)client;
+    struct app *app = arg;
+    net_loop_quit(app->loop);
+}
+
+/* Closes the client (allowed inside its callbacks); the loop ends once
+ * the close is done. */
 static void finish(struct app *app, int rc)
 {
     if (app->done)
         return;
     app->done = true;
     app->rc = rc;
-    net_loop_quit(app->loop);
+    net_client_close(app->client, 0, on_closed, app);
 }
 
 /* Tops the window up: builds the next messages into one buffer, one send. */
@@ -199,17 +209,15 @@ int main(int argc, char **argv)
         .on_connection = on_connection, .on_message = on_message, .arg = &app};
     static const int term[] = {SIGINT, SIGTERM};
     net_signal_t *sig;
-    net_client_t *client;
     int rc;
     if ((rc = net_loop_new(&app.loop)) < 0 ||
         (rc = net_signal_new(app.loop, term, 2, on_signal, &app, &sig)) < 0 ||
-        (rc = net_client_new(app.loop, &addr, &opt, &cbs, on_failed, &app, &client)) < 0 ||
-        (rc = net_client_connect(client)) < 0) {
+        (rc = net_client_new(app.loop, &addr, &opt, &cbs, on_failed, &app, &app.client)) < 0 ||
+        (rc = net_client_connect(app.client)) < 0) {
         fprintf(stderr, "echo_client: %s: %s\n", app.target, net_strerror(rc));
         return 1;
     }
-    net_loop_run(app.loop);
-    net_client_free(client); /* its down callback sees app.done and stays quiet */
+    net_loop_run(app.loop); /* until on_closed; the down callback sees app.done */
     net_signal_free(sig);
     net_loop_free(app.loop);
     return app.rc;

@@ -28,7 +28,7 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
         net_buf_retrieve_all(in);
 }
 
-static void on_stopped(net_server_t *server, void *arg)
+static void on_closed(net_server_t *server, void *arg)
 {
     (void)server;
     net_loop_quit(arg);
@@ -44,9 +44,8 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     (void)sig;
     struct app *app = arg;
     fprintf(stderr, "echo_server: signal %d, stopping\n", signo);
-    int rc = net_server_stop(app->server, 1000, on_stopped, app->loop);
-    if (rc < 0 && rc != -EALREADY) /* a second signal: the stop is under way */
-        net_loop_quit(app->loop);
+    /* A second signal finds the close under way (-EALREADY): it goes on. */
+    net_server_close(app->server, 1000, on_closed, app->loop);
 }
 
 static int usage(void)
@@ -92,8 +91,7 @@ int main(int argc, char **argv)
     net_addr_format(net_server_addr(app.server), text, sizeof text);
     printf("echo_server listening on %s (%zu I/O threads)\n", text, opt.io_threads);
     fflush(stdout);
-    net_loop_run(app.loop);
-    net_server_free(app.server);
+    net_loop_run(app.loop); /* until on_closed: the server is gone */
     net_signal_free(sig);
     net_loop_free(app.loop);
     return 0;

@@ -1,6 +1,7 @@
 /* loop_demo: a loop thread pool, a repeating timer and cross-thread functors,
  * stopped by SIGINT/SIGTERM or after --seconds N, 1..86400 (default: run
- * until a signal). */
+ * until a signal); prints the base loop's counters (net_loop_stats) at the
+ * end. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,29 +21,39 @@ struct demo {
     int ticks;
 };
 
-static void hello(void *arg)
+/* The tick number travels in arg: the pool thread reads no shared state. */
+static void hello_cb(void *arg)
 {
-    struct demo *d = arg;
     printf("  functor on a pool thread (loop %p), tick %d\n", (void *)net_loop_current(),
-           d->ticks);
+           (int)(intptr_t)arg);
+    fflush(stdout);
 }
 
-static void tick(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
     struct demo *d = arg;
     d->ticks++;
     printf("tick %d\n", d->ticks);
-    net_loop_run_in_loop(net_loop_pool_next(d->pool), hello, d);
     fflush(stdout);
+    net_loop_run_in_loop(net_loop_pool_next(d->pool), hello_cb, (void *)(intptr_t)d->ticks);
 }
 
-static void stop(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void stop_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
-    (void)loop;
     (void)id;
-    net_loop_quit(arg);
+    (void)arg;
+    net_loop_quit(loop);
+}
+
+static void print_stats(net_loop_t *loop)
+{
+    struct net_loop_stats st;
+    net_loop_stats(loop, &st);
+    printf("loop_demo: base loop: %llu iterations, %llu wakeups, %llu functors, %llu timers\n",
+           (unsigned long long)st.iterations, (unsigned long long)st.wakeups,
+           (unsigned long long)st.functors_run, (unsigned long long)st.timers_fired);
 }
 
 int main(int argc, char **argv)
@@ -63,13 +74,16 @@ int main(int argc, char **argv)
     }
     printf("loop_demo: %s backend, 2 pool threads; Ctrl-C stops\n", net_loop_backend(d.base));
     fflush(stdout);
-    net_loop_run_every(d.base, 500, tick, &d);
+    net_loop_run_every(d.base, 500, tick_cb, &d);
     if (seconds)
-        net_loop_run_after(d.base, seconds * 1000, stop, d.base);
-    net_loop_run(d.base);
+        net_loop_run_after(d.base, seconds * 1000, stop_cb, NULL);
+    rc = net_loop_run(d.base);
+    if (rc < 0)
+        fprintf(stderr, "loop_demo: %s\n", net_strerror(rc));
     net_loop_pool_join(d.pool);
     net_signal_free(sig);
-    net_loop_free(d.base);
     printf("loop_demo: stopped after %d ticks\n", d.ticks);
-    return 0;
+    print_stats(d.base);
+    net_loop_free(d.base);
+    return rc < 0 ? 1 : 0;
 }

@@ -8,9 +8,10 @@
  * about HIGH_WATER per direction. Half-close: a FIN is passed on after the
  * bytes before it, and the other direction goes on. A close or reset of one
  * side closes the other once that has written what it holds. Prints one line
- * with the address it listens on; SIGINT/SIGTERM stop it gracefully. */
+ * with the address it listens on; SIGINT/SIGTERM stop it gracefully: clients
+ * get a second, then what is left of each pair is closed on its loop (the
+ * server's thread_exit). */
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,15 +31,14 @@ struct proxy {
     net_loop_t *loop;
     net_addr_t upstream;
     struct net_client_options client_opt;
-    atomic_int pairs;    /* alive, on any I/O loop */
-    atomic_bool stopped; /* the server has stopped: quit once pairs is 0 */
+    bool closed; /* the server's close is done */
 };
 
 /* Side 0 is the client's connection, side 1 the upstream's. The upstream
  * connection is made on the client connection's loop, so a pair lives on one
  * thread: every callback below runs there and the pair needs no lock. */
 struct pair {
-    struct proxy *proxy;
+    struct pair *prev, *next; /* this loop's pairs (loop_pairs) */
     net_client_t *client; /* makes conn[1] */
     net_conn_t *conn[2];  /* with a reference; NULL until up */
     bool paused[2];       /* conn[i] is not read: conn[!i] is backed up */
@@ -46,22 +46,55 @@ struct pair {
     int live;             /* sides not finished; the pair goes at 0 */
 };
 
+/* The pairs of the calling thread's loop: the server's thread_exit closes
+ * what is left of them when the proxy stops. */
+static _Thread_local struct pair *loop_pairs;
+
+static void pairs_link(struct pair *p)
+{
+    p->next = loop_pairs;
+    if (loop_pairs)
+        loop_pairs->prev = p;
+    loop_pairs = p;
+}
+
+static void pairs_unlink(struct pair *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        loop_pairs = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+}
+
 static int side(const struct pair *p, const net_conn_t *conn)
 {
     return conn == p->conn[1];
 }
 
-static void pair_release(struct pair *p)
+/* The client's close is done: nothing of the pair can run any more. */
+static void pair_free(net_client_t *client, void *arg)
 {
-    if (--p->live > 0)
-        return;
-    struct proxy *px = p->proxy;
-    net_client_free(p->client); /* allowed inside the client's callbacks */
+    (void)client;
+    struct pair *p = arg;
+    pairs_unlink(p);
     net_conn_unref(p->conn[0]);
     net_conn_unref(p->conn[1]);
     free(p);
-    if (atomic_fetch_sub(&px->pairs, 1) == 1 && atomic_load(&px->stopped))
-        net_loop_quit(px->loop);
+}
+
+/* Closes the upstream client (allowed inside its callbacks); a second
+ * close of the same pair returns -EALREADY and changes nothing. */
+static void pair_close(struct pair *p)
+{
+    net_client_close(p->client, 0, pair_free, p);
+}
+
+static void pair_release(struct pair *p)
+{
+    if (--p->live == 0)
+        pair_close(p);
 }
 
 static void set_paused(struct pair *p, int i, bool on)
@@ -91,7 +124,7 @@ static void side_down(struct pair *p, int i)
         net_conn_force_close_after(other, DRAIN_MS);
         close_if_drained(other);
     } else { /* still connecting: the failure callback (cancelled) ends side 1 */
-        net_client_stop(p->client);
+        net_client_disconnect(p->client);
     }
     pair_release(p);
 }
@@ -174,8 +207,7 @@ static void on_client_connection(net_conn_t *conn, void *arg)
         net_conn_force_close(conn);
         return;
     }
-    *p = (struct pair){.proxy = px, .conn[0] = net_conn_ref(conn), .live = 2};
-    atomic_fetch_add(&px->pairs, 1);
+    *p = (struct pair){.conn[0] = net_conn_ref(conn), .live = 2};
     net_conn_set_context(conn, p);
     set_paused(p, 0, true); /* until the upstream is up */
     struct net_conn_callbacks cbs = relay;
@@ -183,20 +215,33 @@ static void on_client_connection(net_conn_t *conn, void *arg)
     cbs.arg = p;
     if (net_client_new(net_conn_loop(conn), &px->upstream, &px->client_opt, &cbs,
                        on_upstream_failed, p, &p->client) == 0) {
+        pairs_link(p);
         net_client_connect(p->client);
     } else {
-        p->live = 1;
+        net_conn_set_context(conn, NULL);
+        net_conn_unref(p->conn[0]);
+        free(p);
         net_conn_force_close(conn);
     }
 }
 
-static void on_stopped(net_server_t *server, void *arg)
+/* The server's connections on this loop are gone: each pair left has one
+ * side, an upstream still writing what it holds (or connecting). It is cut
+ * now, since the loop stops after this; the clients' done callbacks run
+ * before the server's. */
+static void close_loop_pairs(net_loop_t *loop, void *arg)
+{
+    (void)loop, (void)arg;
+    for (struct pair *p = loop_pairs; p; p = p->next)
+        pair_close(p); /* done comes later: the list stays as it is now */
+}
+
+static void on_closed(net_server_t *server, void *arg)
 {
     (void)server;
     struct proxy *px = arg;
-    atomic_store(&px->stopped, true);
-    if (atomic_load(&px->pairs) == 0)
-        net_loop_quit(px->loop);
+    px->closed = true;
+    net_loop_quit(px->loop);
 }
 
 int main(int argc, char **argv)
@@ -227,6 +272,7 @@ int main(int argc, char **argv)
     opt.io_threads = (size_t)threads;
     opt.conn.half_close = true; /* a FIN is passed on, not a reason to close */
     opt.conn.high_water_mark = HIGH_WATER;
+    opt.thread_exit = close_loop_pairs;
     net_client_options_init(&px.client_opt);
     px.client_opt.conn = opt.conn;
     struct net_conn_callbacks cbs = relay;
@@ -247,13 +293,12 @@ int main(int argc, char **argv)
     fflush(stdout);
     net_loop_run(px.loop); /* until SIGINT/SIGTERM */
     fprintf(stderr, "tcp_proxy: stopping\n");
-    /* Clients get a second to finish, a side left alone up to DRAIN_MS to
-     * drain; on_stopped and the last pair_release decide together when every
-     * pair is gone and the loop quits. */
-    net_server_stop(server, 1000, on_stopped, &px);
+    /* Clients get a second to finish; then close_loop_pairs cuts what is
+     * left on each loop, and on_closed quits once every pair is gone. */
+    net_server_close(server, 1000, on_closed, &px);
     net_loop_run(px.loop);
-    if (net_server_free(server) < 0)
-        return 1; /* a second signal cut the stop short: leave at once */
+    if (!px.closed)
+        return 1; /* a second signal cut the close short: leave at once */
     net_signal_free(sig);
     net_loop_free(px.loop);
     return 0;

@@ -83,7 +83,7 @@ static struct {
     net_client_t *client;
     net_conn_t *conn; /* the client side, with a reference */
     atomic_int setup_rc;
-    atomic_bool connected, stopping, stop_producers, server_stopped;
+    atomic_bool connected, stopping, stop_producers, server_stopped, client_closed;
 
     struct counter sent[MAX_THREADS];    /* by each producer */
     struct counter checked[MAX_THREADS]; /* by the server, per producer */
@@ -178,18 +178,6 @@ static void on_server_stopped(net_server_t *server, void *arg)
     atomic_store(&g.server_stopped, true);
 }
 
-static void server_stop(void *arg)
-{
-    (void)arg;
-    if (net_server_stop(g.server, 100, on_server_stopped, NULL) < 0)
-        atomic_store(&g.server_stopped, true);
-}
-
-static void server_free(void *arg)
-{
-    (void)arg;
-    net_server_free(g.server);
-}
 
 /* ---- the sending side: the client's loop thread -------------------------- */
 
@@ -230,10 +218,11 @@ static void client_init(net_loop_t *loop, void *arg)
     }
 }
 
-static void client_free(void *arg)
+static void on_client_closed(net_client_t *client, void *arg)
 {
+    (void)client;
     (void)arg;
-    net_client_free(g.client);
+    atomic_store(&g.client_closed, true);
 }
 
 /* ---- producers ------------------------------------------------------------ */
@@ -422,12 +411,11 @@ int main(int argc, char **argv)
     /* Teardown: the client first (the server then sees EOF), then the server. */
     atomic_store(&g.stopping, true);
     net_conn_unref(g.conn);
-    net_loop_run_in_loop(cli_loop, client_free, NULL);
+    net_client_close(g.client, 0, on_client_closed, NULL); /* thread-safe */
+    wait_until(&g.client_closed, SETUP_TIMEOUT_MS, "the client to close");
     net_loop_thread_join(cli);
-    net_loop_t *srv_loop = net_loop_thread_loop(srv);
-    net_loop_run_in_loop(srv_loop, server_stop, NULL);
-    wait_until(&g.server_stopped, SETUP_TIMEOUT_MS, "the server to stop");
-    net_loop_run_in_loop(srv_loop, server_free, NULL);
+    net_server_close(g.server, 100, on_server_stopped, NULL);
+    wait_until(&g.server_stopped, SETUP_TIMEOUT_MS, "the server to close");
     net_loop_thread_join(srv);
     return 0;
 }

@@ -48,29 +48,15 @@ static inline void echo_message(net_conn_t *conn, net_buf_t *in, uint64_t receiv
         net_buf_retrieve_all(in); /* closing: the scenario checks elsewhere */
 }
 
-static inline void stopped(net_server_t *server, void *arg)
+/* Closes the server (connections get 2 s to drain) and waits for its done. */
+static inline void server_close(net_loop_t *loop, net_server_t *server)
 {
-    CHECK_EQ(net_server_connection_count(server), 0);
-    *(int *)arg += 1;
-}
-
-static inline bool int_positive(void *arg)
-{
-    return *(int *)arg > 0;
-}
-
-static inline void server_stop_and_free(net_loop_t *loop, net_server_t *server)
-{
-    int done = 0;
-    CHECK_OK(net_server_stop(server, 2000, stopped, &done));
-    net_test_run_until(loop, int_positive, &done);
-    CHECK_EQ(done, 1);
-    CHECK_OK(net_server_free(server));
+    net_test_server_close(loop, server, 2000);
 }
 
 static inline bool no_connections(void *server)
 {
-    return net_server_connection_count(server) == 0;
+    return net_test_server_idle(server);
 }
 
 struct fd_goal {

@@ -192,6 +192,58 @@ void net_test_keep_conn(net_conn_t *conn, void *keeper)
     }
 }
 
+/* ---- closing a server --------------------------------------------------------------- */
+
+struct net_server_stats net_test_server_stats(net_server_t *server)
+{
+    struct net_server_stats st;
+    net_server_stats(server, &st);
+    return st;
+}
+
+size_t net_test_server_conns(net_server_t *server)
+{
+    return net_test_server_stats(server).connections;
+}
+
+bool net_test_server_idle(void *server)
+{
+    return net_test_server_conns(server) == 0;
+}
+
+struct server_close_rec {
+    net_loop_t *loop;
+    net_server_t *server;
+    bool inside_close;
+    int calls;
+};
+
+static void server_close_done(net_server_t *server, void *arg)
+{
+    struct server_close_rec *r = arg;
+    CHECK(server == r->server);
+    CHECK(net_loop_in_loop_thread(r->loop));
+    CHECK(!r->inside_close);
+    CHECK_EQ(net_test_server_conns(server), 0);
+    r->calls++;
+}
+
+static bool server_close_ran(void *arg)
+{
+    return ((struct server_close_rec *)arg)->calls > 0;
+}
+
+void net_test_server_close(net_loop_t *loop, net_server_t *server, uint64_t drain_ms)
+{
+    struct server_close_rec r = {.loop = loop, .server = server, .inside_close = true};
+    CHECK_OK(net_server_close(server, drain_ms, server_close_done, &r));
+    CHECK_EQ(net_server_close(server, drain_ms, server_close_done, &r), -EALREADY);
+    r.inside_close = false;
+    net_test_run_until(loop, server_close_ran, &r);
+    net_test_run_for(loop, 1); /* a second done would run here */
+    CHECK_EQ(r.calls, 1);
+}
+
 /* ---- blocking client sockets ----------------------------------------------------- */
 
 int net_test_socket(int family, int rcvbuf, unsigned timeout_ms)

@@ -17,6 +17,7 @@
 #include <net/addr.h>
 #include <net/loop.h>
 #include <net/tcp_conn.h>
+#include <net/tcp_server.h>
 
 #include "harness.h"
 
@@ -120,6 +121,23 @@ struct net_test_conn_keeper {
 
 /* An on_connection callback whose arg is a struct net_test_conn_keeper. */
 void net_test_keep_conn(net_conn_t *conn, void *keeper);
+
+/* ---- closing a server --------------------------------------------------------------- */
+
+/* The server's stats, by value (net_test_server_stats(s).accepted). */
+struct net_server_stats net_test_server_stats(net_server_t *server);
+
+/* The server's open connections (from its stats). */
+size_t net_test_server_conns(net_server_t *server);
+
+/* A net_test_run_until condition: the server (arg) has no connection open. */
+bool net_test_server_idle(void *server);
+
+/* Closes the server, whose base loop is `loop` (the caller's thread's), with
+ * drain_ms, and runs the loop until its done has run. Checks that a second
+ * close returns -EALREADY and that done runs exactly once, on the loop, not
+ * inside the close call, with no connection left. The server is gone after. */
+void net_test_server_close(net_loop_t *loop, net_server_t *server, uint64_t drain_ms);
 
 /* ---- blocking client sockets ----------------------------------------------------- */
 

@@ -123,7 +123,7 @@ static void drop_kept(void)
 
 static void stop_and_free(net_loop_t *loop, net_server_t *server)
 {
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 

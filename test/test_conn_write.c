@@ -97,28 +97,14 @@ static void server_stopped(net_server_t *server, void *arg)
     atomic_store(&fx.stopped, true);
 }
 
-static void server_stop(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_server_stop(fx.server, 100, server_stopped, NULL));
-}
-
-static void server_free(void *arg)
-{
-    (void)arg;
-    CHECK_OK(net_server_free(fx.server));
-}
-
 static void finish(net_conn_t *conn)
 {
     close(fx.fd);
     WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
     CHECK_EQ(net_conn_send(conn, "x", 1), -ENOTCONN);
     net_conn_unref(conn);
-    net_loop_t *loop = net_loop_thread_loop(fx.base);
-    CHECK_OK(net_loop_run_in_loop(loop, server_stop, NULL));
+    CHECK_OK(net_server_close(fx.server, 100, server_stopped, NULL)); /* thread-safe */
     WAIT_UNTIL(atomic_load(&fx.stopped));
-    CHECK_OK(net_loop_run_in_loop(loop, server_free, NULL));
     net_loop_thread_join(fx.base);
 }
 

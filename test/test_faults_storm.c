@@ -117,7 +117,7 @@ static bool storm_clients_done(void *arg)
 static bool storm_settled(void *server)
 {
     int ups = atomic_load(&storm.ups);
-    return net_server_connection_count(server) == 0 && (uint64_t)ups == net_server_accepted(server) &&
+    return net_test_server_conns(server) == 0 && (uint64_t)ups == net_test_server_stats(server).accepted &&
            atomic_load(&storm.downs) == ups;
 }
 
@@ -158,7 +158,7 @@ TEST(fault_tcp_connection_storm)
     net_test_run_until(loop, no_connections, server);
     int fd0 = net_test_count_open_fds();
     size_t heap0 = heap_in_use();
-    uint64_t accepted0 = net_server_accepted(server);
+    uint64_t accepted0 = net_test_server_stats(server).accepted;
     atomic_store(&storm.ups, (int)accepted0);
     atomic_store(&storm.downs, (int)accepted0);
 
@@ -166,17 +166,17 @@ TEST(fault_tcp_connection_storm)
     net_test_run_until(loop, storm_settled, server);
 
     int cycles = atomic_load(&storm.cycles);
-    uint64_t accepted = net_server_accepted(server) - accepted0;
+    uint64_t accepted = net_test_server_stats(server).accepted - accepted0;
     fprintf(stderr, "storm: %d cycles in %llu ms (%d graceful, %d reset, %d echoed), "
             "%llu accepted, %llu refused\n", cycles, (unsigned long long)storm_ms,
             atomic_load(&storm.graceful), atomic_load(&storm.resets), atomic_load(&storm.echoed),
-            (unsigned long long)accepted, (unsigned long long)net_server_refused(server));
+            (unsigned long long)accepted, (unsigned long long)net_test_server_stats(server).refused);
     CHECK(cycles >= STORM_MIN);
     CHECK_EQ(atomic_load(&storm.graceful) + atomic_load(&storm.resets), cycles);
     /* Every connect reached the server: the kernel hands even a connection
      * reset in the backlog to accept(). */
     CHECK_EQ(accepted, (uint64_t)cycles);
-    CHECK_EQ(net_server_refused(server), 0);
+    CHECK_EQ(net_test_server_stats(server).refused, 0);
     run_until_fds(loop, fd0);
     size_t heap1 = heap_in_use();
     fprintf(stderr, "storm: heap in use %zu -> %zu bytes (0: not measured in this build)\n",
@@ -185,7 +185,7 @@ TEST(fault_tcp_connection_storm)
         net_test_fail(__FILE__, __LINE__, "heap grew by %zu bytes over %d connections",
                       heap1 - heap0, cycles);
     check_still_serves(loop, server, "served after the storm");
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -332,7 +332,7 @@ static void em_connection(net_conn_t *conn, void *arg)
 
 static bool em_settled(void *server)
 {
-    return net_server_connection_count(server) == 0 &&
+    return net_test_server_conns(server) == 0 &&
            atomic_load(&em.ups) == atomic_load(&em.downs);
 }
 
@@ -458,7 +458,7 @@ TEST(fault_tcp_emfile_storm_no_spin)
     CHECK_EQ(h, 'H');
     net_test_run_for(loop, 300);         /* accept until out of descriptors, then shed */
     struct em_window w = em_measure(loop);
-    size_t open_at_limit = net_server_connection_count(server);
+    size_t open_at_limit = net_test_server_conns(server);
 
     em_child_send(&child, "S", 1);
     struct em_report r;
@@ -466,7 +466,7 @@ TEST(fault_tcp_emfile_storm_no_spin)
     fprintf(stderr, "emfile: %lld ms CPU, %llu base loop iterations in %llu ms; accepted %llu, "
             "%zu open at the limit; child: %d held (%d shed, %d open), %d storm connects, "
             "%d errors\n", (long long)w.cpu_ms, w.iterations, (unsigned long long)w.wall_ms,
-            (unsigned long long)net_server_accepted(server), open_at_limit, r.held, r.shed,
+            (unsigned long long)net_test_server_stats(server).accepted, open_at_limit, r.held, r.shed,
             r.open, r.storm_connects, r.errors);
     em_check_no_spin(&w);
     em_check_report(&r, open_at_limit);
@@ -481,7 +481,7 @@ TEST(fault_tcp_emfile_storm_no_spin)
 
     CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
     run_until_fds(loop, fd0);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
     em_child_end(&child);
 }
@@ -561,6 +561,24 @@ static void ss_quit_clients(net_loop_t *loop, net_timer_id_t id, void *arg)
     atomic_store(&ss.quit, true);
 }
 
+/* The close's done: the stats as the server ends (its memory goes after). */
+struct ss_close_rec {
+    int calls;
+    struct net_server_stats end;
+};
+
+static void ss_closed(net_server_t *server, void *arg)
+{
+    struct ss_close_rec *r = arg;
+    r->calls++;
+    net_server_stats(server, &r->end);
+}
+
+static bool ss_closed_ran(void *arg)
+{
+    return ((struct ss_close_rec *)arg)->calls > 0;
+}
+
 TEST(fault_tcp_stop_during_storm)
 {
     net_test_watchdog_start();
@@ -577,25 +595,24 @@ TEST(fault_tcp_stop_during_storm)
     net_test_run_for(loop, SS_BEFORE_MS);
     int before = atomic_load(&ss.cycles);
     atomic_store(&ss.stop_requested, true);
-    int done = 0;
-    CHECK_OK(net_server_stop(server, 200, stopped, &done));
-    net_test_run_until(loop, int_positive, &done);
+    struct ss_close_rec rec = {0};
+    CHECK_OK(net_server_close(server, 200, ss_closed, &rec));
+    CHECK_EQ(rec.calls, 0); /* never inside close */
+    net_test_run_until(loop, ss_closed_ran, &rec);
     CHECK(net_loop_run_after(loop, SS_AFTER_MS, ss_quit_clients, NULL) > 0);
     net_test_run_until(loop, storm_clients_done, jobs); /* the clients see refusals meanwhile */
     for (int i = 0; i < SS_THREADS; i++)
         net_test_job_join(&jobs[i]);
-    net_test_run_for(loop, 50); /* a second stopped callback would run here */
+    net_test_run_for(loop, 50); /* a second done would run here */
 
     fprintf(stderr, "stop during storm: %d cycles before the stop, %d in all, %d failures "
             "after it; %d up, %d down\n", before, atomic_load(&ss.cycles),
             atomic_load(&ss.failures_after_stop), atomic_load(&ss.ups), atomic_load(&ss.downs));
-    CHECK_EQ(done, 1);
+    CHECK_EQ(rec.calls, 1);
     CHECK(before > 0);
-    CHECK_EQ(net_server_connection_count(server), 0);
+    CHECK_EQ(rec.end.connections, 0);
     CHECK_EQ(atomic_load(&ss.ups), atomic_load(&ss.downs));
-    CHECK((uint64_t)atomic_load(&ss.ups) <= net_server_accepted(server));
-    CHECK_OK(net_server_free(server));
-    CHECK_EQ(atomic_load(&ss.ups), atomic_load(&ss.downs));
+    CHECK((uint64_t)atomic_load(&ss.ups) <= rec.end.accepted);
     CHECK_EQ(net_test_count_open_fds(), fd0);
     net_loop_free(loop);
 }
@@ -624,7 +641,7 @@ TEST(fault_tcp_stop_during_storm)
 static bool count_is(void *arg)
 {
     struct { net_server_t *server; size_t n; } *c = arg;
-    return net_server_connection_count(c->server) == c->n;
+    return net_test_server_conns(c->server) == c->n;
 }
 
 static void run_until_count(net_loop_t *loop, net_server_t *server, size_t n)
@@ -696,6 +713,6 @@ TEST(fault_tcp_emfile_no_accept_pause_reg)
     CHECK(close(good) == 0);
     for (int i = 0; i < EP_STALE; i++)
         CHECK(close(stale[i]) == 0);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }

@@ -151,7 +151,7 @@ TEST(fault_tcp_rst_mid_large_write)
     CHECK_EQ(atomic_load(&rw.ups), RW_ROUNDS + 1);
     CHECK_EQ(atomic_load(&rw.downs), RW_ROUNDS + 1);
     run_until_fds(loop, fd0);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
     free(rw.big);
 }
@@ -285,6 +285,6 @@ TEST(fault_tcp_never_reading_reader)
     net_test_run_until(loop, no_connections, server);
     run_until_fds(loop, fd0);
     check_still_serves(loop, server, "served after a stuck reader");
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }

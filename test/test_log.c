@@ -10,6 +10,7 @@
 #include <net/log.h>
 
 #include "harness.h"
+#include "net_test_util.h"
 #include "loop/log_internal.h"
 
 /* ---- a capturing sink ------------------------------------------------- */
@@ -43,7 +44,7 @@ static void cap_sink(net_log_level_t level, const char *msg, size_t len, void *a
 
 static void cap_install(void)
 {
-    net_log_set_sink(cap_sink, &cap);
+    CHECK_OK(net_log_set_sink(cap_sink, &cap));
 }
 
 static void cap_reset(void)
@@ -157,13 +158,13 @@ TEST(log_sink_replaced_and_restored_without_leak)
     net_log_set_level(NET_LOG_WARN);
     cap_install();
     net_log(NET_LOG_ERROR, "one");
-    net_log_set_sink(other_sink, NULL);
+    CHECK_OK(net_log_set_sink(other_sink, NULL));
     net_log(NET_LOG_ERROR, "two");
     CHECK_EQ(cap.n, 1);
     CHECK_EQ(other_calls, 1);
 
     /* NULL restores stderr: neither sink hears anything more. */
-    net_log_set_sink(NULL, NULL);
+    CHECK_OK(net_log_set_sink(NULL, NULL));
     int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
     CHECK(devnull >= 0);
     int saved = dup(STDERR_FILENO);
@@ -346,4 +347,22 @@ TEST(strerror_int_min_is_unknown)
     /* -INT_MIN does not exist: the code must not negate it (UBSan). */
     CHECK(strcmp(net_strerror(-2147483647 - 1), "unknown error") == 0);
     CHECK(strcmp(net_strerror(2147483647), "unknown error") == 0);
+}
+
+/* ---- a sink that cannot be installed leaves the old one --------------- */
+
+TEST(log_sink_without_memory_keeps_previous)
+{
+    net_test_fail_allocs_from(SIZE_MAX); /* installs the allocator first */
+    net_log_set_level(NET_LOG_WARN);
+    cap_install();
+    net_test_fail_allocs_from(1);
+    CHECK_EQ(net_log_set_sink(other_sink, NULL), -ENOMEM);
+    net_test_fail_allocs_from(SIZE_MAX);
+    net_log(NET_LOG_ERROR, "still captured");
+    CHECK_EQ(other_calls, 0);
+    CHECK_EQ(cap.n, 1);
+    CHECK(strcmp(cap.msg[0], "still captured") == 0);
+    cap_reset();
+    CHECK_OK(net_log_set_sink(NULL, NULL));
 }

@@ -298,7 +298,7 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     int phase; /* 1: the loop is blocked in hold_loop; 2: release it */
-    unsigned long long writes_before, writes_after;
+    uint64_t writes_before, writes_after;
 } co = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static void set_phase(int phase)
@@ -324,14 +324,21 @@ static void hold_loop(void *arg)
     wait_phase(2);
 }
 
+static uint64_t wakeups(net_loop_t *loop)
+{
+    struct net_loop_stats st;
+    net_loop_stats(loop, &st);
+    return st.wakeups;
+}
+
 static void *burst_producer(void *arg)
 {
     (void)arg;
     wait_phase(1);
-    co.writes_before = net__loop_eventfd_writes(co.loop);
+    co.writes_before = wakeups(co.loop);
     for (int i = 0; i < 1000; i++)
         CHECK_OK(net_loop_queue_in_loop(co.loop, count_functor, NULL));
-    co.writes_after = net__loop_eventfd_writes(co.loop);
+    co.writes_after = wakeups(co.loop);
     CHECK_OK(net_loop_queue_in_loop(co.loop, quit_functor, co.loop));
     set_phase(2);
     return NULL;
@@ -355,14 +362,14 @@ TEST(loop_wakeups_coalesced_while_loop_busy)
 TEST(loop_same_thread_queue_needs_no_wakeup)
 {
     net_loop_t *loop = net_test_new_loop(5000);
-    unsigned long long before = net__loop_eventfd_writes(loop);
+    uint64_t before = wakeups(loop);
     counter = 0;
     for (int i = 0; i < 100; i++)
         CHECK_OK(net_loop_queue_in_loop(loop, count_functor, NULL));
     CHECK_OK(net_loop_queue_in_loop(loop, quit_functor, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(counter, 100);
-    CHECK_EQ(net__loop_eventfd_writes(loop) - before, 0);
+    CHECK_EQ(wakeups(loop) - before, 0);
     net_loop_free(loop);
 }
 
@@ -460,4 +467,166 @@ TEST(loop_posted_task_reposts_itself_and_runs_at_free)
     net__loop_post(loop, &t);
     net_loop_free(loop); /* runs it, and the repost it makes */
     CHECK_EQ(repost_left, 0);
+}
+
+/* ---- net_loop_free refuses a running loop and other threads ----------- */
+
+static struct {
+    int from_functor, from_timer;
+} busy;
+
+static void free_in_functor_cb(void *loop)
+{
+    busy.from_functor = net_loop_free(loop);
+}
+
+static void free_in_timer_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)id;
+    (void)arg;
+    busy.from_timer = net_loop_free(loop);
+    net_loop_quit(loop);
+}
+
+TEST(loop_free_inside_callback_is_ebusy)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    CHECK_OK(net_loop_queue_in_loop(loop, free_in_functor_cb, loop));
+    CHECK(net_loop_run_after(loop, 1, free_in_timer_cb, NULL) > 0);
+    CHECK_OK(net_loop_run(loop));
+    CHECK_EQ(busy.from_functor, -EBUSY);
+    CHECK_EQ(busy.from_timer, -EBUSY);
+    /* Nothing was freed: the loop still runs functors and timers. */
+    counter = 0;
+    CHECK_OK(net_loop_queue_in_loop(loop, count_functor, NULL));
+    net_test_run_for(loop, 5);
+    CHECK_EQ(counter, 1);
+    CHECK(net_loop_current() == loop);
+    CHECK_OK(net_loop_free(loop));
+    CHECK(net_loop_current() == NULL);
+}
+
+static struct {
+    int run_rc, free_rc;
+} drain;
+
+static void free_while_draining_cb(void *loop)
+{
+    drain.free_rc = net_loop_free(loop);
+    drain.run_rc = net_loop_run(loop);
+}
+
+TEST(loop_free_inside_its_last_functors_is_ebusy)
+{
+    net_loop_t *loop;
+    CHECK_OK(net_loop_new(&loop));
+    CHECK_OK(net_loop_queue_in_loop(loop, free_while_draining_cb, loop));
+    CHECK_OK(net_loop_free(loop)); /* runs the functor, which must not free it again */
+    CHECK_EQ(drain.free_rc, -EBUSY);
+    CHECK_EQ(drain.run_rc, -EBUSY);
+    CHECK(net_loop_current() == NULL);
+    CHECK_EQ(net_loop_free(NULL), 0);
+}
+
+static struct {
+    int free_rc, run_rc;
+    uint64_t now;
+} other;
+
+static void loop_calls_elsewhere(void *loop)
+{
+    other.free_rc = net_loop_free(loop);
+    other.run_rc = net_loop_run(loop);
+    other.now = net_loop_now_ms(loop);
+    CHECK_OK(net_loop_queue_in_loop(loop, count_functor, NULL));
+}
+
+TEST(loop_calls_from_other_thread_are_ewrongthread)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    other.now = 1;
+    counter = 0;
+    net_test_run_with_client(loop, loop_calls_elsewhere, loop);
+    CHECK_EQ(other.free_rc, NET_EWRONGTHREAD);
+    CHECK_EQ(other.run_rc, NET_EWRONGTHREAD);
+    CHECK_EQ(other.now, 0);
+    /* The loop was neither freed nor run there: it works here. */
+    net_test_run_for(loop, 5);
+    CHECK_EQ(counter, 1);
+    CHECK(net_loop_now_ms(loop) > 0);
+    CHECK_OK(net_loop_free(loop));
+}
+
+/* ---- net_loop_stats: wakeups from another thread ---------------------- */
+
+#define WAKE_ROUNDS 20
+
+static atomic_int wake_ran;
+
+static void wake_functor(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&wake_ran, 1);
+}
+
+/* One functor at a time, each queued after the previous one ran: the loop
+ * has cleared its wakeup flag before running it, so each costs exactly one
+ * eventfd write. */
+static void wake_rounds(void *loop)
+{
+    for (int i = 0; i < WAKE_ROUNDS; i++) {
+        CHECK_OK(net_loop_queue_in_loop(loop, wake_functor, NULL));
+        WAIT_UNTIL(atomic_load(&wake_ran) == i + 1);
+    }
+}
+
+TEST(loop_stats_count_wakeups_from_other_thread)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    struct net_loop_stats before, after;
+    net_loop_stats(loop, &before);
+    net_test_run_with_client(loop, wake_rounds, loop);
+    net_loop_stats(loop, &after);
+    CHECK_EQ(atomic_load(&wake_ran), WAKE_ROUNDS);
+    CHECK_EQ(after.wakeups - before.wakeups, WAKE_ROUNDS);
+    CHECK_EQ(after.functors_run - before.functors_run, WAKE_ROUNDS);
+    CHECK(after.iterations - before.iterations >= WAKE_ROUNDS);
+    /* Queued on the loop's own thread: run, but no wakeup. */
+    CHECK_OK(net_loop_queue_in_loop(loop, wake_functor, NULL));
+    net_test_run_for(loop, 2);
+    net_loop_stats(loop, &before);
+    CHECK_EQ(before.wakeups, after.wakeups);
+    CHECK_EQ(before.functors_run, after.functors_run + 1);
+    CHECK_OK(net_loop_free(loop));
+}
+
+/* ---- a failing poller ends run with its errno, after the functors ----- */
+
+static const struct net__poller_ops *real_ops;
+
+static int failing_wait(struct net__poller *p, int timeout_ms, struct net__ready **ready)
+{
+    (void)p;
+    (void)timeout_ms;
+    (void)ready;
+    return -ENOMEM;
+}
+
+TEST(loop_run_returns_poller_failure_after_functors)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    static struct net__poller_ops broken;
+    real_ops = loop->ops;
+    broken = *real_ops;
+    broken.wait = failing_wait;
+    loop->ops = &broken;
+    counter = 0;
+    CHECK_OK(net_loop_queue_in_loop(loop, count_functor, NULL));
+    CHECK_EQ(net_loop_run(loop), -ENOMEM);
+    CHECK_EQ(counter, 1); /* the queued functor ran before run returned */
+    loop->ops = real_ops; /* the poller is back: the loop runs again */
+    CHECK_OK(net_loop_queue_in_loop(loop, count_functor, NULL));
+    net_test_run_for(loop, 2);
+    CHECK_EQ(counter, 2);
+    CHECK_OK(net_loop_free(loop));
 }

@@ -10,15 +10,21 @@
 
 #include "harness.h"
 
-/* Waits (bounded) until *flag becomes nonzero; fails the test on timeout. */
-static void wait_flag(atomic_int *flag, uint64_t timeout_ms)
+/* Waits (bounded) until *v >= n; fails the test on timeout. */
+static void wait_at_least(atomic_int *v, int n, uint64_t timeout_ms)
 {
     uint64_t deadline = net_test_now_ms() + timeout_ms;
-    while (!atomic_load(flag)) {
+    while (atomic_load(v) < n) {
         CHECK(net_test_now_ms() < deadline);
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* Waits (bounded) until *flag (never negative) becomes nonzero. */
+static void wait_flag(atomic_int *flag, uint64_t timeout_ms)
+{
+    wait_at_least(flag, 1, timeout_ms);
 }
 
 /* ---- start gives a running loop on another thread --------------------- */
@@ -70,7 +76,7 @@ static struct {
     atomic_int fired;
 } tm;
 
-static void tm_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void tm_fire_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -84,7 +90,7 @@ TEST(loop_thread_timer_from_other_thread)
     net_loop_thread_t *t;
     CHECK_OK(net_loop_thread_start(NULL, NULL, NULL, &t));
     tm.loop = net_loop_thread_loop(t);
-    CHECK_OK(net_loop_run_after(tm.loop, 10, tm_fire, NULL));
+    CHECK_OK(net_loop_run_after(tm.loop, 10, tm_fire_cb, NULL));
     wait_flag(&tm.fired, 2000);
     CHECK(tm.current == tm.loop);
     net_loop_thread_join(t);
@@ -420,4 +426,89 @@ TEST(loop_pool_invalid_args)
     CHECK_OK(net_loop_thread_start("a-very-long-thread-name", NULL, NULL, &t));
     net_loop_thread_join(t);
     net_loop_free(base);
+}
+
+/* ---- joins and pool starts from the wrong thread are refused ---------- */
+
+static struct {
+    net_loop_thread_t *t;
+    int rc;
+    atomic_int done, ran;
+} sj;
+
+static void sj_join_self_cb(void *arg)
+{
+    (void)arg;
+    sj.rc = net_loop_thread_join(sj.t); /* from its own loop: would wait for itself */
+    atomic_store(&sj.done, 1);
+}
+
+static void sj_ran_cb(void *arg)
+{
+    (void)arg;
+    atomic_store(&sj.ran, 1);
+}
+
+TEST(loop_thread_join_from_its_own_thread_rejected)
+{
+    CHECK_OK(net_loop_thread_start("lt-self", NULL, NULL, &sj.t));
+    CHECK_OK(net_loop_queue_in_loop(net_loop_thread_loop(sj.t), sj_join_self_cb, NULL));
+    wait_flag(&sj.done, 5000);
+    CHECK_EQ(sj.rc, NET_EWRONGTHREAD);
+    /* Nothing was done: the thread still runs its loop. */
+    CHECK_OK(net_loop_queue_in_loop(net_loop_thread_loop(sj.t), sj_ran_cb, NULL));
+    wait_flag(&sj.ran, 5000);
+    CHECK_EQ(net_loop_thread_join(sj.t), 0);
+    CHECK_EQ(net_loop_thread_join(NULL), 0);
+}
+
+static struct {
+    net_loop_t *base;
+    net_loop_pool_t *pool, *other_pool;
+    int start_rc, join_rc, join_in_pool_rc;
+    atomic_int in_pool_done, ran;
+} pw;
+
+static void *pw_other_thread(void *arg)
+{
+    (void)arg;
+    pw.start_rc = net_loop_pool_start(pw.base, 1, "pw", NULL, NULL, &pw.other_pool);
+    pw.join_rc = net_loop_pool_join(pw.pool);
+    return NULL;
+}
+
+static void pw_join_in_pool_cb(void *arg)
+{
+    (void)arg;
+    pw.join_in_pool_rc = net_loop_pool_join(pw.pool);
+    atomic_store(&pw.in_pool_done, 1);
+}
+
+static void pw_ran_cb(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&pw.ran, 1);
+}
+
+TEST(loop_pool_start_join_off_base_thread_rejected)
+{
+    CHECK_OK(net_loop_new(&pw.base));
+    CHECK_OK(net_loop_pool_start(pw.base, 2, "pw", NULL, NULL, &pw.pool));
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, pw_other_thread, NULL), 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(pw.start_rc, NET_EWRONGTHREAD);
+    CHECK(pw.other_pool == NULL);
+    CHECK_EQ(pw.join_rc, NET_EWRONGTHREAD);
+    /* One of the pool's own threads is not the base thread either. */
+    CHECK_OK(net_loop_queue_in_loop(net_loop_pool_get(pw.pool, 0), pw_join_in_pool_cb, NULL));
+    wait_flag(&pw.in_pool_done, 5000);
+    CHECK_EQ(pw.join_in_pool_rc, NET_EWRONGTHREAD);
+    /* The pool was left whole: both loops still run functors. */
+    for (size_t i = 0; i < 2; i++)
+        CHECK_OK(net_loop_queue_in_loop(net_loop_pool_get(pw.pool, i), pw_ran_cb, NULL));
+    wait_at_least(&pw.ran, 2, 5000);
+    CHECK_EQ(net_loop_pool_join(pw.pool), 0);
+    CHECK_EQ(net_loop_pool_join(NULL), 0);
+    CHECK_OK(net_loop_free(pw.base));
 }

@@ -2,7 +2,7 @@
  * lib/tcp/acceptor.c): byte-exact echo of every size, write order, backpressure
  * through the high-water mark and stop_read, half-close both ways, resets,
  * running out of descriptors, descriptor reuse, cross-thread sends, the
- * server's start / stop / free, max_connections, round robin, IPv6 and Unix
+ * server's start and close, max_connections, round robin, IPv6 and Unix
  * sockets, connection timers, and where callbacks may run. Loopback only.
  *
  * The server under test runs on the scenario's main-thread loop (its base
@@ -309,7 +309,7 @@ static uint64_t send_until_queued(net_conn_t *conn, uint64_t min)
 struct done_rec {
     net_loop_t *loop;
     int calls;
-    bool inside_stop;
+    bool inside_close;
     uint64_t at_ms;
 };
 
@@ -317,23 +317,18 @@ static void record_done(net_server_t *server, void *arg)
 {
     struct done_rec *d = arg;
     CHECK(net_loop_in_loop_thread(d->loop));
-    CHECK(!d->inside_stop); /* never from inside net_server_stop() */
-    CHECK_EQ(net_server_connection_count(server), 0);
+    CHECK(!d->inside_close); /* never from inside net_server_close() */
+    CHECK_EQ(net_test_server_conns(server), 0);
     d->calls++;
     d->at_ms = net_now_ms();
     net_loop_quit(d->loop);
 }
 
-/* Stops the server (connections drain), runs the loop until it has stopped,
- * and frees it. */
-static void server_stop_and_free(net_loop_t *loop, net_server_t *server)
+/* Closes the server (connections get 2 s to drain) and runs the loop until
+ * its done; the server is gone after. */
+static void server_close(net_loop_t *loop, net_server_t *server)
 {
-    struct done_rec done = {.loop = loop};
-    CHECK_OK(net_server_stop(server, 2000, record_done, &done));
-    CHECK_OK(net_loop_run(loop));
-    CHECK_EQ(done.calls, 1);
-    CHECK_EQ(net_server_connection_count(server), 0);
-    CHECK_OK(net_server_free(server));
+    net_test_server_close(loop, server, 2000);
 }
 
 /* A server with one I/O thread on loop, and one blocking client (*fd)
@@ -388,8 +383,8 @@ TEST(tcp_echo_sizes)
         net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
         net_addr_t addr = *net_server_addr(server);
         net_test_run_with_client(loop, echo_sizes_client, &addr);
-        CHECK_EQ(net_server_accepted(server), N_ECHO_SIZES);
-        server_stop_and_free(loop, server);
+        CHECK_EQ(net_test_server_stats(server).accepted, N_ECHO_SIZES);
+        server_close(loop, server);
         net_loop_free(loop);
     }
 }
@@ -427,7 +422,7 @@ static void many_client(void *arg)
         CHECK_MEM_EQ(back, msg, len);
     }
     /* Every one has echoed and none has closed: all are open at once. */
-    CHECK_EQ(net_server_connection_count(many.server), MANY);
+    CHECK_EQ(net_test_server_conns(many.server), MANY);
     for (int i = 0; i < MANY; i++)
         close(fds[i]);
 }
@@ -451,8 +446,8 @@ TEST(tcp_echo_1000_connections)
     many.server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     many.addr = *net_server_addr(many.server);
     net_test_run_with_client(loop, many_client, NULL);
-    CHECK_EQ(net_server_accepted(many.server), MANY);
-    server_stop_and_free(loop, many.server);
+    CHECK_EQ(net_test_server_stats(many.server).accepted, MANY);
+    server_close(loop, many.server);
     net_loop_free(loop);
 }
 
@@ -554,7 +549,7 @@ TEST(tcp_slow_reader_high_water)
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
     net_test_run_with_client(loop, slow_client, &addr);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     CHECK_EQ(slow.produced, SLOW_TOTAL);
     CHECK(slow.high_waters >= 1);
     CHECK(slow.resumes >= 1);
@@ -627,7 +622,7 @@ TEST(tcp_write_order_10k_writes)
     net_server_t *server = server_start(loop, "127.0.0.1:0", &opt, &cbs);
     net_addr_t addr = *net_server_addr(server);
     net_test_run_with_client(loop, order_client, &addr);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     CHECK_EQ(order.next, ORDER_WRITES);
     CHECK_EQ(atomic_load(&order.downs), 1);
     net_loop_free(loop);
@@ -704,7 +699,7 @@ TEST(tcp_peer_reset_mid_write)
     CHECK_OK(net_loop_run(loop)); /* quit by reset_check_later */
     net_test_job_join(&client);
     CHECK_EQ(reset.downs, 1);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     CHECK_EQ(reset.downs, 1);
     net_conn_unref(reset.conn);
     net_loop_free(loop);
@@ -770,7 +765,7 @@ TEST(tcp_shutdown_after_write)
     CHECK_EQ(shut.downs, 1);
     CHECK_EQ(shut.msg.n, 3);
     CHECK_MEM_EQ(shut.msg.got, "bye", 3);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -831,7 +826,7 @@ TEST(tcp_peer_half_close_flushes_output_reg_muduo366)
     net_test_job_join(&client);
     CHECK_EQ(hc366.replies, 1);
     CHECK_EQ(hc366.downs, 1);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -910,7 +905,7 @@ TEST(tcp_half_close_option_keeps_writable)
     net_test_job_join(&client);
     CHECK_EQ(hco.eofs, 1);
     CHECK_EQ(hco.downs, 1);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -948,7 +943,7 @@ static void emfile_served_client(void *arg)
 
 static bool no_connections(void *arg)
 {
-    return net_server_connection_count(arg) == 0;
+    return net_test_server_idle(arg);
 }
 
 TEST(tcp_emfile_no_spin)
@@ -995,7 +990,7 @@ TEST(tcp_emfile_no_spin)
                       (long long)(cpu_us / 1000), (unsigned long long)wall_ms);
 
     /* EMFILE_ROOM were accepted and stay open; the rest were shed (closed). */
-    CHECK_EQ(net_server_accepted(server), EMFILE_ROOM);
+    CHECK_EQ(net_test_server_stats(server).accepted, EMFILE_ROOM);
     int served[EMFILE_CLIENTS], nserved = 0, shed = 0;
     for (int i = 0; i < EMFILE_CLIENTS; i++) {
         struct pollfd p = {.fd = fds[i], .events = POLLIN};
@@ -1019,8 +1014,8 @@ TEST(tcp_emfile_no_spin)
     net_test_run_until(loop, no_connections, server);
     struct net_test_echo e = {addr, "served again"};
     net_test_run_with_client(loop, net_test_echo_client, &e);
-    CHECK_EQ(net_server_accepted(server), EMFILE_ROOM + 1);
-    server_stop_and_free(loop, server);
+    CHECK_EQ(net_test_server_stats(server).accepted, EMFILE_ROOM + 1);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -1111,7 +1106,7 @@ TEST(tcp_fd_reuse_send_after_close)
     }
     CHECK(net_conn_connected(reuse.conns[1]));
     close(c2);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     CHECK_EQ(atomic_load(&reuse.downs), 2);
     net_conn_unref(reuse.conns[0]);
     net_conn_unref(reuse.conns[1]);
@@ -1217,7 +1212,7 @@ TEST(tcp_cross_thread_send_4_threads)
     close(fd);
     net_test_run_until_count(loop, &xt.downs, 1);
     net_conn_unref(conn);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -1248,7 +1243,7 @@ TEST(tcp_cross_thread_send_then_shutdown_drops_data_reg)
     close(fd);
     net_test_run_until_count(loop, &xs.downs, 1);
     net_conn_unref(conn);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -1313,13 +1308,12 @@ static void stop_scenario(void (*client)(void *), bool lingering)
     struct net_test_job j;
 
     net_test_job_start(&j, client, NULL);
-    struct done_rec done = {.loop = loop, .inside_stop = true};
+    struct done_rec done = {.loop = loop, .inside_close = true};
     uint64_t t0 = net_now_ms();
-    CHECK_OK(net_server_stop(server, 200, record_done, &done));
-    done.inside_stop = false;
+    CHECK_OK(net_server_close(server, 200, record_done, &done));
+    done.inside_close = false;
     CHECK_EQ(done.calls, 0);
-    CHECK_EQ(net_server_stop(server, 200, record_done, &done), -EALREADY);
-    CHECK_EQ(net_server_free(server), -EBUSY);
+    CHECK_EQ(net_server_close(server, 200, record_done, &done), -EALREADY);
     CHECK_OK(net_loop_run(loop)); /* quit by record_done */
     CHECK_EQ(done.calls, 1);
     CHECK_EQ(atomic_load(&stop.downs), STOP_CONNS); /* every down ran before done */
@@ -1328,24 +1322,22 @@ static void stop_scenario(void (*client)(void *), bool lingering)
     atomic_store(&stop.finished, true);
     net_test_job_join(&j);
     CHECK_EQ(atomic_load(&stop.eofs), STOP_CONNS);
-
-    CHECK_OK(net_server_free(server));
     net_test_run_for(loop, 50);
     CHECK_EQ(done.calls, 1);
     net_loop_free(loop);
 }
 
-TEST(tcp_server_stop_with_live_connections)
+TEST(tcp_server_close_with_live_connections)
 {
     stop_scenario(stop_closing_client, false);
 }
 
-TEST(tcp_server_stop_force_closes_at_deadline)
+TEST(tcp_server_close_force_closes_at_deadline)
 {
     stop_scenario(stop_lingering_client, true);
 }
 
-TEST(tcp_stop_before_start)
+TEST(tcp_close_before_start)
 {
     net_loop_t *loop = net_test_new_loop(WATCHDOG_MS);
     net_addr_t where = parse_addr("127.0.0.1:0");
@@ -1355,22 +1347,20 @@ TEST(tcp_stop_before_start)
     net_addr_t addr = *net_server_addr(server);
     CHECK(net_addr_port(&addr) > 0);
 
-    struct done_rec done = {.loop = loop, .inside_stop = true};
-    CHECK_OK(net_server_stop(server, 100, record_done, &done));
-    done.inside_stop = false;
+    struct done_rec done = {.loop = loop, .inside_close = true};
+    CHECK_OK(net_server_close(server, 100, record_done, &done));
+    done.inside_close = false;
     CHECK_EQ(done.calls, 0);
-    CHECK_EQ(net_server_stop(server, 100, record_done, &done), -EALREADY);
+    CHECK_EQ(net_server_close(server, 100, record_done, &done), -EALREADY);
+    CHECK_EQ(net_server_start(server), -ESHUTDOWN); /* a closed server does not start */
+    CHECK(net_server_io_loop(server, 0) == NULL);
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(done.calls, 1);
 
-    CHECK_EQ(net_server_start(server), -ESHUTDOWN); /* a stopped server does not start */
-    CHECK(net_server_io_loop(server, 0) == NULL);
     int fd = net_test_socket(AF_INET, 0, NET_TEST_IO_TIMEOUT_MS);
     CHECK(connect(fd, net_addr_sockaddr(&addr), net_addr_len(&addr)) < 0);
     CHECK_EQ(errno, ECONNREFUSED);
     close(fd);
-
-    CHECK_OK(net_server_free(server));
     net_test_run_for(loop, 20);
     CHECK_EQ(done.calls, 1);
     net_loop_free(loop);
@@ -1391,8 +1381,8 @@ TEST(tcp_start_idempotent)
     CHECK(net_server_io_loop(server, 1) == l1);
     struct net_test_echo e = {*net_server_addr(server), "started once"};
     net_test_run_with_client(loop, net_test_echo_client, &e);
-    CHECK_EQ(net_server_accepted(server), 1);
-    server_stop_and_free(loop, server);
+    CHECK_EQ(net_test_server_stats(server).accepted, 1);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -1431,7 +1421,7 @@ TEST(tcp_start_from_other_thread)
     CHECK_OK(net_server_start(server));
     struct net_test_echo e = {*net_server_addr(server), "started elsewhere"};
     net_test_run_with_client(loop, net_test_echo_client, &e);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -1453,7 +1443,7 @@ static void maxc_connection(net_conn_t *conn, void *arg)
 
 static bool maxc_all_handled(void *arg)
 {
-    return net_server_accepted(arg) + net_server_refused(arg) == MAXC_CLIENTS;
+    return net_test_server_stats(arg).accepted + net_test_server_stats(arg).refused == MAXC_CLIENTS;
 }
 
 static void maxc_client(void *arg)
@@ -1497,12 +1487,12 @@ TEST(tcp_max_connections_refuses)
     CHECK_EQ(closed, MAXC_CLIENTS - MAXC_LIMIT);
     CHECK_EQ(maxc.nserved, MAXC_LIMIT);
     net_test_run_with_client(loop, maxc_client, NULL);
-    CHECK_EQ(net_server_refused(server), MAXC_CLIENTS - MAXC_LIMIT);
-    CHECK_EQ(net_server_accepted(server), MAXC_LIMIT);
+    CHECK_EQ(net_test_server_stats(server).refused, MAXC_CLIENTS - MAXC_LIMIT);
+    CHECK_EQ(net_test_server_stats(server).accepted, MAXC_LIMIT);
     CHECK_EQ(atomic_load(&maxc.ups), MAXC_LIMIT); /* the refused never came up */
     for (int i = 0; i < MAXC_CLIENTS; i++)
         close(fds[i]);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     CHECK_EQ(atomic_load(&maxc.downs), MAXC_LIMIT);
     net_loop_free(loop);
 }
@@ -1574,7 +1564,7 @@ TEST(tcp_round_robin_2_and_4_threads)
         pthread_mutex_unlock(&rr.mu);
         for (int i = 0; i < conns; i++)
             close(fds[i]);
-        server_stop_and_free(loop, server);
+        server_close(loop, server);
         net_loop_free(loop);
     }
 }
@@ -1615,7 +1605,7 @@ static net_server_t *fam_echo(net_loop_t *loop, const net_addr_t *where)
     CHECK_OK(net_server_start(server));
     struct net_test_echo e = {*net_server_addr(server), "hello over another family"};
     net_test_run_with_client(loop, net_test_echo_client, &e);
-    CHECK_EQ(net_server_accepted(server), 1);
+    CHECK_EQ(net_test_server_stats(server).accepted, 1);
     return server;
 }
 
@@ -1632,7 +1622,7 @@ TEST(tcp_ipv6_echo)
     CHECK(net_addr_format(net_server_addr(server), text, sizeof text) > 0);
     CHECK(strcmp(fam.local, text) == 0);
     CHECK(strncmp(text, "[::1]:", 6) == 0);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -1650,7 +1640,7 @@ TEST(tcp_unix_socket_echo)
     CHECK_EQ(fam.nodelay_rc, -EOPNOTSUPP);
     CHECK_EQ(fam.keepalive_rc, -EOPNOTSUPP);
     CHECK(strcmp(fam.local, text) == 0);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
     CHECK(unlink(path) == 0);
 }
@@ -1717,7 +1707,7 @@ TEST(tcp_force_close_after)
     CHECK_EQ(net_conn_force_close_after(fca.conn[0], 10), -ENOTCONN);
     CHECK_EQ(net_conn_force_close_after(fca.conn[1], 10), -ENOTCONN);
     close(a);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_conn_unref(fca.conn[0]);
     net_conn_unref(fca.conn[1]);
     net_loop_free(loop);
@@ -1811,7 +1801,7 @@ TEST(tcp_idle_timeout_closes)
     CHECK_EQ(recv_end(idle.client_b), 0);
     close(a);
     close(idle.client_b);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -1924,7 +1914,7 @@ TEST(tcp_stop_read_backpressure)
     CHECK_EQ(atomic_load(&sr.bad_messages), 0);
     net_test_run_until_count(loop, &sr.downs, 1);
     net_conn_unref(conn);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_loop_free(loop);
 }
 
@@ -2010,7 +2000,7 @@ TEST(tcp_stop_read_from_earlier_event_in_batch_reg)
     CHECK_OK(net_conn_start_read(sb.conn));
     net_test_run_until(loop, sb_got_all, NULL);
     close(sb.client);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_watch_free(sb.w);
     close(sb.pipe[0]);
     close(sb.pipe[1]);
@@ -2125,7 +2115,7 @@ TEST(tcp_callbacks_not_inside_api)
      * event. Either way the down callback ran outside the call. */
     CHECK(cb.send_error == -ECONNRESET || cb.send_error == -EPIPE || cb.send_error == 0);
     close(cb.client[1]);
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     for (int i = 0; i < 3; i++)
         net_conn_unref(cb.conn[i]);
     net_loop_free(loop);
@@ -2145,9 +2135,10 @@ TEST(tcp_conn_ref_outlives_server)
     int fd;
     net_conn_t *conn = serve_one_client(loop, &outlive, &server, &addr, &fd);
 
-    /* The client stays open: the connection is force-closed at the deadline. */
+    /* The client stays open: the connection is force-closed at the deadline;
+     * done comes once the I/O thread is joined (its loop is gone). */
     struct done_rec done = {.loop = loop};
-    CHECK_OK(net_server_stop(server, 100, record_done, &done));
+    CHECK_OK(net_server_close(server, 100, record_done, &done));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(done.calls, 1);
     CHECK_EQ(atomic_load(&outlive.downs), 1);
@@ -2158,8 +2149,6 @@ TEST(tcp_conn_ref_outlives_server)
     CHECK_EQ(net_conn_force_close_after(conn, 1), -ENOTCONN);
     CHECK_EQ(net_conn_stop_read(conn), -ENOTCONN);
     CHECK_EQ(net_conn_start_read(conn), -ENOTCONN);
-
-    CHECK_OK(net_server_free(server)); /* joins the I/O thread: its loop is gone */
     CHECK_EQ(net_conn_state(conn), NET_CONN_DISCONNECTED);
     CHECK(!net_conn_connected(conn));
     CHECK_EQ(net_addr_port(net_conn_local_addr(conn)), net_addr_port(&addr));
@@ -2261,7 +2250,7 @@ TEST(tcp_addresses_and_stats)
     CHECK(strcmp(as.local, server_text) == 0);
     CHECK(strcmp(as.peer, as.client_local) == 0);
     CHECK(net_addr_equal(net_conn_local_addr(as.conn), &as.addr));
-    server_stop_and_free(loop, server);
+    server_close(loop, server);
     net_conn_unref(as.conn);
     net_loop_free(loop);
 }
@@ -2322,6 +2311,6 @@ TEST(tcp_data_before_reset_delivered_reg)
     net_test_run_with_client(rst.loop, rst_client, NULL);
     CHECK_EQ(atomic_load(&rst.received), 640);
     CHECK_EQ(atomic_load(&rst.down), 1);
-    server_stop_and_free(rst.loop, server);
+    server_close(rst.loop, server);
     net_loop_free(rst.loop);
 }

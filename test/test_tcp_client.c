@@ -1,6 +1,7 @@
 /* net_client: connect, echo, refusal, retry with backoff, timeouts,
- * cancellation (stop/disconnect/free) exactly once, reconnect after a drop,
- * cross-thread use, IPv6 and Unix sockets. Loopback only.
+ * cancellation (disconnect/close) exactly once, reconnect after a drop,
+ * cross-thread use, IPv6 and Unix sockets. Loopback only. (Closing from
+ * every callback and thread: test_lifecycle_tcp.c.)
  *
  * The servers here are plain sockets watched with net_watch on the client's
  * own loop, so each scenario is one thread (plus the one it tests with). */
@@ -149,11 +150,13 @@ static struct {
     net_loop_t *loop;
     net_client_t *client;
     bool in_api;  /* inside a client call that must not run callbacks */
-    bool in_free; /* inside net_client_free (callbacks allowed) */
-    int ups, downs, fails;
+    bool in_fail; /* inside the failure callback */
+    bool close_called;
+    int ups, downs, fails, closed;
+    uint32_t attempts; /* net_client_attempts, taken in the close's done */
     int fail_err[MAX_FAILS];
     bool fail_retry[MAX_FAILS];
-    bool fail_in_free[MAX_FAILS];
+    bool fail_nested[MAX_FAILS]; /* reported inside another failure callback */
     uint64_t fail_ms[MAX_FAILS];
     uint64_t up_ms;
     char got[256];
@@ -201,11 +204,39 @@ static void on_failed(net_client_t *client, int err, bool will_retry, void *arg)
     CHECK(t.fails < MAX_FAILS);
     t.fail_err[t.fails] = err;
     t.fail_retry[t.fails] = will_retry;
-    t.fail_in_free[t.fails] = t.in_free;
+    t.fail_nested[t.fails] = t.in_fail;
     t.fail_ms[t.fails] = net_now_ms();
     t.fails++;
+    t.in_fail = true;
     if (t.on_fail)
         t.on_fail();
+    t.in_fail = false;
+}
+
+/* The close's done: last, on the loop, never inside a call; the client's
+ * memory goes when it returns. */
+static void on_closed(net_client_t *client, void *arg)
+{
+    CHECK(arg == &t);
+    CHECK(client == t.client);
+    CHECK(!t.in_api);
+    CHECK(net_loop_in_loop_thread(t.loop));
+    CHECK_EQ(t.downs, t.ups); /* every connection's down came first */
+    t.closed++;
+    t.attempts = net_client_attempts(client);
+    t.client = NULL;
+}
+
+static bool client_closed(void *arg)
+{
+    (void)arg;
+    return t.closed > 0;
+}
+
+/* Attempts so far: the client's, or what its done saw once it is gone. */
+static uint32_t attempts(void)
+{
+    return t.client ? net_client_attempts(t.client) : t.attempts;
 }
 
 static void setup(void)
@@ -266,10 +297,12 @@ static void client_connect(void)
     t.in_api = false;
 }
 
-static void client_stop(void)
+/* Closes with drain 0 (the first call; later ones must say -EALREADY). */
+static void client_close(void)
 {
     t.in_api = true;
-    CHECK_OK(net_client_stop(t.client));
+    CHECK_EQ(net_client_close(t.client, 0, on_closed, &t), t.close_called ? -EALREADY : 0);
+    t.close_called = true;
     t.in_api = false;
 }
 
@@ -296,19 +329,21 @@ static void quit_soon(void)
     CHECK_OK(net_loop_run_after(t.loop, 150, quit_fn, NULL));
 }
 
+/* Closes the client if the scenario did not, runs the loop until its done
+ * ran (once), and ends the server and the loop. */
 static void teardown(void)
 {
-    t.in_free = true;
-    net_client_free(t.client);
-    t.in_free = false;
-    t.client = NULL;
+    if (!t.close_called)
+        client_close();
+    net_test_run_until(t.loop, client_closed, NULL);
+    CHECK_EQ(t.closed, 1);
     server_close();
     net_loop_free(t.loop);
 }
 
-static void stop_client_hook(void)
+static void close_client_hook(void)
 {
-    client_stop();
+    client_close();
 }
 
 /* ---- echo over TCP/IPv4, IPv6 and a Unix socket -------------------------- */
@@ -325,7 +360,7 @@ static void echo_up(void)
 
 static void echo_done(void)
 {
-    client_stop();
+    client_close();
 }
 
 static void echo_down(void)
@@ -352,7 +387,7 @@ static void run_echo(void)
     CHECK_EQ(t.fails, 0);
     CHECK_EQ(t.ngot, sizeof payload);
     CHECK_MEM_EQ(t.got, payload, sizeof payload);
-    CHECK_EQ(net_client_attempts(t.client), 1);
+    CHECK_EQ(attempts(), 1);
     CHECK_EQ(srv.accepted, 1);
     teardown();
 }
@@ -402,13 +437,13 @@ TEST(client_connect_refused_reports_once)
     CHECK_EQ(t.fail_err[0], -ECONNREFUSED);
     CHECK(!t.fail_retry[0]);
     CHECK_EQ(t.ups, 0);
-    CHECK_EQ(net_client_attempts(t.client), 1);
+    CHECK_EQ(attempts(), 1);
     /* Not stopped: a new request makes a new attempt with a new report. */
     client_connect();
     CHECK_OK(net_loop_run(t.loop));
     CHECK_EQ(t.fails, 2);
     CHECK_EQ(t.fail_err[1], -ECONNREFUSED);
-    CHECK_EQ(net_client_attempts(t.client), 2);
+    CHECK_EQ(attempts(), 2);
     teardown();
 }
 
@@ -446,11 +481,13 @@ TEST(client_immediate_error_reported_later)
     CHECK(t.fail_retry[0]);
     CHECK_EQ(t.fail_err[1], -ENOENT);
     CHECK(!t.fail_retry[1]);
-    CHECK_EQ(net_client_attempts(t.client), 2);
+    CHECK_EQ(attempts(), 2);
     teardown();
 }
 
-TEST(client_stop_after_immediate_error_cancels_once)
+/* Connect and close in the same turn: the loop applies the connect as
+ * cancelled, with no attempt, and one report. */
+TEST(client_close_right_after_connect_cancels_once)
 {
     setup();
     use_missing_unix_path();
@@ -458,14 +495,41 @@ TEST(client_stop_after_immediate_error_cancels_once)
     net_client_options_init(&opt);
     opt.retry = true;
     new_client(&opt);
-    client_connect(); /* failed already; its report is queued */
-    client_stop();
-    CHECK_OK(net_loop_run_after(t.loop, 100, quit_fn, NULL));
-    CHECK_OK(net_loop_run(t.loop));
+    client_connect();
+    client_close();
+    CHECK_EQ(t.fails, 0); /* neither call reported inside itself */
+    net_test_run_until(t.loop, client_closed, NULL);
     CHECK_EQ(t.fails, 1);
     CHECK_EQ(t.fail_err[0], NET_ECANCELLED);
     CHECK(!t.fail_retry[0]);
-    CHECK_EQ(net_client_attempts(t.client), 1);
+    CHECK_EQ(attempts(), 0);
+    teardown();
+}
+
+/* An attempt that fails inside connect(2) (ENOENT), retried, then closed
+ * during its backoff: the failure and then one cancellation. */
+static void close_after_first_fail(void)
+{
+    if (t.fails == 1)
+        client_close();
+}
+
+TEST(client_close_after_immediate_error_cancels_once)
+{
+    setup();
+    use_missing_unix_path();
+    struct net_client_options opt = retry_options(5000);
+    t.on_fail = close_after_first_fail;
+    new_client(&opt);
+    client_connect();
+    net_test_run_until(t.loop, client_closed, NULL);
+    CHECK_EQ(t.fails, 2);
+    CHECK_EQ(t.fail_err[0], -ENOENT);
+    CHECK(t.fail_retry[0]);
+    CHECK_EQ(t.fail_err[1], NET_ECANCELLED);
+    CHECK(!t.fail_retry[1]);
+    CHECK(!t.fail_nested[1]); /* after the first callback, not inside it */
+    CHECK_EQ(attempts(), 1);
     teardown();
 }
 
@@ -485,7 +549,7 @@ TEST(client_retry_until_port_opens)
     struct net_client_options opt = retry_options(30);
     opt.retry_max_ms = 160;
     opt.connect_timeout_ms = 2000;
-    t.on_up = stop_client_hook;
+    t.on_up = close_client_hook;
     t.on_down = quit_soon_hook;
     new_client(&opt);
     uint64_t start = net_now_ms();
@@ -500,7 +564,7 @@ TEST(client_retry_until_port_opens)
         CHECK_EQ(t.fail_err[i], -ECONNREFUSED);
         CHECK(t.fail_retry[i]);
     }
-    CHECK_EQ(net_client_attempts(t.client), (uint32_t)t.fails + 1);
+    CHECK_EQ(attempts(), (uint32_t)t.fails + 1);
     uint64_t gap0 = t.fail_ms[1] - t.fail_ms[0], gap1 = t.fail_ms[2] - t.fail_ms[1];
     CHECK(gap0 >= 25);
     CHECK(gap1 >= gap0 + 15); /* doubled (60 after 30), loosely */
@@ -524,7 +588,7 @@ TEST(client_max_attempts_gives_up)
     CHECK(t.fail_retry[0]);
     CHECK(t.fail_retry[1]);
     CHECK(!t.fail_retry[2]);
-    CHECK_EQ(net_client_attempts(t.client), 3);
+    CHECK_EQ(attempts(), 3);
     CHECK_EQ(t.ups, 0);
     teardown();
 }
@@ -581,19 +645,21 @@ TEST(client_connect_timeout)
     close_fillers();
 }
 
-/* ---- stop while connecting: NET_ECANCELLED, exactly once ----------------- */
+/* ---- close while connecting: NET_ECANCELLED, exactly once ---------------- */
 
-TEST(client_stop_while_connecting_cancels_once)
+TEST(client_close_while_connecting_cancels_once)
 {
     setup_listening();
     new_client(NULL);
     client_connect();
-    client_stop();
-    client_stop(); /* idempotent */
+    client_close();
+    client_close(); /* -EALREADY */
     CHECK_EQ(net_client_connect(t.client), -ESHUTDOWN);
+    CHECK_EQ(net_client_disconnect(t.client), -ESHUTDOWN);
     CHECK_EQ(t.fails, 0);
     CHECK_OK(net_loop_run_after(t.loop, 200, quit_fn, NULL));
     CHECK_OK(net_loop_run(t.loop));
+    CHECK_EQ(t.closed, 1);
     CHECK_EQ(t.fails, 1);
     CHECK_EQ(t.fail_err[0], NET_ECANCELLED);
     CHECK(!t.fail_retry[0]);
@@ -601,24 +667,25 @@ TEST(client_stop_while_connecting_cancels_once)
     teardown();
 }
 
-static void *connect_then_stop(void *arg)
+static void *connect_then_close(void *arg)
 {
     (void)arg;
     CHECK_OK(net_client_connect(t.client));
-    CHECK_OK(net_client_stop(t.client));
+    CHECK_OK(net_client_close(t.client, 0, on_closed, &t));
     CHECK_EQ(net_client_connect(t.client), -ESHUTDOWN);
-    CHECK_OK(net_client_stop(t.client));
+    CHECK_EQ(net_client_close(t.client, 0, on_closed, &t), -EALREADY);
     return NULL;
 }
 
-TEST(client_stop_from_other_thread_cancels_once)
+TEST(client_close_from_other_thread_cancels_once)
 {
     setup_listening();
     new_client(NULL);
-    /* Both calls are queued before the loop runs, so the stop finds the
-     * attempt still connecting (the in-flight variant is below). */
+    /* Both calls are queued before the loop runs, so the close finds the
+     * connect not yet applied (the in-flight variant is below). */
+    t.close_called = true;
     pthread_t th;
-    CHECK_EQ(pthread_create(&th, NULL, connect_then_stop, NULL), 0);
+    CHECK_EQ(pthread_create(&th, NULL, connect_then_close, NULL), 0);
     CHECK_EQ(pthread_join(th, NULL), 0);
     CHECK_EQ(t.fails, 0);
     CHECK_OK(net_loop_run_after(t.loop, 300, quit_fn, NULL));
@@ -630,17 +697,17 @@ TEST(client_stop_from_other_thread_cancels_once)
     teardown();
 }
 
-/* A stop from another thread while the attempt really is in flight (the
+/* A close from another thread while the attempt really is in flight (the
  * server's accept queue is full, so the SYN goes unanswered). */
 static atomic_bool attempt_started;
 
-static void *stop_when_started(void *arg)
+static void *close_when_started(void *arg)
 {
     (void)arg;
     while (!atomic_load(&attempt_started))
         usleep(1000);
     usleep(50 * 1000);
-    CHECK_OK(net_client_stop(t.client));
+    CHECK_OK(net_client_close(t.client, 0, on_closed, &t));
     return NULL;
 }
 
@@ -653,7 +720,7 @@ static void start_connect(net_loop_t *loop, net_timer_id_t id, void *arg)
     atomic_store(&attempt_started, true);
 }
 
-TEST(client_stop_from_other_thread_while_in_flight)
+TEST(client_close_from_other_thread_while_in_flight)
 {
     setup_refusing();
     server_listen(0, false);
@@ -664,8 +731,9 @@ TEST(client_stop_from_other_thread_while_in_flight)
     t.on_fail = quit_soon_hook;
     t.on_up = quit_soon_hook;
     new_client(&opt);
+    t.close_called = true;
     pthread_t th;
-    CHECK_EQ(pthread_create(&th, NULL, stop_when_started, NULL), 0);
+    CHECK_EQ(pthread_create(&th, NULL, close_when_started, NULL), 0);
     CHECK_OK(net_loop_run_after(t.loop, 0, start_connect, NULL));
     CHECK_OK(net_loop_run(t.loop));
     CHECK_EQ(pthread_join(th, NULL), 0);
@@ -677,33 +745,33 @@ TEST(client_stop_from_other_thread_while_in_flight)
     CHECK_EQ(t.fails, 1);
     CHECK_EQ(t.fail_err[0], NET_ECANCELLED);
     CHECK(!t.fail_retry[0]);
-    CHECK_EQ(net_client_attempts(t.client), 1);
+    CHECK_EQ(attempts(), 1);
     teardown();
     close_fillers();
 }
 
-/* ---- stop during the backoff delay --------------------------------------- */
+/* ---- close during the backoff delay -------------------------------------- */
 
-static void stop_later(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void close_later(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
     (void)arg;
-    client_stop();
-    CHECK_EQ(t.fails, 1); /* the cancel report comes later, not inside stop */
+    client_close();
+    CHECK_EQ(t.fails, 1); /* the cancel report comes later, not inside close */
 }
 
 static void backoff_fail(void)
 {
     if (t.fails == 1) {
         CHECK(t.fail_retry[0]);
-        CHECK_OK(net_loop_run_after(t.loop, 50, stop_later, NULL));
+        CHECK_OK(net_loop_run_after(t.loop, 50, close_later, NULL));
     } else {
         quit_soon();
     }
 }
 
-TEST(client_stop_during_backoff_cancels_once)
+TEST(client_close_during_backoff_cancels_once)
 {
     setup_refusing();
     struct net_client_options opt = retry_options(5000);
@@ -714,30 +782,30 @@ TEST(client_stop_during_backoff_cancels_once)
     CHECK(t.fail_retry[0]);
     CHECK_EQ(t.fail_err[1], NET_ECANCELLED);
     CHECK(!t.fail_retry[1]);
-    CHECK_EQ(net_client_attempts(t.client), 1);
+    CHECK_EQ(attempts(), 1);
     teardown();
 }
 
-/* A stop from inside the failure callback that scheduled the retry. */
-static void stop_inside_fail(void)
+/* A close from inside the failure callback that scheduled the retry. */
+static void close_inside_fail(void)
 {
     if (t.fails == 1)
-        client_stop();
+        client_close();
     else
         quit_soon();
 }
 
-TEST(client_stop_inside_failure_callback_cancels_retry)
+TEST(client_close_inside_failure_callback_cancels_retry)
 {
     setup_refusing();
     struct net_client_options opt = retry_options(20);
-    t.on_fail = stop_inside_fail;
+    t.on_fail = close_inside_fail;
     connect_and_run(&opt);
     CHECK_EQ(t.fails, 2);
     CHECK(t.fail_retry[0]);
     CHECK_EQ(t.fail_err[1], NET_ECANCELLED);
     CHECK(!t.fail_retry[1]);
-    CHECK_EQ(net_client_attempts(t.client), 1);
+    CHECK_EQ(attempts(), 1);
     teardown();
 }
 
@@ -768,7 +836,7 @@ TEST(client_disconnect_when_connected)
     CHECK_EQ(t.fails, 0);
     CHECK_EQ(srv.accepted, 1);
     CHECK_EQ(srv.eofs, 1); /* the server saw our FIN */
-    CHECK_EQ(net_client_attempts(t.client), 1);
+    CHECK_EQ(attempts(), 1);
     CHECK(net_client_conn_ref(t.client) == NULL);
     teardown();
 }
@@ -784,7 +852,7 @@ TEST(client_disconnect_while_connecting_then_connect_again)
 {
     setup_listening();
     t.on_fail = reconnect_after_cancel;
-    t.on_up = stop_client_hook;
+    t.on_up = close_client_hook;
     t.on_down = quit_soon_hook;
     new_client(NULL);
     client_connect();
@@ -796,7 +864,7 @@ TEST(client_disconnect_while_connecting_then_connect_again)
     CHECK(!t.fail_retry[0]);
     CHECK_EQ(t.ups, 1);
     CHECK_EQ(t.downs, 1);
-    CHECK_EQ(net_client_attempts(t.client), 2);
+    CHECK_EQ(attempts(), 2);
     teardown();
 }
 
@@ -805,7 +873,7 @@ TEST(client_disconnect_while_connecting_then_connect_again)
 static void reconnect_up(void)
 {
     if (t.ups == 2)
-        client_stop();
+        client_close();
 }
 
 static void reconnect_down(void)
@@ -826,7 +894,7 @@ TEST(client_reconnects_after_drop)
     CHECK_EQ(t.downs, 2);
     CHECK_EQ(t.fails, 0);
     CHECK_EQ(srv.accepted, 2);
-    CHECK_EQ(net_client_attempts(t.client), 2);
+    CHECK_EQ(attempts(), 2);
     teardown();
 }
 
@@ -859,7 +927,7 @@ TEST(client_conn_ref_from_other_thread)
     srv.echo = true;
     t.expect = sizeof thread_msg;
     t.on_up = mark_up;
-    t.on_done = stop_client_hook;
+    t.on_done = close_client_hook;
     t.on_down = quit_soon_hook;
     new_client(NULL);
     CHECK(net_client_conn_ref(t.client) == NULL);
@@ -875,30 +943,11 @@ TEST(client_conn_ref_from_other_thread)
     teardown();
 }
 
-/* ---- free: runs the callbacks stop triggers before it returns ------------ */
+/* ---- close with work queued, and from inside callbacks -------------------- */
 
-TEST(client_free_while_connecting_reports_inside_free)
-{
-    setup_listening();
-    new_client(NULL);
-    client_connect();
-    t.in_free = true;
-    net_client_free(t.client);
-    t.in_free = false;
-    CHECK_EQ(t.fails, 1);
-    CHECK_EQ(t.fail_err[0], NET_ECANCELLED);
-    CHECK(!t.fail_retry[0]);
-    CHECK(t.fail_in_free[0]);
-    t.client = NULL;
-    CHECK_OK(net_loop_run_after(t.loop, 100, quit_fn, NULL));
-    CHECK_OK(net_loop_run(t.loop));
-    CHECK_EQ(t.fails, 1);
-    CHECK_EQ(t.ups, 0);
-    teardown();
-}
-
-/* Free with a report queued (connect refused at once, or stop just called)
- * and with a cross-thread functor still queued: neither touches freed memory. */
+/* A close with a cross-thread connect queued, a loop-thread connect and a
+ * disconnect queued too: the requests coalesce into one, which ends once
+ * (cancelled); nothing runs after done. */
 static void *connect_from_thread(void *arg)
 {
     (void)arg;
@@ -906,70 +955,70 @@ static void *connect_from_thread(void *arg)
     return NULL;
 }
 
-TEST(client_free_with_queued_work)
+TEST(client_close_with_queued_work)
 {
     setup();
     use_missing_unix_path();
     new_client(NULL);
     pthread_t th;
     CHECK_EQ(pthread_create(&th, NULL, connect_from_thread, NULL), 0);
-    CHECK_EQ(pthread_join(th, NULL), 0); /* its functor is queued, not run */
-    client_connect();                    /* ENOENT at once: report queued */
-    client_stop();
-    t.in_free = true;
-    net_client_free(t.client);
-    t.in_free = false;
-    t.client = NULL;
+    CHECK_EQ(pthread_join(th, NULL), 0); /* its request is queued, not applied */
+    client_connect();
+    t.in_api = true;
+    CHECK_OK(net_client_disconnect(t.client));
+    t.in_api = false;
+    client_connect();
+    client_close();
+    CHECK_EQ(t.fails, 0);
+    net_test_run_until(t.loop, client_closed, NULL);
+    net_test_run_for(t.loop, 50); /* a late callback would show here */
     CHECK_EQ(t.fails, 1);
     CHECK_EQ(t.fail_err[0], NET_ECANCELLED);
-    CHECK(t.fail_in_free[0]);
-    CHECK_OK(net_loop_run_after(t.loop, 50, quit_fn, NULL));
-    CHECK_OK(net_loop_run(t.loop));
-    CHECK_EQ(t.fails, 1);
     teardown();
 }
 
-static void free_inside_fail(void)
+/* A close inside the failure callback that armed a retry: the retry is
+ * cancelled and reported after that callback, not nested in it. */
+static void close_inside_first_fail(void)
 {
-    if (t.fails > 1)
-        return; /* the nested report of the free below */
-    net_client_free(t.client);
-    t.client = NULL;
-    quit_soon();
+    if (t.fails == 1)
+        client_close();
 }
 
-TEST(client_free_inside_failure_callback)
+TEST(client_close_inside_failure_callback)
 {
     setup_refusing();
     struct net_client_options opt = retry_options(10);
-    t.on_fail = free_inside_fail;
-    connect_and_run(&opt);
-    /* The first report said "will retry"; free then cancelled the retry and
-     * reported that from inside itself, nested in the first callback. */
+    t.on_fail = close_inside_first_fail;
+    new_client(&opt);
+    client_connect();
+    net_test_run_until(t.loop, client_closed, NULL);
     CHECK_EQ(t.fails, 2);
     CHECK(t.fail_retry[0]);
     CHECK_EQ(t.fail_err[1], NET_ECANCELLED);
+    CHECK(!t.fail_retry[1]);
+    CHECK(!t.fail_nested[1]);
+    CHECK_EQ(attempts(), 1);
     teardown();
 }
 
-static void free_inside_down(void)
-{
-    net_client_free(t.client);
-    t.client = NULL;
-    quit_soon();
-}
-
-TEST(client_free_inside_down_callback)
+/* Reconnect is on and the server drops us: a close inside the down
+ * callback means no reconnect. */
+TEST(client_close_inside_down_callback)
 {
     setup_listening();
     srv.close_first = true;
     struct net_client_options opt = reconnect_options(10);
-    t.on_down = free_inside_down;
-    connect_and_run(&opt);
+    t.on_down = close_client_hook;
+    new_client(&opt);
+    client_connect();
+    net_test_run_until(t.loop, client_closed, NULL);
+    net_test_run_for(t.loop, 100); /* a reconnect would be accepted here */
     CHECK_EQ(t.ups, 1);
     CHECK_EQ(t.downs, 1);
     CHECK_EQ(t.fails, 0);
-    CHECK_EQ(srv.accepted, 1); /* no reconnect after free */
+    CHECK_EQ(srv.accepted, 1);
+    CHECK_EQ(attempts(), 1);
     teardown();
 }
 
@@ -1008,11 +1057,19 @@ TEST(client_new_checks_arguments)
     CHECK_EQ(pthread_create(&th, NULL, new_off_loop, &rc), 0);
     CHECK_EQ(pthread_join(th, NULL), 0);
     CHECK_EQ(rc, NET_EWRONGTHREAD);
-    /* NULL callbacks and options are fine; free of a never-connected client. */
+    /* NULL callbacks, options and done are fine; so is closing a client
+     * never connected (its release runs on the loop, at the latest in
+     * net_loop_free). */
     CHECK_OK(net_client_new(t.loop, &srv.addr, NULL, NULL, NULL, NULL, &c));
     CHECK_EQ(net_client_attempts(c), 0);
     CHECK(net_client_conn_ref(c) == NULL);
-    net_client_free(c);
-    net_client_free(NULL);
+    CHECK_OK(net_client_close(c, 0, NULL, NULL));
+    CHECK_EQ(net_client_close(NULL, 0, NULL, NULL), -EINVAL);
+    CHECK_EQ(net_client_connect(NULL), -EINVAL);
+    CHECK_EQ(net_client_disconnect(NULL), -EINVAL);
+    CHECK(net_client_conn_ref(NULL) == NULL);
+    CHECK_EQ(net_client_attempts(NULL), 0);
+    net_test_run_for(t.loop, 10);
+    new_client(NULL);
     teardown();
 }

@@ -12,7 +12,7 @@
 #define SAME 200
 static int fired_order[SAME], nfired;
 
-static void record(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void record_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -24,7 +24,7 @@ TEST(timer_same_instant_fires_in_add_order)
     net_loop_t *loop = net_test_new_loop(5000);
     uint64_t when = net_now_ms() + 20;
     for (intptr_t i = 0; i < SAME; i++)
-        CHECK_OK(net_loop_run_at(loop, when, record, (void *)i));
+        CHECK_OK(net_loop_run_at(loop, when, record_cb, (void *)i));
     CHECK_OK(net_loop_run_at(loop, when + 1, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(nfired, SAME);
@@ -38,7 +38,7 @@ TEST(timer_fires_in_time_order)
     net_loop_t *loop = net_test_new_loop(5000);
     static const int delays[] = {30, 10, 50, 20, 40, 0};
     for (int i = 0; i < 6; i++)
-        CHECK_OK(net_loop_run_after(loop, (uint64_t)delays[i], record, (void *)(intptr_t)delays[i]));
+        CHECK_OK(net_loop_run_after(loop, (uint64_t)delays[i], record_cb, (void *)(intptr_t)delays[i]));
     CHECK_OK(net_loop_run_after(loop, 60, net_test_quit_loop, loop));
     uint64_t start = net_now_ms();
     CHECK_OK(net_loop_run(loop));
@@ -52,7 +52,7 @@ TEST(timer_fires_in_time_order)
 /* ---- never from inside the add call; past times fire next iteration --- */
 
 static bool in_add_call;
-static void not_inside_add(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void not_inside_add_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -64,7 +64,7 @@ TEST(timer_past_time_fires_but_not_inside_add)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     in_add_call = true;
-    CHECK_OK(net_loop_run_at(loop, 0, not_inside_add, loop));
+    CHECK_OK(net_loop_run_at(loop, 0, not_inside_add_cb, loop));
     in_add_call = false;
     CHECK_OK(net_loop_run(loop));
     net_loop_free(loop);
@@ -73,7 +73,7 @@ TEST(timer_past_time_fires_but_not_inside_add)
 /* ---- cancel ----------------------------------------------------------- */
 
 static int fires;
-static void count_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void count_fire_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -85,7 +85,7 @@ TEST(timer_cancel_before_fire)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
-    net_timer_id_t id = net_loop_run_after(loop, 10, count_fire, NULL);
+    net_timer_id_t id = net_loop_run_after(loop, 10, count_fire_cb, NULL);
     CHECK(id > 0);
     CHECK_EQ(net_loop_timer_count(loop), 2);
     CHECK_EQ(net_timer_cancel(loop, id), 0);
@@ -104,7 +104,7 @@ TEST(timer_cancel_after_fire_is_enoent)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
-    net_timer_id_t id = net_loop_run_after(loop, 1, count_fire, NULL);
+    net_timer_id_t id = net_loop_run_after(loop, 1, count_fire_cb, NULL);
     CHECK_OK(net_loop_run_after(loop, 20, net_test_quit_loop, loop));
     CHECK_OK(net_loop_run(loop));
     CHECK_EQ(fires, 1);
@@ -118,7 +118,7 @@ static struct {
     int runs;
 } self;
 
-static void self_cancel(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void self_cancel_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -133,7 +133,7 @@ static void self_cancel(net_loop_t *loop, net_timer_id_t id, void *arg)
 TEST(timer_repeating_cancels_itself)
 {
     self.loop = net_test_new_loop(5000);
-    self.id = net_loop_run_every(self.loop, 1, self_cancel, NULL);
+    self.id = net_loop_run_every(self.loop, 1, self_cancel_cb, NULL);
     CHECK(self.id > 0);
     CHECK_OK(net_loop_run(self.loop));
     CHECK_EQ(self.runs, 5); /* no run after the cancel */
@@ -141,7 +141,7 @@ TEST(timer_repeating_cancels_itself)
     net_loop_free(self.loop);
 }
 
-static void one_shot_cancels_itself(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void one_shot_cancels_itself_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -153,7 +153,7 @@ static void one_shot_cancels_itself(net_loop_t *loop, net_timer_id_t id, void *a
 TEST(timer_one_shot_cancel_inside_itself_is_enoent)
 {
     self.loop = net_test_new_loop(5000);
-    self.id = net_loop_run_after(self.loop, 1, one_shot_cancels_itself, NULL);
+    self.id = net_loop_run_after(self.loop, 1, one_shot_cancels_itself_cb, NULL);
     CHECK_OK(net_loop_run(self.loop));
     net_loop_free(self.loop);
 }
@@ -165,7 +165,7 @@ static struct {
     int runs_at_cancel;
 } xc;
 
-static void xc_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void xc_tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -173,7 +173,7 @@ static void xc_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
     atomic_fetch_add(&xc.runs, 1);
 }
 
-static void xc_one_shot(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void xc_one_shot_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -196,8 +196,8 @@ static void *xc_canceller(void *arg)
 TEST(timer_cancel_from_other_thread)
 {
     xc.loop = net_test_new_loop(5000);
-    xc.repeating = net_loop_run_every(xc.loop, 2, xc_tick, NULL);
-    xc.one_shot = net_loop_run_after(xc.loop, 3000, xc_one_shot, NULL);
+    xc.repeating = net_loop_run_every(xc.loop, 2, xc_tick_cb, NULL);
+    xc.one_shot = net_loop_run_after(xc.loop, 3000, xc_one_shot_cb, NULL);
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, xc_canceller, NULL), 0);
     CHECK_OK(net_loop_run(xc.loop));
@@ -210,7 +210,7 @@ TEST(timer_cancel_from_other_thread)
 
 static net_loop_t *add_loop;
 static pthread_t add_loop_thread;
-static void on_loop_thread(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void on_loop_thread_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -221,7 +221,7 @@ static void on_loop_thread(net_loop_t *loop, net_timer_id_t id, void *arg)
 
 static void *add_from_thread(void *arg)
 {
-    CHECK_OK(net_loop_run_after(arg, 5, on_loop_thread, arg));
+    CHECK_OK(net_loop_run_after(arg, 5, on_loop_thread_cb, arg));
     return NULL;
 }
 
@@ -248,7 +248,7 @@ static struct {
     int left;
 } many;
 
-static void many_fire(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void many_fire_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -270,7 +270,7 @@ TEST(timer_10k_fire_once_in_order_half_cancelled)
     srand(42);
     for (int i = 0; i < MANY; i++) {
         many.when[i] = now + 5 + (uint64_t)(rand() % 200);
-        many.id[i] = net_loop_run_at(many.loop, many.when[i], many_fire, (void *)(intptr_t)i);
+        many.id[i] = net_loop_run_at(many.loop, many.when[i], many_fire_cb, (void *)(intptr_t)i);
         CHECK(many.id[i] > 0);
         CHECK(i == 0 || many.id[i] > many.id[i - 1]);
     }
@@ -290,10 +290,10 @@ TEST(timer_huge_timeouts_do_not_overflow)
 {
     net_loop_t *loop = net_test_new_loop(5000);
     fires = 0;
-    net_timer_id_t a = net_loop_run_after(loop, UINT64_MAX, count_fire, NULL);
-    net_timer_id_t b = net_loop_run_at(loop, UINT64_MAX, count_fire, NULL);
-    net_timer_id_t c = net_loop_run_every(loop, UINT64_MAX, count_fire, NULL);
-    net_timer_id_t d = net_loop_run_after(loop, (uint64_t)INT64_MAX / 1000 + 7, count_fire, NULL);
+    net_timer_id_t a = net_loop_run_after(loop, UINT64_MAX, count_fire_cb, NULL);
+    net_timer_id_t b = net_loop_run_at(loop, UINT64_MAX, count_fire_cb, NULL);
+    net_timer_id_t c = net_loop_run_every(loop, UINT64_MAX, count_fire_cb, NULL);
+    net_timer_id_t d = net_loop_run_after(loop, (uint64_t)INT64_MAX / 1000 + 7, count_fire_cb, NULL);
     CHECK(a > 0 && b > 0 && c > 0 && d > 0);
     /* A near timer still fires although the far ones are earlier in the
      * heap's insertion order. */
@@ -313,8 +313,8 @@ TEST(timer_invalid_args)
     net_loop_t *loop;
     CHECK_OK(net_loop_new(&loop));
     CHECK_EQ(net_loop_run_after(loop, 1, NULL, NULL), -EINVAL);
-    CHECK_EQ(net_loop_run_every(loop, 0, count_fire, NULL), -EINVAL);
-    CHECK_EQ(net_loop_run_at(NULL, 1, count_fire, NULL), -EINVAL);
+    CHECK_EQ(net_loop_run_every(loop, 0, count_fire_cb, NULL), -EINVAL);
+    CHECK_EQ(net_loop_run_at(NULL, 1, count_fire_cb, NULL), -EINVAL);
     net_loop_free(loop);
 }
 
@@ -324,7 +324,7 @@ static void *make_ids(void *arg)
     CHECK_OK(net_loop_new(&loop));
     net_timer_id_t *out = arg;
     for (int i = 0; i < 1000; i++) {
-        out[i] = net_loop_run_after(loop, 1000, count_fire, NULL);
+        out[i] = net_loop_run_after(loop, 1000, count_fire_cb, NULL);
         CHECK(out[i] > 0);
     }
     net_loop_free(loop);
@@ -358,7 +358,7 @@ TEST(timer_ids_unique_across_loops)
 static net_loop_t *rep_loop;
 static int rep_runs;
 static uint64_t rep_last;
-static void rep_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void rep_tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -374,10 +374,173 @@ static void rep_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
 TEST(timer_repeating_interval_respected)
 {
     rep_loop = net_test_new_loop(5000);
-    net_timer_id_t id = net_loop_run_every(rep_loop, 10, rep_tick, NULL);
+    net_timer_id_t id = net_loop_run_every(rep_loop, 10, rep_tick_cb, NULL);
     CHECK(id > 0);
     CHECK_OK(net_loop_run(rep_loop));
     CHECK_EQ(rep_runs, 5);
     CHECK_EQ(net_timer_cancel(rep_loop, id), 0);
     net_loop_free(rep_loop);
+}
+
+/* ---- the callback gets its loop and its own id ------------------------ */
+
+static struct {
+    net_loop_t *loop;
+    net_timer_id_t ids[3];
+    int seen[3];
+    int bad;
+} own;
+
+static void own_id_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    if (loop != own.loop || id != own.ids[i])
+        own.bad++;
+    if (++own.seen[i] == 3 && i == 2)
+        CHECK_EQ(net_timer_cancel(loop, id), 0);
+}
+
+TEST(timer_callback_gets_its_loop_and_id)
+{
+    own.loop = net_test_new_loop(5000);
+    own.ids[0] = net_loop_run_after(own.loop, 1, own_id_cb, (void *)0);
+    own.ids[1] = net_loop_run_at(own.loop, net_now_ms() + 2, own_id_cb, (void *)1);
+    own.ids[2] = net_loop_run_every(own.loop, 1, own_id_cb, (void *)2);
+    CHECK(own.ids[0] > 0 && own.ids[1] > 0 && own.ids[2] > 0);
+    net_test_run_for(own.loop, 40);
+    CHECK_EQ(own.bad, 0);
+    CHECK_EQ(own.seen[0], 1);
+    CHECK_EQ(own.seen[1], 1);
+    CHECK_EQ(own.seen[2], 3); /* cancelled itself through the id it was given */
+    CHECK_EQ(net_loop_timer_count(own.loop), 1); /* only the watchdog */
+    CHECK_OK(net_loop_free(own.loop));
+}
+
+/* A timer added from another thread with a 1 ms interval may fire before
+ * the adder has stored the id it got back: the callback cancels itself
+ * with the id it is passed, and never runs again. */
+#define XSELF_RUNS 5
+
+static struct {
+    net_loop_t *loop;
+    atomic_int runs, bad_id;
+    atomic_llong first_id; /* what the callback was given, 0 before */
+    net_timer_id_t added;  /* what the add returned (written by the adder) */
+    int cancel_rc;
+} xself;
+
+static void xself_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)arg;
+    long long expect = 0;
+    if (!atomic_compare_exchange_strong(&xself.first_id, &expect, id) && expect != id)
+        atomic_fetch_add(&xself.bad_id, 1);
+    if (atomic_fetch_add(&xself.runs, 1) + 1 == XSELF_RUNS)
+        xself.cancel_rc = net_timer_cancel(loop, id);
+}
+
+static void xself_add(void *arg)
+{
+    (void)arg;
+    xself.added = net_loop_run_every(xself.loop, 1, xself_cb, NULL);
+    CHECK(xself.added > 0);
+}
+
+static bool xself_cancelled(void *arg)
+{
+    (void)arg;
+    return atomic_load(&xself.runs) >= XSELF_RUNS;
+}
+
+TEST(timer_added_from_other_thread_cancels_itself_by_passed_id)
+{
+    xself.loop = net_test_new_loop(5000);
+    net_test_run_with_client(xself.loop, xself_add, NULL);
+    net_test_run_until(xself.loop, xself_cancelled, NULL);
+    net_test_run_for(xself.loop, 30); /* 30 more intervals: none may run */
+    CHECK_EQ(atomic_load(&xself.runs), XSELF_RUNS);
+    CHECK_EQ(xself.cancel_rc, 0);
+    CHECK_EQ(atomic_load(&xself.bad_id), 0);
+    CHECK_EQ(atomic_load(&xself.first_id), xself.added);
+    CHECK_EQ(net_timer_cancel(xself.loop, xself.added), -ENOENT);
+    CHECK_EQ(net_loop_timer_count(xself.loop), 1); /* only the watchdog */
+    CHECK_OK(net_loop_free(xself.loop));
+}
+
+/* ---- net_loop_stats counts timer runs --------------------------------- */
+
+static void stats_tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    int *left = arg;
+    if (--*left == 0)
+        CHECK_EQ(net_timer_cancel(loop, id), 0);
+}
+
+static void stats_once_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)loop;
+    (void)id;
+    (*(int *)arg)++;
+}
+
+TEST(timer_stats_count_fired_timers)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    struct net_loop_stats before, after;
+    net_loop_stats(loop, &before);
+    int ticks_left = 4, once = 0;
+    CHECK(net_loop_run_every(loop, 1, stats_tick_cb, &ticks_left) > 0);
+    for (int i = 0; i < 3; i++)
+        CHECK(net_loop_run_after(loop, (uint64_t)i, stats_once_cb, &once) > 0);
+    net_timer_id_t cancelled = net_loop_run_after(loop, 1, stats_once_cb, &once);
+    CHECK_EQ(net_timer_cancel(loop, cancelled), 0);
+    net_test_run_for(loop, 100); /* its quit timer is one more fired */
+    net_loop_stats(loop, &after);
+    CHECK_EQ(ticks_left, 0);
+    CHECK_EQ(once, 3);
+    CHECK_EQ(after.timers_fired - before.timers_fired, 4 + 3 + 1);
+    CHECK(after.iterations > before.iterations);
+    CHECK_OK(net_loop_free(loop));
+}
+
+/* ---- the cached clock ------------------------------------------------- */
+
+static struct {
+    uint64_t cached, fresh, after_sleep, fresh_after_sleep, other_thread;
+} clk;
+
+static void clk_other(void *loop)
+{
+    clk.other_thread = net_loop_now_ms(loop);
+}
+
+static void clk_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)id;
+    (void)arg;
+    clk.cached = net_loop_now_ms(loop);
+    clk.fresh = net_now_ms();
+    net_test_sleep_ms(20);
+    clk.after_sleep = net_loop_now_ms(loop); /* same iteration: same value */
+    clk.fresh_after_sleep = net_now_ms();
+    net_loop_quit(loop);
+}
+
+TEST(timer_loop_now_ms_is_the_cached_clock)
+{
+    net_loop_t *loop = net_test_new_loop(5000);
+    CHECK(net_loop_now_ms(loop) > 0);
+    CHECK(net_loop_now_ms(loop) <= net_now_ms());
+    CHECK(net_loop_run_after(loop, 5, clk_cb, NULL) > 0);
+    CHECK_OK(net_loop_run(loop));
+    CHECK(clk.cached > 0 && clk.cached <= clk.fresh);
+    CHECK(clk.fresh - clk.cached <= 10); /* taken when this wait returned (slack: a busy CI) */
+    CHECK_EQ(clk.after_sleep, clk.cached);
+    CHECK(clk.fresh_after_sleep - clk.cached >= 20);
+    struct net_test_job j;
+    clk.other_thread = 1;
+    net_test_job_start(&j, clk_other, loop);
+    net_test_job_join(&j);
+    CHECK_EQ(clk.other_thread, 0); /* not the loop thread: the documented 0 */
+    CHECK_OK(net_loop_free(loop));
 }

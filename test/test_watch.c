@@ -30,7 +30,7 @@ static void write_all(int fd, const void *buf, size_t n)
     CHECK_EQ(write(fd, buf, n), (ssize_t)n);
 }
 
-static void quit_functor(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void quit_timer_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -60,7 +60,7 @@ static struct {
     size_t n;
 } rd;
 
-static void rd_write(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void rd_write_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -93,7 +93,7 @@ TEST(watch_pipe_readable)
     CHECK_OK(net_watch_new(rd.loop, rd.fds[0], NET_READABLE, rd_on_readable, &rd, &w));
     CHECK(w != NULL);
     CHECK_EQ(net_watch_events(w), NET_READABLE);
-    CHECK_OK(net_loop_run_after(rd.loop, 10, rd_write, NULL));
+    CHECK_OK(net_loop_run_after(rd.loop, 10, rd_write_cb, NULL));
     CHECK_OK(net_loop_run(rd.loop));
     CHECK_EQ(rd.n, sizeof rd_payload);
     CHECK_MEM_EQ(rd.got, rd_payload, sizeof rd_payload);
@@ -133,7 +133,7 @@ static void wt_on_writable(net_watch_t *w, int fd, unsigned events, void *arg)
     }
 }
 
-static void wt_tick(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void wt_tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -155,7 +155,7 @@ TEST(watch_writable_toggle)
     make_pipe(fds);
     CHECK_OK(net_watch_new(wt.loop, fds[1], NET_WRITABLE, wt_on_writable, NULL, &wt.w));
     CHECK_EQ(net_watch_events(wt.w), NET_WRITABLE);
-    wt.ticker = net_loop_run_every(wt.loop, 2, wt_tick, NULL);
+    wt.ticker = net_loop_run_every(wt.loop, 2, wt_tick_cb, NULL);
     CHECK_OK(wt.ticker);
     CHECK_OK(net_loop_run(wt.loop));
     CHECK_EQ(wt.calls, 2);
@@ -203,7 +203,7 @@ TEST(watch_free_other_in_same_iteration)
         char c = (char)('a' + i);
         write_all(fo.fds[i][1], &c, 1);
     }
-    CHECK_OK(net_loop_run_after(fo.loop, 30, quit_functor, fo.loop));
+    CHECK_OK(net_loop_run_after(fo.loop, 30, quit_timer_cb, fo.loop));
     CHECK_OK(net_loop_run(fo.loop));
     CHECK(fo.first == 0 || fo.first == 1);
     CHECK_EQ(fo.calls[fo.first], 1);
@@ -243,7 +243,7 @@ static void fs_again(net_watch_t *w, int fd, unsigned events, void *arg)
     net_loop_quit(fs.loop);
 }
 
-static void fs_rewatch(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void fs_rewatch_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -261,7 +261,7 @@ TEST(watch_free_self_in_callback)
     net_watch_t *w;
     CHECK_OK(net_watch_new(fs.loop, fs.fds[0], NET_READABLE, fs_free_self, NULL, &w));
     write_all(fs.fds[1], "x", 1);
-    CHECK_OK(net_loop_run_after(fs.loop, 20, fs_rewatch, NULL));
+    CHECK_OK(net_loop_run_after(fs.loop, 20, fs_rewatch_cb, NULL));
     CHECK_OK(net_loop_run(fs.loop));
     CHECK_EQ(fs.self_calls, 1);
     CHECK_EQ(fs.again_calls, 1);
@@ -280,7 +280,7 @@ static struct {
     unsigned eof_events;
 } hup;
 
-static void hup_close_writer(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void hup_close_writer_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -316,7 +316,7 @@ TEST(watch_hup_on_writer_close)
     make_pipe(hup.fds);
     net_watch_t *w;
     CHECK_OK(net_watch_new(hup.loop, hup.fds[0], NET_READABLE, hup_on_event, NULL, &w));
-    CHECK_OK(net_loop_run_after(hup.loop, 10, hup_close_writer, NULL));
+    CHECK_OK(net_loop_run_after(hup.loop, 10, hup_close_writer_cb, NULL));
     CHECK_OK(net_loop_run(hup.loop));
     CHECK(hup.eof);
     CHECK(hup.eof_events & NET_HUP);
@@ -563,7 +563,7 @@ TEST(watch_new_many_inside_callback)
     CHECK_OK(net_watch_new(grow.loop, grow.b[0], NET_READABLE, grow_on_b, NULL, &grow.wb));
     write_all(grow.a[1], "a", 1);
     write_all(grow.b[1], "b", 1);
-    CHECK_OK(net_loop_run_after(grow.loop, 30, quit_functor, grow.loop));
+    CHECK_OK(net_loop_run_after(grow.loop, 30, quit_timer_cb, grow.loop));
     CHECK_OK(net_loop_run(grow.loop));
     CHECK_EQ(grow.a_calls, 1);
     CHECK_EQ(grow.b_calls, 1);
@@ -579,7 +579,7 @@ TEST(watch_new_many_inside_callback)
 
 /* ---- signals ---------------------------------------------------------- */
 
-static void send_sigterm(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void send_sigterm_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -593,7 +593,7 @@ TEST(signal_sigterm_quits_loop)
     net_signal_t *s = NULL;
     CHECK_OK(net_signal_quit_on_term(loop, &s));
     CHECK(s != NULL);
-    CHECK_OK(net_loop_run_after(loop, 10, send_sigterm, NULL));
+    CHECK_OK(net_loop_run_after(loop, 10, send_sigterm_cb, NULL));
     uint64_t start = net_test_now_ms();
     CHECK_OK(net_loop_run(loop));
     CHECK(net_test_now_ms() - start < 2000);
@@ -613,7 +613,7 @@ static struct {
     int calls;
 } sg;
 
-static void sg_send_usr1(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void sg_send_usr1_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -641,11 +641,86 @@ TEST(signal_callback_gets_signo)
     sg.loop = net_test_new_loop(5000);
     static const int sigs[] = {SIGUSR1, SIGUSR2};
     CHECK_OK(net_signal_new(sg.loop, sigs, 2, sg_on_signal, &sg, &sg.s));
-    CHECK_OK(net_loop_run_after(sg.loop, 10, sg_send_usr1, NULL));
+    CHECK_OK(net_loop_run_after(sg.loop, 10, sg_send_usr1_cb, NULL));
     CHECK_OK(net_loop_run(sg.loop));
     CHECK_EQ(sg.calls, 2);
     CHECK_EQ(sg.seen[0], SIGUSR1);
     CHECK_EQ(sg.seen[1], SIGUSR2);
     CHECK(sg.s == NULL);
     net_loop_free(sg.loop);
+}
+
+/* ---- freeing a watch or a signal from another thread is refused -------- */
+
+static struct {
+    net_loop_t *loop;
+    net_watch_t *w;
+    net_signal_t *s, *term_out;
+    int rc_events, rc_free, rc_sig_free, rc_term;
+    bool term_blocked; /* in the other thread, after its refused quit_on_term */
+    int readable, signals;
+} xf;
+
+static void xf_on_readable_cb(net_watch_t *w, int fd, unsigned events, void *arg)
+{
+    (void)w, (void)events, (void)arg;
+    char c;
+    CHECK_EQ(read(fd, &c, 1), 1);
+    xf.readable++;
+}
+
+static void xf_on_signal_cb(net_signal_t *s, int signo, void *arg)
+{
+    (void)s, (void)arg;
+    CHECK_EQ(signo, SIGUSR1);
+    xf.signals++;
+    net_loop_quit(xf.loop);
+}
+
+static void *xf_other_thread(void *arg)
+{
+    (void)arg;
+    xf.rc_events = net_watch_events(xf.w);
+    xf.rc_free = net_watch_free(xf.w);
+    xf.rc_sig_free = net_signal_free(xf.s);
+    xf.rc_term = net_signal_quit_on_term(xf.loop, &xf.term_out);
+    sigset_t set;
+    CHECK_EQ(pthread_sigmask(SIG_BLOCK, NULL, &set), 0);
+    xf.term_blocked = sigismember(&set, SIGTERM);
+    return NULL;
+}
+
+TEST(watch_and_signal_free_from_other_thread_rejected)
+{
+    xf.loop = net_test_new_loop(5000);
+    int p[2];
+    make_pipe(p);
+    CHECK_OK(net_watch_new(xf.loop, p[0], NET_READABLE, xf_on_readable_cb, NULL, &xf.w));
+    static const int usr1[] = {SIGUSR1};
+    CHECK_OK(net_signal_new(xf.loop, usr1, 1, xf_on_signal_cb, NULL, &xf.s));
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, xf_other_thread, NULL), 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(xf.rc_events, NET_EWRONGTHREAD);
+    CHECK_EQ(xf.rc_free, NET_EWRONGTHREAD);
+    CHECK_EQ(xf.rc_sig_free, NET_EWRONGTHREAD);
+    CHECK_EQ(xf.rc_term, NET_EWRONGTHREAD);
+    CHECK(xf.term_out == NULL);
+    CHECK(!xf.term_blocked); /* refused before blocking anything */
+    /* Both still work on the loop thread. */
+    CHECK_EQ(net_watch_events(xf.w), NET_READABLE);
+    write_all(p[1], "x", 1);
+    CHECK_EQ(kill(getpid(), SIGUSR1), 0);
+    CHECK_OK(net_loop_run(xf.loop));
+    CHECK_EQ(xf.signals, 1);
+    if (!xf.readable) /* the signal came first: one more turn for the byte */
+        net_test_run_for(xf.loop, 5);
+    CHECK_EQ(xf.readable, 1);
+    CHECK_EQ(net_watch_free(xf.w), 0);
+    CHECK_EQ(net_signal_free(xf.s), 0);
+    CHECK_EQ(net_watch_free(NULL), 0);
+    CHECK_EQ(net_signal_free(NULL), 0);
+    CHECK_EQ(net_watch_events(NULL), -EINVAL);
+    CHECK_OK(net_loop_free(xf.loop));
+    close_pipe(p);
 }

@@ -60,7 +60,7 @@ ensure_libfuzzer() {
 }
 
 configure_and_build() {
-    opts="-Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false"
+    opts="-Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true"
     if [ -f "$builddir/build.ninja" ]; then
         # shellcheck disable=SC2086
         meson configure "$builddir" $opts >"$builddir.setup.log" 2>&1

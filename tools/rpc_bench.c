@@ -1,38 +1,7 @@
-/* rpc_bench: calls/s and latency of an NRPC/1 server's `echo` method.
- *
- *   rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]
- *             [--size S] [--seconds N] [--warmup W] [--sync] [--netns]
- *   defaults C=1 D=128 T=1 S=64 N=5 W=0.5; N and W may have decimals
- *
- * Only 127.0.0.0/8 and [::1] are accepted (traffic stays on loopback), or,
- * with --netns, a private IPv4 address (10/8, 172.16/12, 192.168/16) from a
- * network namespace that is not PID 1's and has no default route: for
- * test/netns_test.sh, whose namespaces are joined only to each other.
- *
- * Async (default): C clients spread over min(T, C) loop threads; each client
- * keeps D calls outstanding, and every completion starts the next call from
- * its callback, on the loop thread. Sync (--sync): T plain threads loop on
- * net_rpc_call_sync over the C clients round robin (each thread starting at
- * its own client), so T calls are in flight whatever D says; the clients'
- * loops are min(T, C) loop threads.
- *
- * Every call sends S bytes: its 8-byte tag (slot and sequence number) then a
- * fixed pattern. Every reply must be OK, S bytes long and carry its own tag;
- * one in 64 is compared byte for byte. Latency is submission to completion
- * on CLOCK_MONOTONIC, into a log-linear histogram (32 sub-buckets per power
- * of two: within ~3%). After W seconds of warm-up the next N seconds are
- * measured (calls completing in them); then no new call starts and the
- * outstanding ones get a bounded wait. One line on stdout:
- *   rpc_bench conns=C depth=D threads=T size=S seconds=N mode=async|sync
- *       calls=M calls/s=X p50=..us p99=..us p999=..us errors=E
- * (depth is T in sync mode). The clients' counters go to stderr. Exit 0, or
- * 1 if any call failed or any reply differed (the first few are described
- * on stderr); usage errors exit 2.
- *
- * D may exceed the server's limit of unanswered requests per connection
- * (rpc_server: 1024): `echo` answers inside its handler, so at most one of
- * them is ever unanswered. For a method that answers later, the server
- * stops reading at that limit and the surplus calls wait in TCP. */
+/* rpc_bench: calls/s and latency of an NRPC/1 server's `echo` method;
+ * installed as netloop-rpc-bench. What it measures, its options, its output
+ * line and exit codes are in its manual (`--help`, help_text below); the
+ * histogram and sampling constants are the enum below. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
@@ -594,12 +563,76 @@ static bool parse_seconds(const char *text, double min, double *out)
     return true;
 }
 
+static const char help_text[] =
+    "NAME\n"
+    "    netloop-rpc-bench - calls/s and latency of an NRPC/1 server's echo\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    netloop-rpc-bench HOST:PORT [--connections C] [--depth D] [--threads T]\n"
+    "                      [--size S] [--seconds N] [--warmup W] [--sync] [--netns]\n"
+    "    netloop-rpc-bench --help\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    Calls the method `echo` of the server at HOST:PORT (which must send\n"
+    "    the request body back, as examples/rpc_server does) as fast as it\n"
+    "    answers, and prints one line:\n"
+    "        rpc_bench conns=C depth=D threads=T size=S seconds=N mode=async|sync\n"
+    "            calls=M calls/s=X p50=..us p99=..us p999=..us errors=E\n"
+    "    (depth is T in sync mode); the clients' counters (calls, completed,\n"
+    "    late replies, timeouts, disconnects) go to standard error.\n"
+    "    Async (default): C clients spread over min(T, C) loop threads, each\n"
+    "    keeping D calls outstanding; every completion starts the next call\n"
+    "    from its callback. Sync (--sync): T threads loop on\n"
+    "    net_rpc_call_sync() over the C clients round robin, so T calls are in\n"
+    "    flight whatever D says.\n"
+    "    Every call sends S bytes, an 8-byte tag then a fixed pattern; every\n"
+    "    reply must be OK, S bytes long and carry its own tag, and one in 64 is\n"
+    "    compared byte for byte. Latency is submission to completion. After W\n"
+    "    seconds of warm-up the calls completing in the next N seconds are\n"
+    "    counted; then no call starts and the outstanding ones get 6 s.\n"
+    "    Only 127.0.0.0/8 and [::1] are accepted, so the load stays on\n"
+    "    loopback (see --netns).\n"
+    "    In a build tree the same program is build/tools/rpc_bench.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --connections C  clients (connections), 1..10000; default 1\n"
+    "    --depth D        calls outstanding per client (async), 1..65536;\n"
+    "                     default 128. D may exceed the server's limit of\n"
+    "                     unanswered requests per connection: the surplus\n"
+    "                     waits in TCP.\n"
+    "    --threads T      loop threads (async) or calling threads (sync),\n"
+    "                     1..1024; default 1\n"
+    "    --size S         request body bytes, 0..16777216; default 64 (below 8\n"
+    "                     the tag is cut short)\n"
+    "    --seconds N      measured seconds, 0.001..86400; default 5\n"
+    "    --warmup W       warm-up seconds, 0..86400; default 0.5\n"
+    "    --sync           blocking calls from T threads instead of callbacks\n"
+    "    --netns          also accept a private IPv4 address (10/8, 172.16/12,\n"
+    "                     192.168/16) when run in a network namespace that is\n"
+    "                     not PID 1's and has no default route\n"
+    "    -h, --help       print this manual on standard output and exit 0\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0   Every call succeeded and at least one completed.\n"
+    "    1   A call failed or a reply differed (the first few are described on\n"
+    "        standard error), no call completed, calls were still outstanding\n"
+    "        after the drain, or the clients could not be set up or were not\n"
+    "        connected within 5 s.\n"
+    "    2   Usage error: an unknown option, a value malformed or out of range,\n"
+    "        a bad or non-loopback address.\n"
+    "\n"
+    "EXAMPLES\n"
+    "    With build/examples/rpc_server on 127.0.0.1:2008:\n"
+    "        netloop-rpc-bench 127.0.0.1:2008 --connections 1 --depth 128 --seconds 3\n"
+    "        netloop-rpc-bench 127.0.0.1:2008 --threads 16 --sync --size 4096\n";
+
 static int usage(void)
 {
     fprintf(stderr, "usage: rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]\n"
                     "                 [--size S] [--seconds N] [--warmup W] [--sync] [--netns]\n"
                     "  defaults C=1 D=128 T=1 S=64 N=5 W=0.5; loopback addresses only\n"
-                    "  (--netns: private IPv4, from a namespace without a default route)\n");
+                    "  (--netns: private IPv4, from a namespace without a default route)\n"
+                    "  --help: the manual\n");
     return 2;
 }
 
@@ -655,6 +688,10 @@ static int parse_args(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(help_text, stdout);
+        return 0;
+    }
     int rc = parse_args(argc, argv);
     if (rc)
         return rc;

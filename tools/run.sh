@@ -4,7 +4,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./tools/deps.sh
-[ -f build/build.ninja ] || meson setup build >/dev/null
+# --werror: netloop's own builds treat warnings as errors (the project
+# default leaves that to projects embedding it).
+[ -f build/build.ninja ] || meson setup --werror build >/dev/null
 ninja -C build >/dev/null
 if [ -x build/examples/echo_server ]; then
     exec build/examples/echo_server "$@"

@@ -483,6 +483,14 @@ static void server_stopped(void)
     pthread_mutex_unlock(&g.mu);
 }
 
+/* Open connections of the echo server (main thread, while it runs). */
+static size_t echo_conns(void)
+{
+    struct net_server_stats st;
+    net_server_stats(g.echo, &st);
+    return st.connections;
+}
+
 static void echo_stopped(net_server_t *server, void *arg)
 {
     (void)server, (void)arg;
@@ -498,17 +506,16 @@ static void rpc_stopped(net_rpc_server_t *server, void *arg)
 static void servers_stop(void *arg)
 {
     (void)arg;
-    if (g.echo && net_server_stop(g.echo, 1000, echo_stopped, NULL) < 0)
+    if (g.echo && net_server_close(g.echo, 1000, echo_stopped, NULL) < 0)
         server_stopped();
     if (g.rpc && net_rpc_server_close(g.rpc, 1000, rpc_stopped, NULL) < 0)
         server_stopped();
 }
 
+/* Both servers are gone with their closes' done. */
 static void servers_free(void *arg)
 {
     (void)arg;
-    if (g.echo && net_server_free(g.echo) < 0)
-        fail("net_server_free: the echo server is still busy");
     g.echo = NULL;
     g.rpc = NULL;
 }
@@ -730,7 +737,7 @@ struct nc {
     net_client_t *client;
     net_conn_t *conn;   /* our reference, from the up callback */
     uint64_t seed, received;
-    bool up, down, failed, corrupt;
+    bool up, down, failed, corrupt, closed;
     int err;
 };
 
@@ -792,13 +799,18 @@ static void nc_create(void *arg)
         n->err = net_client_connect(n->client);
 }
 
-static void nc_free(void *arg)
+/* The client's close is done: nothing of it runs any more. */
+static void nc_closed(net_client_t *client, void *arg)
 {
+    (void)client;
     struct nc *n = arg;
-    net_client_free(n->client);
+    pthread_mutex_lock(&n->w.mu);
+    n->closed = true;
+    waiter_signal(&n->w);
+    pthread_mutex_unlock(&n->w.mu);
 }
 
-enum nc_event { NC_UP, NC_DOWN, NC_ECHOED };
+enum nc_event { NC_UP, NC_DOWN, NC_ECHOED, NC_CLOSED };
 
 static bool nc_reached(const struct nc *n, enum nc_event what, uint64_t sent)
 {
@@ -809,6 +821,8 @@ static bool nc_reached(const struct nc *n, enum nc_event what, uint64_t sent)
         return n->down;
     case NC_ECHOED:
         return n->received >= sent || n->down;
+    case NC_CLOSED:
+        return n->closed;
     }
     return true;
 }
@@ -816,7 +830,7 @@ static bool nc_reached(const struct nc *n, enum nc_event what, uint64_t sent)
 /* False when the deadline passed first (failure recorded). */
 static bool nc_wait(struct nc *n, enum nc_event what, uint64_t sent)
 {
-    static const char *const names[] = {"connection", "close", "echo"};
+    static const char *const names[] = {"connection", "close", "echo", "end of the client"};
     uint64_t deadline = now_ms() + WAIT_MS;
     pthread_mutex_lock(&n->w.mu);
     while (!nc_reached(n, what, sent) && waiter_wait(&n->w, deadline))
@@ -905,8 +919,9 @@ static void client_echo_episode(struct load *L)
         nc_exchange(L, &n);
         closed();
     }
-    if (n.client)
-        run_on_loop(n.loop, nc_free, &n);
+    /* Thread-safe; n lives on this stack, so wait for the close's done. */
+    if (n.client && net_client_close(n.client, 0, nc_closed, &n) == 0)
+        nc_wait(&n, NC_CLOSED, 0);
     net_conn_unref(n.conn);
     waiter_destroy(&n.w);
 }
@@ -1440,7 +1455,7 @@ static bool settle(struct figures *out)
     while (now_ms() < deadline) {
         sleep_ms(50);
         int fds = fd_count();
-        if (fds != last || net_server_connection_count(g.echo) > 0)
+        if (fds != last || echo_conns() > 0)
             still_since = now_ms();
         last = fds;
         if (now_ms() - still_since >= 500) {
@@ -1481,7 +1496,7 @@ static void print_sample(double elapsed)
            "echoed=%.1fMiB calls=%llu interrupted=%llu cancelled=%llu resets=%llu "
            "drops=%llu errors=%llu\n",
            elapsed, rss_kib(), kib_text(heap_in_use_kib(), heap, sizeof heap), fd_count(), (long long)atomic_load(&g.c.open),
-           net_server_connection_count(g.echo), get(&g.c.connects),
+           echo_conns(), get(&g.c.connects),
            (double)get(&g.c.bytes_echoed) / (1 << 20), get(&g.c.calls),
            get(&g.c.calls_interrupted), get(&g.c.calls_cancelled), get(&g.c.resets),
            get(&g.c.server_drops), get(&g.failures));

@@ -7,13 +7,17 @@
 #           fuzz                    tools/fuzz.sh, 60 s per libFuzzer target
 #                                   (one test per target)
 #           soak                    tools/soak for 30 s on the plain build
-#                                   (one test)
+#                                   (build-plain; one test)
 #   default: plain asan tsan, clang when installed, then fuzz and soak.
+# Build directories: build-plain (release), build-asan, build-tsan,
+# build-clang (debugoptimized), build-fuzz (tools/fuzz.sh); all with werror.
+# One made by hand with other options or compiler is reconfigured (said on
+# the output). build/ is left to tools/run.sh and to you.
 # Every scenario of the suite runs once with the epoll and once with the poll
 # backend.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-./tools/deps.sh || exit 1
+./tools/deps.sh --test || exit 1
 
 configs="$*"
 if [ -z "$configs" ]; then
@@ -22,7 +26,6 @@ if [ -z "$configs" ]; then
     configs="$configs fuzz soak"
 fi
 
-plain_opts="--buildtype=release"
 total_pass=0 total_fail=0 total_skip=0
 # report STAGE PASSED FAILED SKIPPED: one stage's line, added to the totals.
 report() {
@@ -30,12 +33,58 @@ report() {
     total_pass=$((total_pass + $2)); total_fail=$((total_fail + $3)); total_skip=$((total_skip + $4))
 }
 
-# setup DIR CC OPTS...: configures DIR once (later runs reuse it).
+# Every configuration names all the options it depends on, werror among
+# them (the project leaves werror off for projects that embed it), so a
+# directory made by hand with other options is noticed.
+plain_opts="buildtype=release werror=true b_sanitize=none b_lundef=true"
+asan_opts="buildtype=debugoptimized werror=true b_sanitize=address,undefined b_lundef=false"
+tsan_opts="buildtype=debugoptimized werror=true b_sanitize=thread b_lundef=false"
+clang_opts="buildtype=debugoptimized werror=true b_sanitize=none b_lundef=true"
+
+# config_diff DIR CC KEY=VALUE...: prints one line of the settings of DIR
+# that differ (compiler=ID first if the compiler does); nothing when all match.
+config_diff() {
+    python3 - "$@" <<'PY'
+import json, re, sys
+d, cc = sys.argv[1], sys.argv[2]
+want = dict(a.split("=", 1) for a in sys.argv[3:])
+try:
+    opts = {o["name"]: o["value"]
+            for o in json.load(open(d + "/meson-info/intro-buildoptions.json"))}
+    # Meson 1.0 has no compiler introspection; every configure logs
+    # "C compiler for the host machine: cc (gcc 12.2.0 ...)".
+    log = open(d + "/meson-logs/meson-log.txt").read()
+    comp = re.search(r"C compiler for the host machine: \S+ \((\w+)", log).group(1)
+except (OSError, KeyError, ValueError, AttributeError):
+    print("unreadable configuration")
+    sys.exit()
+diff = ["compiler=" + comp] if comp != cc else []
+for k, v in want.items():
+    have = opts.get(k)
+    have = str(have).lower() if isinstance(have, bool) else str(have)
+    if have != v:
+        diff.append(k + "=" + have)
+if diff:
+    print(" ".join(diff))
+PY
+}
+
+# setup DIR CC KEY=VALUE...: configures DIR; an existing DIR is reused when
+# its compiler and options match, else reconfigured (wiped for another
+# compiler), saying so.
 setup() {
     setup_dir=$1 setup_cc=$2; shift 2
-    [ -f "$setup_dir/build.ninja" ] && return 0
-    CC=$setup_cc meson setup "$setup_dir" "$@" >"$setup_dir.setup.log" 2>&1 || {
-        cat "$setup_dir.setup.log"; return 1; }
+    setup_how=""
+    if [ -f "$setup_dir/build.ninja" ]; then
+        setup_diff=$(config_diff "$setup_dir" "$setup_cc" "$@")
+        [ -z "$setup_diff" ] && return 0
+        setup_how=--reconfigure
+        case "$setup_diff" in compiler=*|unreadable*) setup_how=--wipe ;; esac
+        echo "$setup_dir: has ${setup_diff}; meson setup $setup_how for $setup_cc $*"
+    fi
+    # shellcheck disable=SC2046
+    CC=$setup_cc meson setup $setup_how "$setup_dir" $(printf -- '-D%s ' "$@") \
+        >"$setup_dir.setup.log" 2>&1 || { cat "$setup_dir.setup.log"; return 1; }
 }
 
 # Each libFuzzer target is one test; fuzz.sh exits 77 when clang's libFuzzer
@@ -54,22 +103,25 @@ run_fuzz() {
 
 # The soak needs the plain build's tools/soak (built here if missing).
 run_soak() {
-    echo "=== soak (build, 30 s)"
-    if setup build gcc $plain_opts && ninja -C build tools/soak >build.build.log 2>&1 &&
-        timeout 180 build/tools/soak --seconds 30 --interval 5 >build.soak.log 2>&1; then
-        tail -1 build.soak.log; report soak 1 0 0
+    echo "=== soak (build-plain, 30 s)"
+    # shellcheck disable=SC2086
+    if setup build-plain gcc $plain_opts &&
+        ninja -C build-plain tools/soak >build-plain.build.log 2>&1 &&
+        timeout 180 build-plain/tools/soak --seconds 30 --interval 5 >build-plain.soak.log 2>&1; then
+        tail -1 build-plain.soak.log; report soak 1 0 0
     else
-        tail -30 build.soak.log 2>/dev/null; report soak 0 1 0
+        tail -30 build-plain.soak.log 2>/dev/null; report soak 0 1 0
     fi
 }
 for config in $configs; do
     case "$config" in
     fuzz) run_fuzz; continue ;;
     soak) run_soak; continue ;;
-    plain) dir=build; opts=$plain_opts; cc=gcc ;;
-    asan) dir=build-asan; opts="-Db_sanitize=address,undefined -Db_lundef=false"; cc=gcc ;;
-    tsan) dir=build-tsan; opts="-Db_sanitize=thread -Db_lundef=false"; cc=gcc ;;
-    clang) dir=build-clang; opts=""; cc=clang ;;
+    # build-plain, not build: tools/run.sh's build/ is a debugoptimized one.
+    plain) dir=build-plain; opts=$plain_opts; cc=gcc ;;
+    asan) dir=build-asan; opts=$asan_opts; cc=gcc ;;
+    tsan) dir=build-tsan; opts=$tsan_opts; cc=gcc ;;
+    clang) dir=build-clang; opts=$clang_opts; cc=clang ;;
     *) echo "unknown configuration: $config" >&2; exit 2 ;;
     esac
     echo "=== $config ($dir)"

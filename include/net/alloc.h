@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 
+#include <net/error.h>
 #include <net/export.h>
 
 #ifdef __cplusplus

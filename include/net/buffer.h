@@ -42,6 +42,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <net/error.h>
 #include <net/export.h>
 
 #ifdef __cplusplus

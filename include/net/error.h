@@ -7,6 +7,8 @@
 #ifndef NET_ERROR_H
 #define NET_ERROR_H
 
+#include <errno.h>
+
 #include <net/export.h>
 
 #ifdef __cplusplus

@@ -28,6 +28,7 @@
 #define NET_LOOP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <net/error.h>
@@ -113,11 +114,18 @@ NET_EXPORT size_t net_loop_queue_size(net_loop_t *loop);
 
 /* Counters since the loop was created, for benchmarks, tests and metrics. */
 struct net_loop_stats {
-    uint64_t iterations;   /* poller waits that returned (with or without events) */
-    uint64_t wakeups;      /* eventfd writes other threads made to wake the loop */
-    uint64_t functors_run; /* functors run (net_loop_run_in_loop/queue_in_loop and
-                              the library's own deferred work) */
-    uint64_t timers_fired; /* timer callbacks called (each run of a repeating one) */
+    /* Poller waits that returned (with or without events). */
+    uint64_t iterations;
+    /* Eventfd writes other threads made to wake the loop (their functors,
+     * quits and the library's cross-thread work); many queued while one
+     * wakeup is pending share it. */
+    uint64_t wakeups;
+    /* Functors run from the queue: net_loop_queue_in_loop(),
+     * net_loop_run_in_loop() from another thread, the library's own deferred
+     * work. A run_in_loop on the loop thread runs at once, uncounted. */
+    uint64_t functors_run;
+    /* Timer callbacks called (each run of a repeating timer counts). */
+    uint64_t timers_fired;
 };
 
 /* Stores a snapshot of the loop's counters in *out. Each counter is read

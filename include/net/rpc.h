@@ -68,8 +68,9 @@ typedef struct net_rpc_req net_rpc_req_t;
 typedef void (*net_rpc_handler_fn)(net_rpc_req_t *req, const void *body, size_t body_len,
                                    void *arg);
 
-/* For a millisecond timeout option: no timeout. */
-#define NET_RPC_NO_TIMEOUT UINT32_MAX
+/* For a millisecond timeout option: no timeout (the library's one
+ * spelling, include/net/tcp_conn.h). */
+#define NET_RPC_NO_TIMEOUT NET_NO_TIMEOUT
 
 /* Server options. For every field 0 means the default given here (an
  * all-zero struct is valid and means the defaults); sizes take

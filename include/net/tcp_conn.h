@@ -66,6 +66,9 @@ struct net_conn_callbacks {
 /* For a size option: no limit. */
 #define NET_UNLIMITED SIZE_MAX
 
+/* For a millisecond timeout option: no timeout. */
+#define NET_NO_TIMEOUT UINT32_MAX
+
 /* Per-connection settings; servers and clients take them in their options. */
 struct net_conn_options {
     size_t high_water_mark;  /* bytes; 0 disables. Default 64 MiB */

@@ -7,13 +7,19 @@
  * running out of descriptors (EMFILE) never makes the loop spin, and closes at
  * once connections beyond max_connections.
  *
- * Threads: create, stop and free on the base loop's thread; start is
- * thread-safe. Callbacks run on the connection's I/O loop.
+ * Threads: net_server_new on the base loop's thread; start, close and the
+ * getters from any thread. Connection callbacks run on the connection's I/O
+ * loop; thread_init and thread_exit on each I/O loop's thread; done on the
+ * base loop.
  *
- * Lifetime: net_server_stop() stops accepting, half-closes every connection
- * (queued output is flushed first), force-closes those still open at the
- * deadline and then calls the stopped callback on the base loop. Only then
- * (or if the server was never started) may net_server_free() be called.
+ * Lifetime (the one close rule, as every long-lived object of netloop):
+ * net_server_close() stops accepting, half-closes every connection once its
+ * queued output is written, force-closes what is left after drain_ms, runs
+ * thread_exit on every I/O loop, joins the I/O threads and then calls done
+ * on the base loop, after which the server's memory is gone. Close is the
+ * only way to end a server, started or not. Keep the base loop running
+ * until done has run (a loop freed earlier runs what it has queued, but
+ * discards the drain deadline's timer).
  *
  * Memory: each connection's output (conn.backpressure_mark) and unconsumed
  * input (conn.max_input) is bounded, and so is the total over all
@@ -39,67 +45,97 @@ extern "C" {
 
 typedef struct net_server net_server_t;
 
+/* Options. An all-zero struct is valid: 0 in every field is its default. */
 struct net_server_options {
     size_t io_threads;      /* I/O loops beside the base loop; default 0 */
     bool reuse_port;        /* SO_REUSEPORT; default false */
     bool ipv6_only;         /* IPV6_V6ONLY for an IPv6 address; default false */
-    int backlog;            /* listen(2) backlog; default SOMAXCONN */
-    size_t max_connections; /* beyond it, accept and close at once; default 100000 */
-    const char *name;       /* for thread names and logs; default "server" */
+    int backlog;            /* listen(2) backlog; 0 (or < 0): SOMAXCONN */
+    /* Beyond this many open connections, a new one is accepted and closed
+     * at once (one rate-limited WARN line). 0: the default, 100000;
+     * NET_UNLIMITED: no limit. */
+    size_t max_connections;
+    const char *name;       /* for thread names and logs (copied, 31 bytes
+                               used); NULL: "server" */
     /* Bytes all connections together may hold in their input and output
      * buffers. Over it, connections holding more than a small share (a 16th
      * of it over the connections, 16 to 256 KiB) stop reading until the
      * total is back under 7/8 of it; smaller ones, such as an honest client
-     * with small messages, are still served, reading up to the share. Default 256 MiB; 0 means the default;
-     * NET_UNLIMITED turns it off. Each connection's own limits (conn.
-     * max_input, conn.backpressure_mark) still apply. */
+     * with small messages, are still served, reading up to the share.
+     * 0: the default, 256 MiB; NET_UNLIMITED turns it off. Each
+     * connection's own limits (conn.max_input, conn.backpressure_mark)
+     * still apply. */
     size_t memory_budget;
     struct net_conn_options conn; /* defaults of net_conn_options_init() */
+    /* Per-I/O-loop hooks (muduo's ThreadInitCallback), both optional, both
+     * given thread_arg. thread_init(loop) runs on each I/O loop's thread
+     * (on the base loop when io_threads is 0) after start, before that loop
+     * serves any connection: for objects that live on the loop (a
+     * net_client, say). thread_exit(loop) runs there during close, once the
+     * server's connections on that loop are gone and before the loop stops,
+     * so those objects can be closed in it; closed there with drain_ms 0
+     * their done runs before the server's done. Each runs exactly once per
+     * loop of a started server; neither runs for a server never started. */
+    void (*thread_init)(net_loop_t *loop, void *arg);
+    void (*thread_exit)(net_loop_t *loop, void *arg);
+    void *thread_arg;
 };
 
-/* Fills the defaults above. Thread-safe. */
+/* Fills the defaults above (all-zero gives the same server). Thread-safe. */
 NET_EXPORT void net_server_options_init(struct net_server_options *opt);
 
 /* Creates a server on `base`, bound to `addr` (port 0 picks a free port: see
  * net_server_addr()). It does not listen until started. opt may be NULL for
- * the defaults; cbs (copied) may be NULL for none. Stores it in *out.
- * Returns 0, -EINVAL, -ENOMEM, NET_EWRONGTHREAD, or the errno of
- * socket/bind (-EADDRINUSE, -EACCES, ...).
+ * the defaults; opt and cbs are copied (cbs may be NULL for none). Stores
+ * the server in *out; the caller owns it and ends it with
+ * net_server_close(). Returns 0, -EINVAL (NULL base, addr or out),
+ * NET_EWRONGTHREAD (not on base's thread), -ENOMEM, or the errno of
+ * socket/bind (-EADDRINUSE, -EACCES, ...); on failure *out is untouched.
  * Base loop thread only. */
 NET_EXPORT int net_server_new(net_loop_t *base, const net_addr_t *addr,
                               const struct net_server_options *opt,
                               const struct net_conn_callbacks *cbs, net_server_t **out);
 
-/* Starts the I/O threads and listens. Idempotent: later calls return 0 and
- * do nothing. Returns 0, -ESHUTDOWN (net_server_stop was called: a stopped
- * server does not start again) or the errno of listen/thread creation (then
- * the server is not started). From another thread it is applied on the base loop
- * and returns 0 (errors are logged).
+/* Starts the I/O threads and listens. On the base loop's thread it does so
+ * before returning and returns 0, -ESHUTDOWN (close was called) or the
+ * errno of thread creation or listen (the server is then not started and
+ * start may be tried again; I/O threads already started stay, for the next
+ * try and close). From any other thread it hands the start to the base loop
+ * and returns 0 (or -ESHUTDOWN); errors there are logged (ERROR), since
+ * nobody else sees them. Later calls on a started server return 0 and do
+ * nothing. -EINVAL for NULL.
  * Thread-safe. */
 NET_EXPORT int net_server_start(net_server_t *server);
 
-/* Called on the base loop when the server has stopped (no connection left). */
-typedef void (*net_server_stopped_fn)(net_server_t *server, void *arg);
+/* Called once on the base loop when the server is closed: every connection
+ * is gone and the I/O threads are joined. server identifies it only during
+ * the call (net_server_addr and net_server_stats still work inside); after
+ * done returns the memory is gone. */
+typedef void (*net_server_close_fn)(net_server_t *server, void *arg);
 
-/* Graceful stop: closes the listening socket, half-closes every connection
- * after its queued output, and force-closes what is left after drain_ms.
- * `done` (may be NULL) runs on the base loop once every connection is gone,
- * never inside this call. A second stop returns -EALREADY.
- * Base loop thread only. */
-NET_EXPORT int net_server_stop(net_server_t *server, uint64_t drain_ms,
-                               net_server_stopped_fn done, void *arg);
+/* Closes the server: the listening socket at once (before this returns on
+ * the base loop's thread, on the base loop's next turn from elsewhere),
+ * then on each I/O loop every connection is half-closed once its queued
+ * output is written (net_conn_shutdown), and whatever is still open drain_ms
+ * after the close reached the base loop is force-closed (drain_ms 0: all at
+ * once, queued output dropped; any value is accepted). Every connection
+ * that came up gets its down callback, once. Then thread_exit runs on each
+ * I/O loop, the I/O threads are joined, and done(server, arg) runs on the
+ * base loop, never inside this call (even for a server never started); done
+ * may be NULL. Keep the base loop running until then.
+ * Returns 0 for the first call; -EALREADY for any later one (nothing
+ * changes, its done is not kept); -EINVAL for NULL. Works from inside any
+ * callback of the server and its connections.
+ * Thread-safe. */
+NET_EXPORT int net_server_close(net_server_t *server, uint64_t drain_ms,
+                                net_server_close_fn done, void *arg);
 
-/* Frees a stopped (or never started) server and joins its I/O threads.
- * Returns 0, or -EBUSY if it is started and not yet stopped (nothing is
- * freed). NULL is ignored (0). Base loop thread only; not from a callback of
- * one of the server's connections. */
-NET_EXPORT int net_server_free(net_server_t *server);
-
-/* The bound address (with the real port when 0 was asked). Thread-safe. */
+/* The bound address (with the real port when 0 was asked), valid until
+ * done. Thread-safe. */
 NET_EXPORT const net_addr_t *net_server_addr(const net_server_t *server);
 
 struct net_server_stats {
-    size_t connections;     /* open now */
+    size_t connections;     /* open now (accepted, not yet gone) */
     uint64_t accepted;      /* so far */
     uint64_t refused;       /* over max_connections */
     size_t memory_budget;   /* the option (NET_UNLIMITED when off) */
@@ -108,19 +144,17 @@ struct net_server_stats {
     uint64_t budget_pauses; /* times a connection stopped reading for it */
 };
 
-/* Counters and the memory budget (a snapshot). Thread-safe. */
+/* Stores a snapshot of the counters in *out (each counter read atomically,
+ * not all at the same instant). Valid until done returns. Thread-safe. */
 NET_EXPORT void net_server_stats(const net_server_t *server, struct net_server_stats *out);
 
-/* Open connections (a snapshot). Thread-safe. */
-NET_EXPORT size_t net_server_connection_count(const net_server_t *server);
-
-/* Connections accepted so far, and refused over max_connections.
+/* The I/O loop of index i (0 <= i < max(1, io_threads); with 0 I/O threads,
+ * index 0 is the base loop), for tests and for spreading user work. NULL
+ * when out of range, before start has made the loops (from another thread:
+ * until the base loop applied it), and from the moment close joins the I/O
+ * threads (inside done too). A loop returned here lives until close joins
+ * it; call only its thread-safe functions from other threads.
  * Thread-safe. */
-NET_EXPORT uint64_t net_server_accepted(const net_server_t *server);
-NET_EXPORT uint64_t net_server_refused(const net_server_t *server);
-
-/* The I/O loop of index i (0 <= i < max(1, io_threads)), for tests and for
- * spreading user work. NULL when out of range or not started. Thread-safe. */
 NET_EXPORT net_loop_t *net_server_io_loop(net_server_t *server, size_t i);
 
 #ifdef __cplusplus

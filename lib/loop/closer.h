@@ -40,6 +40,24 @@ static inline void net__closer_ref(struct net__closer *c)
     atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 }
 
+/* A reference for a thread-safe call that reaches the object holding none
+ * (a user's connect or start from another thread, racing with close):
+ * taken unless the count already reached zero, when the release is armed
+ * and the call must leave the object alone. Returns false then. Once zero
+ * the count stays zero, so the release is armed exactly once. Relaxed, as
+ * net__closer_ref: the object is alive while the count is not zero.
+ * Thread-safe. */
+static inline bool net__closer_tryref(struct net__closer *c)
+{
+    unsigned n = atomic_load_explicit(&c->refs, memory_order_relaxed);
+    do {
+        if (n == 0)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&c->refs, &n, n + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
 /* acq_rel: every holder's writes happen before the release that frees
  * the object (release half), and the release sees them all (acquire half).
  * Thread-safe. */

@@ -5,7 +5,8 @@
  * nodes as buckets and never shrinks (a burst's peak is the likely next
  * burst's size too).
  *
- * Not thread-safe: each table belongs to one loop thread. */
+ * No locking of its own: a table is used by one thread (a loop) or under
+ * its owner's lock (the timer queue). */
 #ifndef NET__ID_TABLE_H
 #define NET__ID_TABLE_H
 

@@ -30,17 +30,21 @@ bool net__log_rl_allow(struct net__log_rl *rl, uint64_t *dropped);
             net_log((level), __VA_ARGS__);                                    \
     } while (0)
 
-#define NET__LOG_RL(level, fmt, ...)                                          \
+/* ISO C wants an argument for every "...": the 0 appended here, which
+ * "%.0d" prints as nothing, lets a bare format through without GNU's
+ * ", ##__VA_ARGS__". */
+#define NET__LOG_RL(level, ...) NET__LOG_RL_(level, __VA_ARGS__, 0)
+#define NET__LOG_RL_(level, fmt, ...)                                         \
     do {                                                                      \
         static struct net__log_rl net__rl_;                                   \
         uint64_t net__dropped_ = 0;                                           \
         if ((level) >= net_log_level() &&                                     \
             net__log_rl_allow(&net__rl_, &net__dropped_)) {                   \
             if (net__dropped_)                                                \
-                net_log((level), fmt " (%llu similar lines suppressed)",      \
-                        ##__VA_ARGS__, (unsigned long long)net__dropped_);    \
+                net_log((level), fmt "%.0d (%llu similar lines suppressed)",  \
+                        __VA_ARGS__, (unsigned long long)net__dropped_);      \
             else                                                              \
-                net_log((level), fmt, ##__VA_ARGS__);                         \
+                net_log((level), fmt "%.0d", __VA_ARGS__);                    \
         }                                                                     \
     } while (0)
 

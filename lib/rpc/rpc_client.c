@@ -487,12 +487,21 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
 
 /* ---- the close (loop thread) --------------------------------------------------------- */
 
+/* The TCP client's close is done: its down and failure callbacks have run
+ * and no other can come. */
+static void tcp_closed_cb(net_client_t *tcp, void *arg)
+{
+    (void)tcp;
+    net_rpc_client_t *c = arg;
+    c->tcp = NULL;
+    net__closer_unref(&c->closer); /* the owner's */
+}
+
+/* No drain of its own: the RPC drain is over, every call has ended. */
 static void tcp_close(net_rpc_client_t *c)
 {
-    net_client_t *tcp = c->tcp;
-    c->tcp = NULL;
-    net_client_free(tcp); /* runs its down and failure callbacks now */
-    net__closer_unref(&c->closer); /* the owner's */
+    if (net_client_close(c->tcp, 0, tcp_closed_cb, c) < 0)
+        tcp_closed_cb(c->tcp, c); /* cannot happen: the one close */
 }
 
 /* Everything left ends CANCELLED; the connection and the attempts go. A
@@ -787,10 +796,8 @@ static int client_connect(net_rpc_client_t *c, const net_addr_t *addr)
     struct net_conn_callbacks cbs = {.on_connection = on_connection, .on_message = on_message,
                                      .arg = c};
     int rc = net_client_new(c->loop, addr, &c->opt.client, &cbs, on_connect_failed, c, &c->tcp);
-    if (rc == 0)
-        rc = net_client_connect(c->tcp);
-    if (rc < 0)
-        net_client_free(c->tcp); /* nothing has happened on it yet */
+    if (rc == 0 && (rc = net_client_connect(c->tcp)) < 0) /* cannot fail on a new client */
+        net_client_close(c->tcp, 0, NULL, NULL); /* no request made: no callback reaches c */
     return rc;
 }
 

@@ -974,6 +974,8 @@ int net_rpc_server_start(net_rpc_server_t *server)
     pthread_rwlock_rdlock(&server->tcp_lock);
     int rc = server->tcp ? net_server_start(server->tcp) : -ESHUTDOWN;
     pthread_rwlock_unlock(&server->tcp_lock);
+    if (rc < 0) /* not started: it may be tried again, and register works */
+        atomic_store_explicit(&server->started, false, memory_order_relaxed);
     return rc;
 }
 
@@ -1033,16 +1035,16 @@ static void tcp_closed(net_rpc_server_t *s)
     net__closer_unref(&s->closer);
 }
 
-/* The TCP server's close done: its getters still work in here. The write
- * lock waits for a start or stats call using it on another thread. */
-static void tcp_stopped_cb(net_server_t *tcp, void *arg)
+/* The TCP server's close is done (its I/O threads are joined): its
+ * getters still work in here, and its memory goes when this returns. The
+ * write lock waits for a start or stats call using it on another thread. */
+static void tcp_closed_cb(net_server_t *tcp, void *arg)
 {
     net_rpc_server_t *s = arg;
     pthread_rwlock_wrlock(&s->tcp_lock);
     net_server_stats(tcp, &s->tcp_final);
     s->tcp = NULL;
     pthread_rwlock_unlock(&s->tcp_lock);
-    net_server_free(tcp);
     tcp_closed(s);
 }
 
@@ -1055,8 +1057,8 @@ static void drain_over(net_rpc_server_t *s, uint64_t now)
         net_timer_cancel(s->loop, s->drain_timer);
     s->drain_timer = 0;
     uint64_t left = now < s->drain_deadline ? s->drain_deadline - now : 0;
-    if (net_server_stop(s->tcp, left, tcp_stopped_cb, s) < 0)
-        tcp_stopped_cb(s->tcp, s); /* cannot happen: the one stop */
+    if (net_server_close(s->tcp, left, tcp_closed_cb, s) < 0)
+        tcp_closed_cb(s->tcp, s); /* cannot happen: the one close */
 }
 
 /* Every DRAIN_POLL_MS until nothing is in flight or the deadline passes. */

@@ -1,99 +1,96 @@
-/* A TCP client: muduo's Connector and TcpClient in one object.
+/* A TCP client: one connection to one address, reconnect, callbacks
+ * (muduo's TcpClient); the connect attempts are the connector's
+ * (connector.c).
  *
  * States (loop thread only):
  *
- *   IDLE ---connect---> CONNECTING ---writable, SO_ERROR 0---> CONNECTED
- *                         |    ^                                   |
- *          error, timeout |    | backoff timer           closed hook|
- *                         v    |                                   v
- *                      (report) -- will retry --> BACKOFF <-- reconnect
+ *   IDLE --connect--> CONNECTING --socket--> ESTABLISHING --up--> CONNECTED
+ *    ^  ^               |  ^                      | could not watch  |   |
+ *    |  +- gave up -----+  +----------------------+ (a failed attempt)  |
+ *    |                     ^ dropped, reconnect on: after a delay   |   |
+ *    |                     +----------------------------------------+   |
+ *    |                     ^ connect again: at once                     |
+ *    +--- closed hook --- DISCONNECTING <------------------ disconnect -+
  *
- * FAILING is CONNECTING's twin for an attempt that failed inside the call
- * that started it (connect(2) said ECONNREFUSED at once, socket(2) said
- * EMFILE): the report is queued, because no callback may run inside
- * net_client_connect(). stop/disconnect turn a queued report into
- * NET_ECANCELLED, so every connect request still ends exactly once.
+ *   close: CONNECTING -> (cancelled) -> CLOSED; CONNECTED, DISCONNECTING ->
+ *   CLOSING (drains until the deadline) --closed hook--> CLOSED
  *
- * Lifetime: the client is reference counted. The user's handle is one
- * reference; every functor queued from another thread, every live
- * connection (its owner pointer) and every user callback in flight hold one
- * more. net_client_free() stops the client on the loop thread, runs the
- * callbacks that stop triggers and drops the user's reference; functors that
- * arrive later see `freed` and only drop theirs. Timers and the connecting
- * socket's channel hold no reference: they are cancelled and removed on the
- * loop thread before free returns. */
+ * `want` says the user asked to be connected (connect since the last
+ * disconnect): it decides whether a connection that goes away is re-made.
+ * CLOSED is the end: only the release remains.
+ *
+ * Calls from users (connect, disconnect, close) never act inside the call:
+ * they leave a request and post an armed task, so no callback runs inside
+ * them and none can fail for want of memory. Connect and disconnect share
+ * one task and one word of request bits; close has its own task.
+ *
+ * Lifetime (lib/loop/closer.h): the client's own reference goes when the
+ * close has finished (the connection's closed hook, or at once with no
+ * connection); each posted task holds one more. Timers and the connector's
+ * socket hold none: close cancels them on the loop before it finishes. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <net/tcp_client.h>
 
 #include "loop/alloc_internal.h"
+#include "loop/armed.h"
+#include "loop/closer.h"
 #include "loop/log_internal.h"
-#include "loop/loop_internal.h"
+#include "tcp/connector.h"
 #include "tcp/tcp_conn_internal.h"
 
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_RETRY_INITIAL_MS 100
+#define DEFAULT_RETRY_MAX_MS 10000
+
 enum client_state {
-    ST_IDLE,       /* nothing in progress */
-    ST_CONNECTING, /* a socket is connecting, watched for writable */
-    ST_FAILING,    /* an attempt failed; its report is queued */
-    ST_BACKOFF,    /* waiting for the retry timer */
-    ST_CONNECTED,  /* c->conn is set, until the connection's closed hook */
+    ST_IDLE,          /* nothing in progress */
+    ST_CONNECTING,    /* the connector is attempting or backing off */
+    ST_ESTABLISHING,  /* inside net__conn_establish (the up callback) */
+    ST_CONNECTED,     /* conn is up */
+    ST_DISCONNECTING, /* disconnect asked conn to go; until its closed hook */
+    ST_CLOSING,       /* close is draining conn; until its closed hook */
+    ST_CLOSED,        /* close finished */
+};
+
+/* Request bits, set by connect/disconnect on any thread. */
+enum {
+    OP_CONNECT = 1u << 0,
+    OP_DISCONNECT = 1u << 1,
+    OP_LAST_IS_CONNECT = 1u << 2, /* of the two, connect came last */
 };
 
 struct net_client {
+    struct net__closer closer;
     net_loop_t *loop;
-    net_addr_t addr;
-    struct net_client_options opt;
+    struct net_client_options opt; /* normalised: no 0 left where a default is meant */
     struct net_conn_callbacks cbs;
     net_connect_failed_fn failed;
     void *failed_arg;
+    struct net__connector connector;
 
-    atomic_uint refs;
-    atomic_bool stopped;   /* set at once by stop, so connect can refuse */
-    atomic_uint attempts;  /* every attempt ever made */
+    atomic_uint ops; /* OP_* bits not yet applied */
+    struct net__armed ops_task, close_task;
+    /* Written by the one accepted close before it posts close_task (the
+     * post orders them before close_cb). */
+    uint64_t drain_ms;
+    net_client_close_fn done;
+    void *done_arg;
 
     /* Loop thread only. */
     enum client_state state;
-    bool freed;
-    bool want_connect;        /* the user asked to be connected (connect, not disconnect) */
-    bool restart_after_close; /* connect was called while the connection went down */
-    bool establishing;        /* inside net__conn_establish() */
-    bool report_queued;       /* a report_functor is in the loop's queue */
-    bool stop_reported;       /* after stop, the final failure was delivered */
-    int pending_err;          /* FAILING: the error to report */
-    bool pending_cancelled;   /* FAILING: stop/disconnect ended it: never retry */
-    struct net__channel ch;   /* the connecting socket; fd -1 when none */
-    net_timer_id_t timeout_timer, retry_timer; /* 0 when not armed */
-    uint32_t tries;           /* attempts in this sequence, for max_attempts */
-    uint64_t next_delay_ms;   /* the next backoff delay */
-    uint64_t retry_delay_ms;  /* the delay of the armed retry timer (for logs) */
+    bool want;
+    net_timer_id_t drain_timer;
 
     /* The loop thread writes conn under mu; other threads read it under mu
-     * (net_client_conn_ref). The loop thread itself reads it without the lock. */
+     * (net_client_conn_ref). The loop thread itself reads it without. */
     pthread_mutex_t mu;
     net_conn_t *conn;
 };
-
-/* ---- references ---------------------------------------------------------- */
-
-static void client_ref(net_client_t *c)
-{
-    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-}
-
-/* The last reference is dropped on the loop thread: by net_client_free, a
- * functor, a callback guard or a connection's closed hook. */
-static void client_unref(net_client_t *c)
-{
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    pthread_mutex_destroy(&c->mu);
-    net__free(c);
-}
 
 static void set_conn(net_client_t *c, net_conn_t *conn)
 {
@@ -107,18 +104,68 @@ static void set_conn(net_client_t *c, net_conn_t *conn)
 void net_client_options_init(struct net_client_options *opt)
 {
     *opt = (struct net_client_options){
-        .connect_timeout_ms = 5000,
-        .retry_initial_ms = 100,
-        .retry_max_ms = 10000,
+        .connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS,
+        .retry_initial_ms = DEFAULT_RETRY_INITIAL_MS,
+        .retry_max_ms = DEFAULT_RETRY_MAX_MS,
     };
     net_conn_options_init(&opt->conn);
     opt->conn.backpressure_mark = NET_UNLIMITED;
+}
+
+static uint32_t or_default(uint32_t v, uint32_t def)
+{
+    return v ? v : def;
+}
+
+static void normalise_options(net_client_t *c, const struct net_client_options *opt)
+{
+    if (opt)
+        c->opt = *opt;
+    else
+        net_client_options_init(&c->opt);
+    c->opt.connect_timeout_ms = or_default(c->opt.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS);
+    c->opt.retry_initial_ms = or_default(c->opt.retry_initial_ms, DEFAULT_RETRY_INITIAL_MS);
+    c->opt.retry_max_ms = or_default(c->opt.retry_max_ms, DEFAULT_RETRY_MAX_MS);
+    /* A client that stopped reading while its own output backs up would
+     * deadlock against a server that does the same: off unless asked. */
+    if (!c->opt.conn.backpressure_mark)
+        c->opt.conn.backpressure_mark = NET_UNLIMITED;
+}
+
+static void connector_options(const struct net_client_options *o,
+                              struct net__connector_options *out)
+{
+    *out = (struct net__connector_options){
+        .timeout_ms = o->connect_timeout_ms == NET_NO_TIMEOUT ? 0 : o->connect_timeout_ms,
+        .retry = o->retry,
+        .retry_initial_ms = o->retry_initial_ms,
+        .retry_max_ms = o->retry_max_ms,
+        .max_attempts = o->max_attempts,
+    };
 }
 
 static bool family_supported(const net_addr_t *addr)
 {
     int f = net_addr_family(addr);
     return f == AF_INET || f == AF_INET6 || f == AF_UNIX;
+}
+
+static void on_connected(int fd, void *arg);
+static void on_attempt_failed(int err, bool will_retry, void *arg);
+static void ops_cb(void *arg);
+static void close_cb(void *arg);
+static void release_cb(void *arg);
+
+static void client_init(net_client_t *c, net_loop_t *loop, const net_addr_t *addr)
+{
+    c->loop = loop;
+    net__closer_init(&c->closer, loop, release_cb, c);
+    net__armed_init(&c->ops_task, loop, ops_cb, c);
+    net__armed_init(&c->close_task, loop, close_cb, c);
+    atomic_init(&c->ops, 0);
+    struct net__connector_options co;
+    connector_options(&c->opt, &co);
+    net__connector_init(&c->connector, loop, addr, &co, on_connected, on_attempt_failed, c);
 }
 
 int net_client_new(net_loop_t *loop, const net_addr_t *addr,
@@ -136,470 +183,275 @@ int net_client_new(net_loop_t *loop, const net_addr_t *addr,
         net__free(c);
         return -ENOMEM;
     }
-    c->loop = loop;
-    c->addr = *addr;
-    if (opt)
-        c->opt = *opt;
-    else
-        net_client_options_init(&c->opt);
-    /* A client that stopped reading while its own output backs up would
-     * deadlock against a server that does the same: off unless asked. */
-    if (!c->opt.conn.backpressure_mark)
-        c->opt.conn.backpressure_mark = NET_UNLIMITED;
+    normalise_options(c, opt);
+    client_init(c, loop, addr);
     if (cbs)
         c->cbs = *cbs;
     c->failed = failed;
     c->failed_arg = arg;
-    atomic_init(&c->refs, 1);
-    net__channel_init(&c->ch, -1, NULL);
     *out = c;
     return 0;
 }
 
-/* ---- reporting failures -------------------------------------------------- */
+/* ---- the end of a connect request ------------------------------------------ */
 
-static void log_failure(net_client_t *c, int err, bool will_retry)
-{
-    char text[NET_ADDR_STRLEN];
-    net_addr_format(&c->addr, text, sizeof text);
-    if (err == NET_ECANCELLED)
-        NET__LOG_RL(NET_LOG_INFO, "client %s: connect cancelled", text);
-    else if (will_retry)
-        NET__LOG_RL(NET_LOG_INFO, "client %s: attempt %u failed: %s; retrying in %llu ms",
-                    text, c->tries, net_strerror(err), (unsigned long long)c->retry_delay_ms);
-    else
-        NET__LOG_RL(NET_LOG_WARN, "client %s: attempt %u failed: %s; giving up", text,
-                    c->tries, net_strerror(err));
-}
-
-/* Calls the user's failure callback. The callback may free the client: the
- * guard reference keeps the memory until it returns; callers touch nothing
- * after this. */
+/* Runs the user's failure callback. At debug only: the callback is how the
+ * user sees it (the connector logged the attempt's reason already). */
 static void report(net_client_t *c, int err, bool will_retry)
 {
-    log_failure(c, err, will_retry);
-    if (!will_retry && atomic_load(&c->stopped))
-        c->stop_reported = true;
-    if (!c->failed)
-        return;
-    client_ref(c);
-    c->failed(c, err, will_retry, c->failed_arg);
-    client_unref(c);
+    if (err == NET_ECANCELLED)
+        NET__LOG_RL(NET_LOG_DEBUG, "client: connect cancelled");
+    if (c->failed)
+        c->failed(c, err, will_retry, c->failed_arg);
 }
 
-/* ---- backoff ------------------------------------------------------------- */
-
-static uint64_t cap_delay(const net_client_t *c, uint64_t ms)
-{
-    return ms > c->opt.retry_max_ms ? c->opt.retry_max_ms : ms;
-}
-
-/* A new sequence of attempts: a connect request or a reconnect. */
-static void reset_backoff(net_client_t *c)
-{
-    c->tries = 0;
-    c->next_delay_ms = cap_delay(c, c->opt.retry_initial_ms);
-}
-
-static bool may_retry(const net_client_t *c)
-{
-    return c->opt.retry && c->want_connect && !c->freed && !atomic_load(&c->stopped) &&
-           (c->opt.max_attempts == 0 || c->tries < c->opt.max_attempts);
-}
-
-static void start_attempt(net_client_t *c);
-
-static void on_retry_timer(net_loop_t *loop, net_timer_id_t id, void *arg)
-{
-    (void)loop;
-    (void)id;
-    net_client_t *c = arg;
-    c->retry_timer = 0;
-    start_attempt(c);
-}
-
-/* Arms the backoff timer with the current delay and doubles the next one
- * (a delay of 0 grows to 1 ms so that it grows at all). */
-static int schedule_retry(net_client_t *c)
-{
-    net_timer_id_t id = net_loop_run_after(c->loop, c->next_delay_ms, on_retry_timer, c);
-    if (id < 0)
-        return (int)id;
-    c->retry_timer = id;
-    c->retry_delay_ms = c->next_delay_ms;
-    c->next_delay_ms = cap_delay(c, c->next_delay_ms ? c->next_delay_ms * 2 : 1);
-    c->state = ST_BACKOFF;
-    return 0;
-}
-
-/* An attempt ended without a connection: retry later or give up. The retry
- * is armed before the callback runs, so a stop from inside the callback
- * finds BACKOFF and cancels it. Touches nothing after the callback. */
-static void attempt_failed(net_client_t *c, int err, bool cancelled)
-{
-    c->state = ST_IDLE;
-    if (cancelled)
-        err = NET_ECANCELLED;
-    bool retry = !cancelled && may_retry(c) && schedule_retry(c) == 0;
-    report(c, err, retry);
-}
-
-static void report_functor(void *arg)
+static void on_attempt_failed(int err, bool will_retry, void *arg)
 {
     net_client_t *c = arg;
-    c->report_queued = false;
-    if (!c->freed && c->state == ST_FAILING)
-        attempt_failed(c, c->pending_err, c->pending_cancelled);
-    client_unref(c);
-}
-
-/* Ends the current attempt with err, reported from the loop's functor phase
- * rather than inside the user's call that got us here. */
-static void queue_report(net_client_t *c, int err, bool cancelled)
-{
-    c->state = ST_FAILING;
-    c->pending_err = err;
-    c->pending_cancelled = cancelled;
-    if (c->report_queued)
-        return;
-    client_ref(c);
-    if (net_loop_queue_in_loop(c->loop, report_functor, c) == 0) {
-        c->report_queued = true;
-        return;
+    if (!will_retry) {
+        c->state = ST_IDLE;
+        c->want = false; /* the request ended: a drop later is not ours to mend */
     }
-    client_unref(c);
-    /* FIXME: out of memory: report now (possibly inside the user's call)
-     * rather than lose the report. */
-    attempt_failed(c, err, cancelled);
+    report(c, err, will_retry);
 }
 
-/* ---- the connecting socket ----------------------------------------------- */
-
-static void cancel_timeout(net_client_t *c)
+/* Whether a connect applied now would start a request of its own (not
+ * join the one in progress or find the client connected). */
+static bool would_start(const net_client_t *c)
 {
-    if (c->timeout_timer > 0)
-        net_timer_cancel(c->loop, c->timeout_timer);
-    c->timeout_timer = 0;
+    return c->state != ST_CONNECTING && c->state != ST_ESTABLISHING &&
+           c->state != ST_CONNECTED;
 }
 
-/* Stops watching the socket and gives it to the caller. */
-static int take_socket(net_client_t *c)
+/* Ends the attempt or retry in progress, and a connect request the loop
+ * has not applied (request_pending), with NET_ECANCELLED: once per
+ * request. */
+static void cancel_request(net_client_t *c, bool request_pending)
 {
-    int fd = c->ch.fd;
-    net__loop_remove_channel(c->loop, &c->ch);
-    cancel_timeout(c);
-    c->ch.fd = -1;
-    return fd;
+    bool ends = request_pending && would_start(c);
+    if (c->state == ST_CONNECTING) {
+        net__connector_stop(&c->connector);
+        c->state = ST_IDLE;
+        ends = true;
+    }
+    if (ends)
+        report(c, NET_ECANCELLED, false);
 }
 
-static void close_socket(net_client_t *c)
-{
-    close(take_socket(c));
-}
+/* ---- the connection -------------------------------------------------------- */
 
-static int socket_error(int fd)
-{
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        return -errno;
-    return -err;
-}
-
-static int sock_addr(int fd, bool peer, net_addr_t *out)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
-                  : getsockname(fd, (struct sockaddr *)&ss, &len);
-    if (rc < 0)
-        return -errno;
-    return net_addr_from_sockaddr(out, (struct sockaddr *)&ss, len);
-}
-
-/* A connected socket must have a peer, and on loopback a connect to a port
- * with no listener can pick that very port as its own: TCP's simultaneous
- * open then "connects" the socket to itself, and the port is taken from the
- * server that was meant to bind it. Such a socket is a failed attempt. */
-static int check_peer(int fd)
-{
-    net_addr_t local, peer;
-    int rc = sock_addr(fd, true, &peer);
-    if (rc < 0)
-        return rc;
-    if (net_addr_family(&peer) != AF_INET && net_addr_family(&peer) != AF_INET6)
-        return 0;
-    if ((rc = sock_addr(fd, false, &local)) < 0)
-        return rc;
-    return net_addr_equal(&local, &peer) ? NET_ESELFCONNECT : 0;
-}
-
-/* ---- connected ----------------------------------------------------------- */
-
-static void reconnect(net_client_t *c, bool at_once);
+static void finish_close(net_client_t *c);
 
 /* The connection's closed hook: runs on the loop thread after the user's
- * down callback. Drops the connection and the reference the connection held
- * on the client (last: it may free the client). */
+ * down callback (or with none, when establish could not watch the fd). */
 static void on_conn_closed(net_conn_t *conn, void *owner)
 {
     net_client_t *c = owner;
-    bool never_up = c->establishing && !c->freed; /* establish could not register the fd */
-    bool restart = c->restart_after_close;
-    c->restart_after_close = false;
+    enum client_state was = c->state;
     set_conn(c, NULL);
     net_conn_unref(conn);
     c->state = ST_IDLE;
-    if (never_up)
-        attempt_failed(c, -EIO, false);
-    else if (!c->freed && !atomic_load(&c->stopped) && c->want_connect &&
-             (c->opt.reconnect || restart))
-        reconnect(c, restart);
-    client_unref(c);
+    if (was == ST_CLOSING) {
+        finish_close(c);
+    } else if (was == ST_ESTABLISHING) { /* never up: a failed attempt */
+        c->state = ST_CONNECTING;
+        net__connector_fail(&c->connector, -EIO);
+    } else if (c->want && !net__closer_closing(&c->closer) &&
+               (was == ST_DISCONNECTING || c->opt.reconnect)) {
+        /* connect after disconnect: at once; a drop: after the initial
+         * delay, so a peer that accepts and closes cannot make us spin */
+        c->state = ST_CONNECTING;
+        net__connector_start(&c->connector, was != ST_DISCONNECTING);
+    }
+    /* else IDLE; with a close on its way, its close_cb finishes */
 }
 
-static void establish(net_client_t *c, int fd)
+static void on_connected(int fd, void *arg)
 {
+    net_client_t *c = arg;
     net_conn_t *conn = net__conn_new(c->loop, fd, &c->opt.conn, &c->cbs, on_conn_closed, c);
     if (!conn) { /* the fd is closed */
-        attempt_failed(c, -ENOMEM, false);
+        net__connector_fail(&c->connector, -ENOMEM);
         return;
     }
-    client_ref(c); /* the connection's owner pointer, dropped by on_conn_closed */
-    c->state = ST_CONNECTED;
-    reset_backoff(c);
     set_conn(c, conn);
-    client_ref(c); /* the up callback may free the client */
-    c->establishing = true;
+    c->state = ST_ESTABLISHING;
     net__conn_establish(conn);
-    c->establishing = false;
-    client_unref(c);
+    if (c->state == ST_ESTABLISHING)
+        c->state = ST_CONNECTED;
 }
 
-static void on_connect_event(struct net__channel *ch, unsigned revents)
+/* Half-closes after the queued output. If that cannot be queued (no
+ * memory), closes now: a disconnect must not fail. The caller has set the
+ * state the closed hook is to find. */
+static void shut_down(net_client_t *c)
 {
-    (void)revents; /* SO_ERROR tells writable-and-connected from failed */
-    net_client_t *c = net__container_of(ch, net_client_t, ch);
-    int err = socket_error(ch->fd);
-    if (err == 0)
-        err = check_peer(ch->fd);
-    if (err < 0) {
-        close_socket(c);
-        attempt_failed(c, err, false);
-        return;
+    if (net_conn_shutdown(c->conn) == -ENOMEM) {
+        NET__LOG_RL(NET_LOG_WARN, "client: out of memory: connection closed at once");
+        net__conn_close_in_loop(c->conn);
     }
-    establish(c, take_socket(c));
 }
 
-static void on_connect_timeout(net_loop_t *loop, net_timer_id_t id, void *arg)
-{
-    (void)loop;
-    (void)id;
-    net_client_t *c = arg;
-    c->timeout_timer = 0;
-    close_socket(c);
-    attempt_failed(c, -ETIMEDOUT, false);
-}
-
-/* ---- attempts ------------------------------------------------------------ */
-
-/* Watches a connecting socket for writable (errors are always reported) and
- * arms the attempt's timeout. On failure the socket is closed. */
-static int watch_socket(net_client_t *c, int fd)
-{
-    net__channel_init(&c->ch, fd, on_connect_event);
-    c->ch.interest = NET_WRITABLE;
-    int rc = net__loop_add_channel(c->loop, &c->ch);
-    if (rc < 0) {
-        close(fd);
-        c->ch.fd = -1;
-        return rc;
-    }
-    if (c->opt.connect_timeout_ms) {
-        net_timer_id_t id =
-            net_loop_run_after(c->loop, c->opt.connect_timeout_ms, on_connect_timeout, c);
-        if (id < 0) {
-            close_socket(c);
-            return (int)id;
-        }
-        c->timeout_timer = id;
-    }
-    c->state = ST_CONNECTING;
-    return 0;
-}
-
-/* One attempt. Even a connect(2) that completes at once goes through the
- * channel (the socket is writable at the next wait), so the up callback
- * never runs inside net_client_connect(); errors known at once are queued.
- * EAGAIN (no ephemeral port, a full Unix backlog) and EADDRNOTAVAIL are
- * failed attempts like any other: the backoff gives the system time. */
-static void start_attempt(net_client_t *c)
-{
-    atomic_fetch_add_explicit(&c->attempts, 1, memory_order_relaxed);
-    c->tries++;
-    int fd = socket(net_addr_family(&c->addr), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        queue_report(c, -errno, false);
-        return;
-    }
-    int err = connect(fd, net_addr_sockaddr(&c->addr), net_addr_len(&c->addr)) == 0 ? 0 : -errno;
-    if (err == 0 || err == -EINPROGRESS || err == -EINTR) /* EINTR: still connecting */
-        err = watch_socket(c, fd);
-    else
-        close(fd);
-    if (err < 0)
-        queue_report(c, err, false);
-}
-
-/* After a drop: a new sequence, first attempt after the initial delay (a
- * server that accepts and closes at once must not make us spin), or at once
- * when the user called connect while the connection was going down. */
-static void reconnect(net_client_t *c, bool at_once)
-{
-    reset_backoff(c);
-    if (at_once || schedule_retry(c) < 0)
-        start_attempt(c);
-}
-
-/* ---- connect / disconnect / stop on the loop thread ---------------------- */
+/* ---- connect / disconnect on the loop ------------------------------------- */
 
 static void connect_in_loop(net_client_t *c)
 {
-    if (atomic_load(&c->stopped)) {
-        /* A connect from another thread that passed the check just before a
-         * stop: its request ends here, unless stop already reported one. */
-        if (c->state == ST_IDLE && !c->stop_reported)
-            report(c, NET_ECANCELLED, false);
-        return;
-    }
-    c->want_connect = true;
-    if (c->state == ST_CONNECTED && !net_conn_connected(c->conn))
-        c->restart_after_close = true;
+    c->want = true;
     if (c->state != ST_IDLE)
-        return;
-    reset_backoff(c);
-    start_attempt(c);
-}
-
-/* Ends an attempt in progress or a pending retry with NET_ECANCELLED:
- * queued for stop/disconnect, at once for free (its documented exception). */
-static void cancel_attempt(net_client_t *c, bool now)
-{
-    if (c->state == ST_CONNECTING) {
-        close_socket(c);
-    } else if (c->state == ST_BACKOFF) {
-        net_timer_cancel(c->loop, c->retry_timer);
-        c->retry_timer = 0;
-    } else if (c->state != ST_FAILING) {
-        return;
-    }
-    if (!now) {
-        queue_report(c, NET_ECANCELLED, true);
-        return;
-    }
-    c->state = ST_IDLE; /* a queued report_functor now does nothing */
-    report(c, NET_ECANCELLED, false);
-}
-
-static void stop_in_loop(net_client_t *c, bool now)
-{
-    c->want_connect = false;
-    c->restart_after_close = false;
-    if (c->state != ST_CONNECTED) {
-        cancel_attempt(c, now);
-        return;
-    }
-    if (!now) {
-        net_conn_force_close(c->conn); /* the down callback runs later */
-        return;
-    }
-    net_conn_t *conn = net_conn_ref(c->conn); /* the closed hook drops the owner's */
-    net__conn_close_in_loop(conn);
-    net_conn_unref(conn);
+        return; /* in progress, or re-made once the old connection is gone */
+    c->state = ST_CONNECTING;
+    net__connector_start(&c->connector, false);
 }
 
 static void disconnect_in_loop(net_client_t *c)
 {
-    c->want_connect = false;
-    c->restart_after_close = false;
-    if (c->state == ST_CONNECTED)
-        net_conn_shutdown(c->conn);
-    else
-        cancel_attempt(c, false);
-}
-
-/* ---- thread-safe entry points -------------------------------------------- */
-
-static void connect_functor(void *arg)
-{
-    net_client_t *c = arg;
-    if (!c->freed)
-        connect_in_loop(c);
-    client_unref(c);
-}
-
-static void disconnect_functor(void *arg)
-{
-    net_client_t *c = arg;
-    if (!c->freed)
-        disconnect_in_loop(c);
-    client_unref(c);
-}
-
-static void stop_functor(void *arg)
-{
-    net_client_t *c = arg;
-    if (!c->freed)
-        stop_in_loop(c, false);
-    client_unref(c);
-}
-
-/* Queues fn(c) on the loop, holding a reference until it has run. Only for
- * calls from other threads: they must not race with net_client_free (a
- * functor queued before free is safe; a call after free has begun is not). */
-static int hop(net_client_t *c, net_loop_fn fn)
-{
-    client_ref(c);
-    int rc = net_loop_queue_in_loop(c->loop, fn, c);
-    if (rc < 0) {
-        NET__LOG_RL(NET_LOG_ERROR, "client: cannot queue work: %s", net_strerror(rc));
-        client_unref(c);
+    c->want = false;
+    if (c->state == ST_CONNECTED) {
+        c->state = ST_DISCONNECTING;
+        shut_down(c);
+    } else {
+        cancel_request(c, false);
     }
-    return rc;
+}
+
+static unsigned take_ops(net_client_t *c)
+{
+    return atomic_exchange(&c->ops, 0);
+}
+
+static void apply_op(net_client_t *c, unsigned op)
+{
+    if (op == OP_CONNECT)
+        connect_in_loop(c);
+    else
+        disconnect_in_loop(c);
+}
+
+static void ops_cb(void *arg)
+{
+    net_client_t *c = arg;
+    unsigned ops = take_ops(c);
+    if (net__closer_closing(&c->closer)) {
+        /* A connect that slipped in as close began ends here. */
+        cancel_request(c, ops & OP_CONNECT);
+    } else {
+        unsigned last = ops & OP_LAST_IS_CONNECT ? OP_CONNECT : OP_DISCONNECT;
+        unsigned first = last == OP_CONNECT ? OP_DISCONNECT : OP_CONNECT;
+        if (ops & first)
+            apply_op(c, first);
+        if (ops & last)
+            apply_op(c, last);
+    }
+    net__closer_unref(&c->closer);
+}
+
+/* Leaves a request and posts the task that applies it. The user holds no
+ * reference of ours, and a close may be winding down: tryref refuses once
+ * the release is armed. */
+static int post_op(net_client_t *c, unsigned op)
+{
+    if (net__closer_closing(&c->closer) || !net__closer_tryref(&c->closer))
+        return -ESHUTDOWN;
+    unsigned old = atomic_load(&c->ops), next;
+    do {
+        next = (old | op) & ~OP_LAST_IS_CONNECT;
+        if (op == OP_CONNECT)
+            next |= OP_LAST_IS_CONNECT;
+    } while (!atomic_compare_exchange_weak(&c->ops, &old, next));
+    if (!net__armed_arm(&c->ops_task))
+        net__closer_unref(&c->closer); /* already posted: it applies ours too */
+    return 0;
 }
 
 int net_client_connect(net_client_t *c)
 {
-    if (!c)
-        return -EINVAL;
-    if (atomic_load(&c->stopped))
-        return -ESHUTDOWN;
-    if (!net_loop_in_loop_thread(c->loop))
-        return hop(c, connect_functor); /* 0, or -ENOMEM */
-    connect_in_loop(c);
-    return 0;
+    return c ? post_op(c, OP_CONNECT) : -EINVAL;
 }
 
 int net_client_disconnect(net_client_t *c)
 {
-    if (!c)
-        return -EINVAL;
-    if (!net_loop_in_loop_thread(c->loop))
-        return hop(c, disconnect_functor);
-    disconnect_in_loop(c);
-    return 0;
+    return c ? post_op(c, OP_DISCONNECT) : -EINVAL;
 }
 
-int net_client_stop(net_client_t *c)
+/* ---- close ------------------------------------------------------------------- */
+
+static void drain_deadline_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
+{
+    (void)loop;
+    (void)id;
+    net_client_t *c = arg;
+    c->drain_timer = 0;
+    if (c->conn)
+        net__conn_close_in_loop(c->conn); /* the closed hook finishes the close */
+}
+
+/* The connection goes down gracefully until the deadline, then by force;
+ * with drain_ms 0, or without a timer (no memory), by force now: a close
+ * must end. The closed hook finishes the close. */
+static void drain_connection(net_client_t *c)
+{
+    bool connected = c->state == ST_CONNECTED;
+    c->state = ST_CLOSING;
+    net_timer_id_t id = 0;
+    if (c->drain_ms)
+        id = net_loop_run_after(c->loop, c->drain_ms, drain_deadline_cb, c);
+    if (id > 0) {
+        c->drain_timer = id;
+        if (connected)
+            shut_down(c);
+    } else {
+        net__conn_close_in_loop(c->conn);
+    }
+}
+
+static void close_cb(void *arg)
+{
+    net_client_t *c = arg;
+    bool request_pending = take_ops(c) & OP_CONNECT;
+    c->want = false;
+    cancel_request(c, request_pending);
+    if (c->state == ST_CONNECTED || c->state == ST_DISCONNECTING)
+        drain_connection(c);
+    else
+        finish_close(c);
+    net__closer_unref(&c->closer);
+}
+
+/* Drops the client's own reference: the release follows. */
+static void finish_close(net_client_t *c)
+{
+    if (c->drain_timer > 0)
+        net_timer_cancel(c->loop, c->drain_timer);
+    c->drain_timer = 0;
+    c->state = ST_CLOSED;
+    net__closer_unref(&c->closer);
+}
+
+int net_client_close(net_client_t *c, uint64_t drain_ms, net_client_close_fn done, void *arg)
 {
     if (!c)
         return -EINVAL;
-    atomic_store(&c->stopped, true);
-    if (!net_loop_in_loop_thread(c->loop))
-        return hop(c, stop_functor);
-    stop_in_loop(c, false);
+    if (!net__closer_close(&c->closer))
+        return -EALREADY;
+    c->drain_ms = drain_ms;
+    c->done = done;
+    c->done_arg = arg;
+    /* The client's own reference is held until close_cb's wake: ref is safe. */
+    net__closer_ref(&c->closer);
+    net__armed_arm(&c->close_task);
     return 0;
 }
+
+static void release_cb(void *arg)
+{
+    net_client_t *c = arg;
+    if (c->done)
+        c->done(c, c->done_arg);
+    pthread_mutex_destroy(&c->mu);
+    net__free(c);
+}
+
+/* ---- accessors ----------------------------------------------------------------- */
 
 net_conn_t *net_client_conn_ref(net_client_t *c)
 {
@@ -617,19 +469,5 @@ net_conn_t *net_client_conn_ref(net_client_t *c)
 
 uint32_t net_client_attempts(const net_client_t *c)
 {
-    return c ? atomic_load_explicit(&((net_client_t *)c)->attempts, memory_order_relaxed) : 0;
-}
-
-void net_client_free(net_client_t *c)
-{
-    if (!c)
-        return;
-    if (!net_loop_in_loop_thread(c->loop)) {
-        NET__LOG(NET_LOG_ERROR, "net_client_free called off the loop thread; client leaked");
-        return;
-    }
-    atomic_store(&c->stopped, true);
-    c->freed = true;
-    stop_in_loop(c, true);
-    client_unref(c);
+    return c ? net__connector_attempts(&c->connector) : 0;
 }

@@ -1,19 +1,8 @@
-/* pingpong: the classic ping-pong load client (after muduo's pingpong client).
- * Standalone C11 + libc + pthreads; no netloop.
- *
- *   pingpong --connect 127.0.0.1:PORT [--connections C] [--size S]
- *            [--seconds N] [--threads T] [--warmup W]
- *   defaults: C=100 S=64 N=5 T=1 W=0.5; [::1]:PORT also accepted.
- *
- * Every connection sends one S-byte message, then echoes back whatever it
- * receives, so exactly S bytes per connection are in flight.  T threads, each
- * with its own epoll set, share the C connections.  The clock starts once all
- * connections are up and W seconds of warm-up have passed; bytes received in
- * the next N seconds are counted.  Prints one line:
- *   pingpong conns=C size=S threads=T seconds=N bytes=B MiB/s=X msgs/s=Y
- * with msgs/s = B / S / measured seconds.  A failed connect, a connection
- * closed by the server, or a server sending more than it was sent: message on
- * stderr, exit 1.  Only 127.0.0.0/8 and ::1 are accepted (loopback rule).
+/* pingpong: the classic ping-pong load client (after muduo's pingpong
+ * client); installed as netloop-pingpong. Standalone C11 + libc + pthreads,
+ * no netloop, so that the servers it measures (netloop and the raw-epoll
+ * floor) share one client. Options, output and exit codes: its manual
+ * (`--help`, help_text below).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -227,11 +216,58 @@ static void wait_until(double until, int all)
         nanosleep(&tick, NULL);
 }
 
+static const char help_text[] =
+    "NAME\n"
+    "    netloop-pingpong - ping-pong load client for an echo server\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    netloop-pingpong --connect HOST:PORT [--connections C] [--size S]\n"
+    "                     [--seconds N] [--threads T] [--warmup W]\n"
+    "    netloop-pingpong --help\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    Opens C connections to the echo server at HOST:PORT. Each sends one\n"
+    "    S-byte message and then writes back whatever it receives, so exactly\n"
+    "    S bytes per connection are in flight. T threads, each with its own\n"
+    "    epoll set, share the connections. The clock starts once all\n"
+    "    connections are up and W seconds of warm-up have passed; the bytes\n"
+    "    received in the next N seconds are counted. Prints one line:\n"
+    "        pingpong conns=C size=S threads=T seconds=N bytes=B MiB/s=X msgs/s=Y\n"
+    "    with msgs/s = B / S / measured seconds. HOST is an address in\n"
+    "    127.0.0.0/8 or [::1] (the load stays on loopback); it does not use\n"
+    "    netloop, so it measures any echo server alike.\n"
+    "    In a build tree the same program is build/tools/bench/pingpong.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --connect HOST:PORT  the server, e.g. 127.0.0.1:2007 or [::1]:2007\n"
+    "    --connections C      connections, 1..1000000; default 100 (the\n"
+    "                         descriptor limit is raised to its hard limit)\n"
+    "    --size S             message bytes, 1..67108864; default 64\n"
+    "    --seconds N          measured seconds, 0.01..86400; default 5\n"
+    "    --threads T          threads, 1..1024 (at most C); default 1\n"
+    "    --warmup W           warm-up seconds, 0..3600; default 0.5\n"
+    "    -h, --help           print this manual on standard output and exit 0\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0   The run completed; the line is on standard output.\n"
+    "    1   A connect failed or not every connection was up within 10 s, the\n"
+    "        server closed a connection or sent more than it was sent, or a\n"
+    "        system call or allocation failed (the reason is on standard error).\n"
+    "    2   Usage error: an unknown option, a value malformed or out of range,\n"
+    "        no --connect, or an address outside loopback.\n"
+    "\n"
+    "EXAMPLES\n"
+    "    With build/examples/echo_server on 127.0.0.1:2007:\n"
+    "        netloop-pingpong --connect 127.0.0.1:2007 --connections 100 --size 64\n"
+    "        netloop-pingpong --connect 127.0.0.1:2007 --connections 1000 --threads 2 \\\n"
+    "            --size 16384 --seconds 10\n";
+
 static void usage(void)
 {
     fprintf(stderr, "usage: pingpong --connect 127.0.0.1:PORT [--connections C] [--size S]\n"
                     "                [--seconds N] [--threads T] [--warmup W]\n"
-                    "  defaults C=100 S=64 N=5 T=1 W=0.5; loopback addresses only\n");
+                    "  defaults C=100 S=64 N=5 T=1 W=0.5; loopback addresses only\n"
+                    "  --help: the manual\n");
     exit(2);
 }
 
@@ -248,6 +284,10 @@ int main(int argc, char **argv)
 {
     int conns = 100, threads = 1, have_addr = 0;
     double seconds = 5, warmup = 0.5;
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(help_text, stdout);
+        return 0;
+    }
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[++i] : NULL;
         if (!v)
