@@ -941,6 +941,16 @@ static void wrong_thread_closed(net_rpc_server_t *server, void *arg)
     atomic_fetch_add(&wrong_thread_done, 1);
 }
 
+/* On the loop: done cannot come before this returns, so the start after
+ * the close is sure to find the server. */
+static void close_then_start(void *arg)
+{
+    struct wrong_thread *w = arg;
+    CHECK_OK(net_rpc_server_close(w->server, 0, wrong_thread_closed, NULL));
+    CHECK_EQ(net_rpc_server_start(w->server), -ESHUTDOWN);
+    CHECK_EQ(net_rpc_server_register(w->server, "later", echo_method, NULL, false), -EBUSY);
+}
+
 /* new and register are loop-thread only: from another thread they return
  * NET_EWRONGTHREAD and make or change nothing. */
 TEST(lifecycle_rpc_wrong_thread)
@@ -965,8 +975,7 @@ TEST(lifecycle_rpc_wrong_thread)
     net_test_on_loop(loop, register_on_loop, &w); /* the same name: not taken above */
     CHECK_OK(net_rpc_server_start(w.server));     /* thread-safe */
     net_test_on_loop(loop, register_after_start, &w);
-    CHECK_OK(net_rpc_server_close(w.server, 0, wrong_thread_closed, NULL));
-    CHECK_EQ(net_rpc_server_start(w.server), -ESHUTDOWN);
+    net_test_on_loop(loop, close_then_start, &w);
     WAIT_UNTIL(atomic_load(&wrong_thread_done) == 1);
     CHECK_OK(net_loop_thread_join(lt));
 }

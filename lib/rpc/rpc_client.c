@@ -826,9 +826,15 @@ int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
     return 0;
 }
 
+/* The getters hold a reference while they read: its acq_rel drop orders
+ * the read before the release's free, also for a thread that has no other
+ * tie to the loop (it polls while the client closes itself). */
 bool net_rpc_client_connected(net_rpc_client_t *client)
 {
-    return atomic_load(&client->up);
+    net__closer_ref(&client->closer);
+    bool up = atomic_load(&client->up);
+    net__closer_unref(&client->closer);
+    return up;
 }
 
 int net_rpc_client_close(net_rpc_client_t *client, uint64_t drain_ms,
@@ -847,12 +853,14 @@ int net_rpc_client_close(net_rpc_client_t *client, uint64_t drain_ms,
 
 void net_rpc_client_stats(net_rpc_client_t *client, struct net_rpc_client_stats *out)
 {
+    net__closer_ref(&client->closer); /* as net_rpc_client_connected */
     out->calls = atomic_load(&client->calls);
     out->completed = atomic_load(&client->completed);
     out->late_replies = atomic_load(&client->late);
     out->timeouts = atomic_load(&client->timeouts);
     out->disconnected = atomic_load(&client->disconnected);
     out->outstanding = atomic_load(&client->admitted);
+    net__closer_unref(&client->closer);
 }
 
 /* ---- synchronous calls ------------------------------------------------------------------ */

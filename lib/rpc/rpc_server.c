@@ -994,9 +994,12 @@ static void tcp_stats(net_rpc_server_t *s, struct net_server_stats *out)
     pthread_rwlock_unlock(&s->tcp_lock);
 }
 
+/* A memory reference while reading: its acq_rel drop orders the reads
+ * before the free, also for a thread with no other tie to the loop. */
 void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_stats *out)
 {
     net_rpc_server_t *s = (net_rpc_server_t *)server;
+    atomic_fetch_add_explicit(&s->mem_refs, 1, memory_order_relaxed);
     *out = (struct net_rpc_server_stats){
         .in_flight = atomic_load(&s->in_flight),
         .paused = atomic_load(&s->paused_now),
@@ -1010,6 +1013,7 @@ void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_
         .worker_bytes = atomic_load_explicit(&s->worker_bytes, memory_order_relaxed),
     };
     tcp_stats(s, &out->tcp);
+    server_mem_unref(s);
 }
 
 /* ---- close ------------------------------------------------------------------------ */
