@@ -57,6 +57,14 @@ static void probe_hit(struct done_probe *p, net_loop_t *loop)
     CHECK_EQ(atomic_fetch_add(&p->dones, 1), 0);
 }
 
+/* Waits for the done (once): a second would show up in the pause. */
+static void probe_wait(struct done_probe *p)
+{
+    WAIT_UNTIL(atomic_load(&p->dones) == 1);
+    net_test_sleep_ms(30);
+    CHECK_EQ(atomic_load(&p->dones), 1);
+}
+
 static void server_done(net_rpc_server_t *server, void *arg)
 {
     (void)arg;
@@ -87,12 +95,10 @@ static void server_close_again(void)
     CHECK_EQ(net_rpc_server_close(srv.server, 0, server_done_never, NULL), -EALREADY);
 }
 
-/* Waits for the server's done (once); the handle is gone after it. */
+/* Waits for the server's done; the handle is gone after it. */
 static void server_done_wait(void)
 {
-    WAIT_UNTIL(atomic_load(&sdone.dones) == 1);
-    net_test_sleep_ms(30); /* a second done would show up here */
-    CHECK_EQ(atomic_load(&sdone.dones), 1);
+    probe_wait(&sdone);
     srv.server = NULL;
 }
 
@@ -229,9 +235,7 @@ static void client_close_again(void)
 
 static void client_done_wait(void)
 {
-    WAIT_UNTIL(atomic_load(&cdone.dones) == 1);
-    net_test_sleep_ms(30);
-    CHECK_EQ(atomic_load(&cdone.dones), 1);
+    probe_wait(&cdone);
     C.rpc = NULL;
 }
 
