@@ -2,8 +2,10 @@
  * connection's loop, by either cross-thread path:
  *   queue: the connection's wait-free write queue (the default path): one
  *          atomic exchange per send, one flush functor per batch;
- *   loop:  the xsend_via_loop option: each send is a functor carrying its
- *          own copy (run_in_loop), one lock round trip per send.
+ *   loop:  each send is a functor carrying its own copy, queued with
+ *          net_loop_queue_in_loop() and sent by net_conn_send() on the
+ *          connection's loop: one lock round trip per send (the library's
+ *          first cross-thread path, kept here for comparison).
  *
  *   xsend --path loop|queue [--threads T] [--size S] [--seconds N]
  *
@@ -21,8 +23,8 @@
  *
  * M counts every message sent (all of them arrived and were checked), X is M
  * over the time from the start to the last one's arrival, Y the wakeups the
- * producers wrote to the client loop's eventfd per message (internal counter:
- * this tool links the static library), Z the system calls of the whole
+ * producers wrote to the client loop's eventfd per message (the wakeups of
+ * net_loop_stats()), Z the system calls of the whole
  * process per message, from the start of the loop threads to the last
  * message's arrival, leaving out sched_yield (a producer's back-off, see
  * below) and clock_nanosleep (the main thread's timing). Z is counted with
@@ -206,8 +208,7 @@ static void client_init(net_loop_t *loop, void *arg)
     struct net_conn_callbacks cbs = {.on_connection = on_client_connection};
     struct net_client_options opt;
     net_client_options_init(&opt);
-    opt.conn.xsend_via_loop = g.via_loop;
-    opt.conn.high_water_mark = 0; /* the window bounds memory; no callback */
+    opt.conn.high_water_mark = NET_UNLIMITED; /* the window bounds memory; no callback */
     int rc = net_client_new(loop, net_server_addr(arg), &opt, &cbs, on_connect_failed, NULL,
                             &g.client);
     if (rc == 0)
@@ -227,6 +228,34 @@ static void on_client_closed(net_client_t *client, void *arg)
 
 /* ---- producers ------------------------------------------------------------ */
 
+/* --path loop: one functor per message, with its own copy. */
+struct loop_send {
+    size_t len;
+    unsigned char data[];
+};
+
+static void loop_send_cb(void *arg)
+{
+    struct loop_send *s = arg;
+    int rc = net_conn_send(g.conn, s->data, s->len);
+    if (rc < 0)
+        die("xsend: net_conn_send on the loop: %s\n", net_strerror(rc));
+    free(s);
+}
+
+static int send_via_loop(const unsigned char *msg, size_t len)
+{
+    struct loop_send *s = malloc(sizeof *s + len);
+    if (!s)
+        return -ENOMEM;
+    s->len = len;
+    memcpy(s->data, msg, len);
+    int rc = net_loop_queue_in_loop(net_conn_loop(g.conn), loop_send_cb, s);
+    if (rc < 0)
+        free(s);
+    return rc;
+}
+
 static void *producer(void *arg)
 {
     uint32_t id = (uint32_t)(uintptr_t)arg;
@@ -243,7 +272,7 @@ static void *producer(void *arg)
         memcpy(msg, &id, sizeof id);
         memcpy(msg + 4, &seq, sizeof seq);
         memset(msg + HEADER_LEN, fill_byte(id, seq), g.size - HEADER_LEN);
-        int rc = net_conn_send(g.conn, msg, g.size);
+        int rc = g.via_loop ? send_via_loop(msg, g.size) : net_conn_send(g.conn, msg, g.size);
         if (rc < 0)
             die("xsend: net_conn_send: %s\n", net_strerror(rc));
         seq++;

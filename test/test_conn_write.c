@@ -1,9 +1,8 @@
-/* The connection's write path (lib/tcp/conn_write.c): the wait-free write queue
+/* The connection's output (lib/tcp/conn_output.c): the wait-free write queue
  * seen from the public API. Many senders share one wakeup, bytes are counted
- * when a send accepts them (high water, output_queued, max_output), the
- * run_in_loop path (xsend_via_loop) still works, and per-thread order holds
- * on both paths. The end-to-end order and shutdown cases of the cross-thread
- * path are in test_tcp.c (tcp_cross_thread_send_*).
+ * when a send accepts them (high water, output_queued, max_output), and
+ * per-thread order holds. The end-to-end order and shutdown cases of the
+ * cross-thread path are in test_tcp.c (tcp_cross_thread_send_*).
  *
  * The server runs on a loop thread with one I/O thread, so the scenario's
  * main thread is "another thread" for the connection. The peer is a blocking
@@ -20,29 +19,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <net/addr.h>
-#include <net/loop.h>
-#include <net/loop_thread.h>
-#include <net/tcp_conn.h>
-#include <net/tcp_server.h>
-
-#include "net_test_util.h"
+#include "conn_fixture.h"
 #include "loop/loop_internal.h" /* net__loop_eventfd_writes */
 
 #define SENDERS 4
 
 static struct {
-    struct net_server_options opt;
-    net_loop_thread_t *base;
-    net_server_t *server;
-    struct net_test_conn_keeper keeper;
     atomic_int write_completes, high_waters;
     atomic_size_t high_water_queued;
-    atomic_bool parked, release, stopped;
-    int fd;
 } fx;
-
-/* ---- the server ------------------------------------------------------------- */
 
 static void on_write_complete(net_conn_t *conn, void *arg)
 {
@@ -59,79 +44,13 @@ static void on_high_water(net_conn_t *conn, size_t queued, void *arg)
     atomic_fetch_add(&fx.high_waters, 1);
 }
 
-static void server_init(net_loop_t *loop, void *arg)
-{
-    (void)arg;
-    struct net_conn_callbacks cbs = {.on_connection = net_test_keep_conn,
-                                     .on_write_complete = on_write_complete,
-                                     .on_high_water = on_high_water,
-                                     .arg = &fx.keeper};
-    net_addr_t addr;
-    CHECK_OK(net_addr_parse(&addr, "127.0.0.1:0"));
-    CHECK_OK(net_server_new(loop, &addr, &fx.opt, &cbs, &fx.server));
-    CHECK_OK(net_server_start(fx.server));
-}
-
+/* The server with one I/O thread, counting the notifications. */
 static void options(void)
 {
-    net_server_options_init(&fx.opt);
-    fx.opt.io_threads = 1;
-}
-
-/* Starts the server with fx.opt and connects one peer; returns the server's
- * side of the connection (not on this thread's loop). */
-static net_conn_t *start(int rcvbuf)
-{
-    CHECK_OK(net_loop_thread_start("base", server_init, NULL, &fx.base));
-    fx.fd = net_test_connect(net_server_addr(fx.server), rcvbuf);
-    WAIT_UNTIL(atomic_load(&fx.keeper.ups) == 1);
-    net_conn_t *conn = atomic_load(&fx.keeper.conn);
-    CHECK(!net_loop_in_loop_thread(net_conn_loop(conn)));
-    return conn;
-}
-
-static void server_stopped(net_server_t *server, void *arg)
-{
-    (void)server;
-    (void)arg;
-    atomic_store(&fx.stopped, true);
-}
-
-static void finish(net_conn_t *conn)
-{
-    close(fx.fd);
-    WAIT_UNTIL(atomic_load(&fx.keeper.downs) == 1);
-    CHECK_EQ(net_conn_send(conn, "x", 1), -ENOTCONN);
-    net_conn_unref(conn);
-    CHECK_OK(net_server_close(fx.server, 100, server_stopped, NULL)); /* thread-safe */
-    WAIT_UNTIL(atomic_load(&fx.stopped));
-    net_loop_thread_join(fx.base);
-}
-
-/* ---- parking the connection's loop ----------------------------------------- */
-
-static void park_fn(void *arg)
-{
-    (void)arg;
-    atomic_store(&fx.parked, true);
-    uint64_t deadline = net_test_now_ms() + NET_TEST_WAIT_MS;
-    while (!atomic_load(&fx.release)) {
-        CHECK(net_test_now_ms() < deadline);
-        net_test_sleep_ms(1);
-    }
-}
-
-static void park(net_conn_t *conn)
-{
-    atomic_store(&fx.release, false);
-    atomic_store(&fx.parked, false);
-    CHECK_OK(net_loop_queue_in_loop(net_conn_loop(conn), park_fn, NULL));
-    WAIT_UNTIL(atomic_load(&fx.parked));
-}
-
-static void unpark(void)
-{
-    atomic_store(&fx.release, true);
+    net_server_options_init(&conn_fx.opt);
+    conn_fx.opt.io_threads = 1;
+    conn_fx.cbs = (struct net_conn_callbacks){.on_write_complete = on_write_complete,
+                                              .on_high_water = on_high_water};
 }
 
 /* ---- messages: (sender, seq) headers, checked per sender -------------------- */
@@ -203,41 +122,25 @@ static size_t queued(net_conn_t *conn)
 /* ---- scenarios --------------------------------------------------------------- */
 
 /* 4 threads x 1000 sends while the loop cannot run: one posted flush task,
- * no functor and at most one eventfd write for all of them (the run_in_loop
- * path needs 4000 functors), and every byte counted as queued at once. */
+ * no functor and at most one eventfd write for all of them (a functor per
+ * send would be 4000), and every byte counted as queued at once. */
 TEST(xsend_senders_share_one_wakeup)
 {
     options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     net_loop_t *loop = net_conn_loop(conn);
-    park(conn);
+    conn_fx_park(conn);
     unsigned long long ev0 = net__loop_eventfd_writes(loop);
     run_senders(conn, 1000);
     CHECK(net__loop_eventfd_writes(loop) - ev0 <= 1);
     CHECK_EQ(net__loop_posted_count(loop), 1); /* the connection's flush task */
     CHECK_EQ(net_loop_queue_size(loop), 0);
     CHECK_EQ(queued(conn), (size_t)SENDERS * 1000 * MSG_LEN);
-    unpark();
-    recv_messages(fx.fd, 1000);
+    conn_fx_unpark();
+    recv_messages(conn_fx.fd, 1000);
     WAIT_UNTIL(queued(conn) == 0);
     WAIT_UNTIL(atomic_load(&fx.write_completes) >= 1);
-    finish(conn);
-}
-
-/* The first cross-thread path is still there behind its option: one functor
- * per send, same guarantees. */
-TEST(xsend_via_loop_option_keeps_order)
-{
-    options();
-    fx.opt.conn.xsend_via_loop = true;
-    net_conn_t *conn = start(0);
-    net_loop_t *loop = net_conn_loop(conn);
-    park(conn);
-    run_senders(conn, 500);
-    CHECK_EQ(net_loop_queue_size(loop), SENDERS * 500);
-    unpark();
-    recv_messages(fx.fd, 500);
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* Without the parked loop: senders race the flusher, which takes and
@@ -245,19 +148,19 @@ TEST(xsend_via_loop_option_keeps_order)
 TEST(xsend_4_threads_race_the_flusher)
 {
     options();
-    net_conn_t *conn = start(0);
+    net_conn_t *conn = conn_fx_start(0);
     struct sender s[SENDERS];
     for (unsigned i = 0; i < SENDERS; i++) {
         s[i] = (struct sender){.conn = conn, .id = i, .count = 20000};
         CHECK_EQ(pthread_create(&s[i].tid, NULL, sender_main, &s[i]), 0);
     }
-    recv_messages(fx.fd, 20000); /* reads while they send: the socket never fills for long */
+    recv_messages(conn_fx.fd, 20000); /* reads while they send: the socket never fills for long */
     for (unsigned i = 0; i < SENDERS; i++)
         CHECK_EQ(pthread_join(s[i].tid, NULL), 0);
     WAIT_UNTIL(queued(conn) == 0);
-    struct pollfd p = {.fd = fx.fd, .events = POLLIN};
+    struct pollfd p = {.fd = conn_fx.fd, .events = POLLIN};
     CHECK_EQ(poll(&p, 1, 50), 0); /* nothing after the last message */
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* The high-water mark sees bytes when send accepts them, before the loop has
@@ -265,25 +168,25 @@ TEST(xsend_4_threads_race_the_flusher)
 TEST(xsend_high_water_counts_at_enqueue)
 {
     options();
-    fx.opt.conn.high_water_mark = 10 * KiB;
-    net_conn_t *conn = start(0);
-    park(conn);
+    conn_fx.opt.conn.high_water_mark = 10 * KiB;
+    net_conn_t *conn = conn_fx_start(0);
+    conn_fx_park(conn);
     unsigned char chunk[4 * KiB];
     memset(chunk, 'h', sizeof chunk);
     for (int i = 0; i < 3; i++)
         CHECK_OK(net_conn_send(conn, chunk, sizeof chunk));
     CHECK_EQ(queued(conn), 12 * KiB);
     CHECK_EQ(atomic_load(&fx.high_waters), 0); /* runs on the loop, which is parked */
-    unpark();
+    conn_fx_unpark();
     WAIT_UNTIL(atomic_load(&fx.high_waters) == 1);
     CHECK_EQ(atomic_load(&fx.high_water_queued), 12 * KiB);
     unsigned char got[12 * KiB];
-    net_test_recv_exact(fx.fd, got, sizeof got);
+    net_test_recv_exact(conn_fx.fd, got, sizeof got);
     for (size_t i = 0; i < sizeof got; i++)
         CHECK_EQ(got[i], 'h');
     WAIT_UNTIL(queued(conn) == 0);
     CHECK_EQ(atomic_load(&fx.high_waters), 1); /* once per upward crossing */
-    finish(conn);
+    conn_fx_finish(conn);
 }
 
 /* The max_output option: a send that would pass it fails with -ENOBUFS and
@@ -307,9 +210,9 @@ static void loop_send_fn(void *arg)
 TEST(xsend_max_output_enobufs_queues_nothing)
 {
     options();
-    fx.opt.conn.max_output = MO_LIMIT;
-    net_conn_t *conn = start(0);
-    park(conn); /* nothing drains: the limit is reached deterministically */
+    conn_fx.opt.conn.max_output = MO_LIMIT;
+    net_conn_t *conn = conn_fx_start(0);
+    conn_fx_park(conn); /* nothing drains: the limit is reached deterministically */
     unsigned char chunk[MO_CHUNK];
     int accepted = 0, rc;
     while ((rc = net_conn_send(conn, chunk, sizeof chunk)) == 0) {
@@ -319,7 +222,7 @@ TEST(xsend_max_output_enobufs_queues_nothing)
     CHECK_EQ(rc, -ENOBUFS);
     CHECK_EQ(accepted, MO_LIMIT / MO_CHUNK);
     CHECK_EQ(queued(conn), MO_LIMIT);
-    unpark();
+    conn_fx_unpark();
 
     /* On the loop thread, a send larger than the limit fails the same way. */
     struct loop_send ls = {.conn = conn, .len = MO_LIMIT + 1};
@@ -328,13 +231,13 @@ TEST(xsend_max_output_enobufs_queues_nothing)
 
     unsigned char *all = malloc(MO_LIMIT);
     CHECK(all);
-    net_test_recv_exact(fx.fd, all, MO_LIMIT);
+    net_test_recv_exact(conn_fx.fd, all, MO_LIMIT);
     free(all);
     WAIT_UNTIL(queued(conn) == 0);
     CHECK_OK(net_conn_send(conn, chunk, sizeof chunk)); /* room again */
     unsigned char again[MO_CHUNK];
-    net_test_recv_exact(fx.fd, again, sizeof again);
-    struct pollfd p = {.fd = fx.fd, .events = POLLIN};
+    net_test_recv_exact(conn_fx.fd, again, sizeof again);
+    struct pollfd p = {.fd = conn_fx.fd, .events = POLLIN};
     CHECK_EQ(poll(&p, 1, 50), 0); /* the refused sends left nothing behind */
-    finish(conn);
+    conn_fx_finish(conn);
 }

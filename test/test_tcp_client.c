@@ -1044,7 +1044,7 @@ TEST(client_new_checks_arguments)
     CHECK_EQ(opt.retry_initial_ms, 100);
     CHECK_EQ(opt.retry_max_ms, 10000);
     CHECK_EQ(opt.max_attempts, 0);
-    CHECK(opt.conn.tcp_nodelay);
+    CHECK(!opt.conn.nagle);
     net_client_t *c = NULL;
     net_addr_t none = {0};
     CHECK_EQ(net_client_new(NULL, &srv.addr, NULL, NULL, NULL, NULL, &c), -EINVAL);

@@ -1,11 +1,18 @@
-/* A TCP connection (muduo's TcpConnection): its life, reading, closing and
- * options. The write path is in conn_write.c.
+/* A TCP connection (muduo's TcpConnection): its life, reading, closing,
+ * options, and the send calls. The output itself (queueing, flushing,
+ * writing) is conn_output.c, which this file calls and which never calls
+ * back: what the output needs done comes back as NET__OUT_* bits, applied
+ * here (output_apply).
  *
  * All socket I/O and all state changes except the first step of shutdown and
  * force_close happen on the connection's loop thread. The state is atomic so
  * that other threads can refuse work on a closed connection without touching
- * the loop. A connection never uses its fd after net__conn_handle_close()
- * closed it, so a late send can never reach a reused descriptor. */
+ * the loop. Work other threads hand to the loop (a flush, a shutdown, a
+ * close, a read pause, a notification) goes through the connection's one
+ * armed task (loop/armed.h) and its work bits: no allocation, so none of
+ * those calls can fail for want of memory. A connection never uses its fd
+ * after net__conn_handle_close() closed it, so a late send can never reach
+ * a reused descriptor. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,8 +23,8 @@
 #include <unistd.h>
 
 #include "loop/alloc_internal.h"
-#include "tcp/buffer_internal.h"
 #include "loop/log_internal.h"
+#include "tcp/buffer_internal.h"
 #include "tcp/tcp_conn_impl.h"
 
 #define DEFAULT_HIGH_WATER (64u * 1024 * 1024)
@@ -37,6 +44,20 @@
  * fell below 7/8 of it. */
 #define BUDGET_RECHECK_MS 20
 
+/* The connection's deferred work (net_conn.work), done by its task in
+ * this order: notifications of what already happened first, then the
+ * flush, then what the user asked for, the closes last. */
+enum {
+    NET__WORK_HIGH_WATER = 1u,     /* on_high_water, with the crossing's count */
+    NET__WORK_WRITE_COMPLETE = 2u, /* on_write_complete, unless output is on its way */
+    NET__WORK_FLUSH = 4u,          /* the token's holder asked for a flush */
+    NET__WORK_PAUSE = 8u,          /* make pause follow want_pause */
+    NET__WORK_REDELIVER = 16u,     /* hand buffered input to on_message again */
+    NET__WORK_ERROR = 32u,         /* a send on the loop thread failed: close */
+    NET__WORK_SHUTDOWN = 64u,      /* net_conn_shutdown */
+    NET__WORK_CLOSE = 128u,        /* net_conn_force_close */
+};
+
 static atomic_ullong next_conn_id = 1;
 
 /* ---- options, refs, accessors ----------------------------------------- */
@@ -46,16 +67,24 @@ void net_conn_options_init(struct net_conn_options *opt)
     *opt = (struct net_conn_options){.high_water_mark = DEFAULT_HIGH_WATER,
                                      .backpressure_mark = DEFAULT_BACKPRESSURE,
                                      .max_input = DEFAULT_MAX_INPUT,
-                                     .tcp_nodelay = true};
+                                     .max_output = NET_UNLIMITED};
 }
 
-/* 0 means the default for the size options added with backpressure. */
+static size_t size_or(size_t v, size_t dflt)
+{
+    return v ? v : dflt;
+}
+
+/* 0 means the default in every field (an all-zero struct is the defaults);
+ * NET_UNLIMITED and NET_NO_TIMEOUT stay what they say. */
 static void options_normalise(struct net_conn_options *opt)
 {
-    if (!opt->backpressure_mark)
-        opt->backpressure_mark = DEFAULT_BACKPRESSURE;
-    if (!opt->max_input)
-        opt->max_input = DEFAULT_MAX_INPUT;
+    opt->high_water_mark = size_or(opt->high_water_mark, DEFAULT_HIGH_WATER);
+    opt->backpressure_mark = size_or(opt->backpressure_mark, DEFAULT_BACKPRESSURE);
+    opt->max_input = size_or(opt->max_input, DEFAULT_MAX_INPUT);
+    opt->max_output = size_or(opt->max_output, NET_UNLIMITED);
+    if (opt->idle_timeout_ms == NET_NO_TIMEOUT)
+        opt->idle_timeout_ms = 0; /* off, like the default */
 }
 
 net_conn_t *net_conn_ref(net_conn_t *conn)
@@ -72,7 +101,7 @@ static void conn_free(net_conn_t *conn)
     if (atomic_load(&conn->state) != NET_CONN_DISCONNECTED && conn->ch.fd >= 0)
         close(conn->ch.fd);
     net_buf_destroy(&conn->in);
-    net__conn_output_discard(conn);
+    net__output_discard(&conn->out);
     budget_leave(conn); /* one that never came up still counted */
     net__free(conn);
 }
@@ -125,83 +154,61 @@ const net_addr_t *net_conn_peer_addr(const net_conn_t *conn)
 
 void net_conn_set_high_water_mark(net_conn_t *conn, size_t bytes)
 {
-    atomic_store(&conn->high_water, bytes);
+    net__output_set_high_water(&conn->out, size_or(bytes, DEFAULT_HIGH_WATER));
 }
 
 void net_conn_stats(const net_conn_t *conn, struct net_conn_stats *out)
 {
-    net_conn_t *c = (net_conn_t *)conn;
-    out->bytes_received = atomic_load_explicit(&c->bytes_in, memory_order_relaxed);
-    out->bytes_sent = atomic_load_explicit(&c->bytes_out, memory_order_relaxed);
-    out->output_queued = atomic_load_explicit(&c->queued, memory_order_relaxed);
+    out->bytes_received = atomic_load_explicit(&((net_conn_t *)conn)->bytes_in,
+                                               memory_order_relaxed);
+    out->bytes_sent = net__output_bytes_out(&conn->out);
+    out->output_queued = net__output_queued(&conn->out);
 }
 
 /* ---- deferred work ------------------------------------------------------ */
 
-/* Runs fn(conn) later on the loop thread, holding a reference meanwhile. */
-int net__conn_defer(net_conn_t *conn, net_loop_fn fn)
+/* Asks the task for the work in `bits`; it runs later on the loop, never
+ * inside this call. The caller holds a reference (an API call on the
+ * connection, or the loop working on it), so dropping the one taken for a
+ * task that was armed already cannot free the connection. Thread-safe,
+ * allocation-free. */
+static void post_work(net_conn_t *conn, unsigned bits)
 {
-    net_conn_ref(conn);
-    int rc = net_loop_queue_in_loop(conn->loop, fn, conn);
-    if (rc < 0)
-        net_conn_unref(conn);
-    return rc;
+    /* release: what the caller stored for the work (high_water_at,
+     * want_pause, error) is seen by the task's acquire exchange. */
+    atomic_fetch_or_explicit(&conn->work, bits, memory_order_release);
+    net_conn_ref(conn); /* held by the armed task */
+    if (!net__armed_arm(&conn->task))
+        net_conn_unref(conn); /* the pending run holds one and sees our bits */
 }
 
-/* As net__conn_defer(), but at once when already on the loop thread. */
-static int in_loop(net_conn_t *conn, net_loop_fn fn)
-{
-    net_conn_ref(conn);
-    int rc = net_loop_run_in_loop(conn->loop, fn, conn);
-    if (rc < 0)
-        net_conn_unref(conn);
-    return rc;
-}
+static void run_work(net_conn_t *conn, unsigned work);
 
-static void write_complete_cb(void *arg)
+static void work_cb(void *arg)
 {
     net_conn_t *conn = arg;
-    if (net_conn_state(conn) != NET_CONN_DISCONNECTED && conn->cbs.on_write_complete)
-        conn->cbs.on_write_complete(conn, conn->cbs.arg);
+    run_work(conn, atomic_exchange_explicit(&conn->work, 0, memory_order_acquire));
     net_conn_unref(conn);
 }
 
-void net__conn_defer_write_complete(net_conn_t *conn)
+static void notify_high_water(net_conn_t *conn)
 {
-    if (conn->cbs.on_write_complete)
-        net__conn_defer(conn, write_complete_cb);
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED)
+        conn->cbs.on_high_water(conn, net__output_high_water_at(&conn->out), conn->cbs.arg);
 }
 
-struct high_water_event {
-    net_conn_t *conn;
-    size_t queued;
-};
-
-static void high_water_cb(void *arg)
+/* A drain reported while more output is already on its way is stale: that
+ * output's own drain reports it. So a write-complete never follows a
+ * high-water callback while the backlog it reported is still there. */
+static void notify_write_complete(net_conn_t *conn)
 {
-    struct high_water_event *ev = arg;
-    if (net_conn_state(ev->conn) != NET_CONN_DISCONNECTED)
-        ev->conn->cbs.on_high_water(ev->conn, ev->queued, ev->conn->cbs.arg);
-    net_conn_unref(ev->conn);
-    net__free(ev);
-}
-
-void net__conn_queue_high_water(net_conn_t *conn, size_t queued)
-{
-    struct high_water_event *ev = net__malloc(sizeof *ev);
-    if (!ev)
-        return; /* a lost notification beats a failed send */
-    ev->conn = net_conn_ref(conn);
-    ev->queued = queued;
-    if (net_loop_queue_in_loop(conn->loop, high_water_cb, ev) < 0) {
-        net_conn_unref(conn);
-        net__free(ev);
-    }
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED && net__output_idle(&conn->out))
+        conn->cbs.on_write_complete(conn, conn->cbs.arg);
 }
 
 /* ---- interest ----------------------------------------------------------- */
 
-void net__conn_set_interest(net_conn_t *conn, unsigned interest)
+static void set_interest(net_conn_t *conn, unsigned interest)
 {
     if (conn->ch.interest == interest || conn->ch.poller_slot < 0)
         return;
@@ -212,34 +219,17 @@ void net__conn_set_interest(net_conn_t *conn, unsigned interest)
                     (unsigned long long)conn->id, net_strerror(rc));
 }
 
-unsigned net__conn_read_interest(const net_conn_t *conn)
+/* Readable while the connection wants input, writable while the output
+ * waits for room. */
+static void apply_interest(net_conn_t *conn)
 {
-    return !conn->pause && !conn->peer_eof ? NET_READABLE : 0u;
+    unsigned rd = !conn->pause && !conn->peer_eof ? NET_READABLE : 0u;
+    set_interest(conn, rd | (net__output_waiting(&conn->out) ? NET_WRITABLE : 0u));
 }
 
 /* ---- pausing and the memory budget ----------------------------------------- */
 
-static void deliver(net_conn_t *conn);
-
-static void redeliver_cb(void *arg)
-{
-    net_conn_t *conn = arg;
-    conn->redeliver_queued = false;
-    if (net_conn_state(conn) != NET_CONN_DISCONNECTED && !conn->pause &&
-        net_buf_readable(&conn->in))
-        deliver(conn);
-    net_conn_unref(conn);
-}
-
-/* Input left in the buffer when reading paused is handed over again once
- * it resumes: no new bytes may come to trigger it (the rest of a pipelined
- * burst can be all there is). If the task cannot be queued the bytes wait
- * for the next read. */
-static void queue_redeliver(net_conn_t *conn)
-{
-    if (!conn->redeliver_queued && net__conn_defer(conn, redeliver_cb) == 0)
-        conn->redeliver_queued = true;
-}
+static void queue_error(net_conn_t *conn, int err);
 
 static void attach(net_conn_t *conn)
 {
@@ -247,7 +237,7 @@ static void attach(net_conn_t *conn)
     conn->ch.interest = NET_READABLE;
     int rc = net__loop_add_channel(conn->loop, &conn->ch);
     if (rc < 0)
-        net__conn_queue_error(conn, rc);
+        queue_error(conn, rc);
 }
 
 static void detach(net_conn_t *conn)
@@ -256,21 +246,21 @@ static void detach(net_conn_t *conn)
     net__loop_remove_channel(conn->loop, &conn->ch);
 }
 
-/* Applies conn->pause after it went to or from zero. */
+/* Applies conn->pause after it went to or from zero. Input left in the
+ * buffer when reading paused is handed over again once it resumes: no new
+ * bytes may come to trigger it (the rest of a pipelined burst can be all
+ * there is). */
 static void read_state_changed(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
-    unsigned writable = conn->ch.interest & NET_WRITABLE;
-    if (conn->pause) {
-        net__conn_set_interest(conn, writable);
-    } else if (conn->detached) {
+    if (!conn->pause && conn->detached) {
         attach(conn);
-    } else {
-        net__conn_set_interest(conn, net__conn_read_interest(conn) | writable);
-        if (net_buf_readable(&conn->in))
-            queue_redeliver(conn);
+        return;
     }
+    apply_interest(conn);
+    if (!conn->pause && net_buf_readable(&conn->in))
+        post_work(conn, NET__WORK_REDELIVER);
 }
 
 static void pause_set(net_conn_t *conn, unsigned reason, bool on)
@@ -279,6 +269,16 @@ static void pause_set(net_conn_t *conn, unsigned reason, bool on)
     conn->pause = on ? old | reason : old & ~reason;
     if (!old != !conn->pause)
         read_state_changed(conn);
+}
+
+/* The user's and the owner's reasons follow what their calls last asked
+ * for (relaxed: the work bits' release/acquire carry it to the loop, and
+ * on the loop thread it is the caller's own store). */
+static void pause_apply(net_conn_t *conn)
+{
+    unsigned want = atomic_load_explicit(&conn->want_pause, memory_order_relaxed);
+    pause_set(conn, NET__PAUSE_USER, want & NET__PAUSE_USER);
+    pause_set(conn, NET__PAUSE_OWNER, want & NET__PAUSE_OWNER);
 }
 
 static size_t input_held(const net_conn_t *conn)
@@ -290,7 +290,7 @@ static size_t input_held(const net_conn_t *conn)
 
 static size_t held(const net_conn_t *conn)
 {
-    return input_held(conn) + atomic_load_explicit(&conn->queued, memory_order_relaxed);
+    return input_held(conn) + net__output_queued(&conn->out);
 }
 
 /* Brings the budget's total up to date with what this connection holds,
@@ -385,18 +385,16 @@ void net__conn_set_budget(net_conn_t *conn, struct net__budget *b)
     atomic_fetch_add_explicit(&b->conns, 1, memory_order_relaxed);
 }
 
-void net__conn_output_backed_up(net_conn_t *conn)
+/* The backpressure rule after output moved: reading pauses once the
+ * output backs up (the socket is full) to the mark, and resumes once it
+ * is below half of it; the budget's count follows what is held. */
+static void output_moved(net_conn_t *conn, bool backed_up)
 {
     budget_sync(conn);
-    if (atomic_load_explicit(&conn->queued, memory_order_relaxed) >= conn->opt.backpressure_mark)
+    size_t queued = net__output_queued(&conn->out), mark = conn->opt.backpressure_mark;
+    if (backed_up && queued >= mark)
         pause_set(conn, NET__PAUSE_OUTPUT, true);
-}
-
-void net__conn_output_moved(net_conn_t *conn)
-{
-    budget_sync(conn);
-    if ((conn->pause & NET__PAUSE_OUTPUT) &&
-        atomic_load_explicit(&conn->queued, memory_order_relaxed) < conn->opt.backpressure_mark / 2)
+    else if ((conn->pause & NET__PAUSE_OUTPUT) && queued < mark / 2)
         pause_set(conn, NET__PAUSE_OUTPUT, false);
 }
 
@@ -409,6 +407,14 @@ static void cancel_timer(net_conn_t *conn, net_timer_id_t *id)
     if (*id > 0 && net_timer_cancel(conn->loop, *id) == 0)
         net_conn_unref(conn);
     *id = 0;
+}
+
+/* As cancel_timer, for force_close_after's timer, which any thread sets:
+ * whoever exchanges an id out of close_timer cancels that one. */
+static void cancel_close_timer(net_conn_t *conn)
+{
+    net_timer_id_t id = atomic_exchange(&conn->close_timer, 0);
+    cancel_timer(conn, &id);
 }
 
 /* ---- giving heap memory back ---------------------------------------------- */
@@ -441,21 +447,27 @@ static void trim_soon(net_conn_t *conn)
         atomic_store(&trim_armed_ms, 0);
 }
 
+static void release_resources(net_conn_t *conn)
+{
+    net__loop_remove_channel(conn->loop, &conn->ch);
+    close(conn->ch.fd);
+    conn->ch.fd = -1;
+    cancel_timer(conn, &conn->idle_timer);
+    cancel_close_timer(conn);
+    cancel_timer(conn, &conn->budget_timer);
+    net_buf_destroy(&conn->in);
+    net__output_discard(&conn->out);
+    budget_leave(conn);
+}
+
 void net__conn_handle_close(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
     size_t was_held = held(conn);
+    /* seq_cst, before the close timer's exchange: see force_close_after. */
     atomic_store(&conn->state, NET_CONN_DISCONNECTED);
-    net__loop_remove_channel(conn->loop, &conn->ch);
-    close(conn->ch.fd);
-    conn->ch.fd = -1;
-    cancel_timer(conn, &conn->idle_timer);
-    cancel_timer(conn, &conn->close_timer);
-    cancel_timer(conn, &conn->budget_timer);
-    net_buf_destroy(&conn->in);
-    net__conn_output_discard(conn);
-    budget_leave(conn);
+    release_resources(conn);
     if (was_held >= TRIM_MIN_HELD)
         trim_soon(conn);
     net_conn_ref(conn); /* the owner's hook may drop the last other reference */
@@ -464,11 +476,6 @@ void net__conn_handle_close(net_conn_t *conn)
     if (conn->closed)
         conn->closed(conn, conn->owner);
     net_conn_unref(conn);
-}
-
-static bool expected_disconnect(int err)
-{
-    return err == -ECONNRESET || err == -EPIPE || err == -ETIMEDOUT;
 }
 
 /* Paused reading (and not force-closed): the kernel may hold bytes the
@@ -487,7 +494,7 @@ static void write_side_dead(net_conn_t *conn)
     int expected = NET_CONN_CONNECTED;
     atomic_compare_exchange_strong(&conn->state, &expected, NET_CONN_DISCONNECTING);
     conn->write_shut = true;
-    net__conn_output_discard(conn);
+    net__output_discard(&conn->out);
     budget_sync(conn);
     detach(conn);
     /* The output is gone, so is that reason to wait: with no other, the
@@ -495,57 +502,32 @@ static void write_side_dead(net_conn_t *conn)
     pause_set(conn, NET__PAUSE_OUTPUT, false);
 }
 
-/* A read or write error: log once, close once (after the unread input, if
- * reading is paused). */
-void net__conn_handle_error(net_conn_t *conn, int err, const char *op)
+/* A read or write error: close once (after the unread input, if reading
+ * is paused). Debug only: the down callback tells the user. */
+static void handle_error(net_conn_t *conn, int err, const char *op)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
-    if (expected_disconnect(err))
-        NET__LOG_RL(NET_LOG_INFO, "conn %llu: %s: %s", (unsigned long long)conn->id, op,
-                    net_strerror(err));
-    else
-        NET__LOG_RL(NET_LOG_WARN, "conn %llu: %s: %s", (unsigned long long)conn->id, op,
-                    net_strerror(err));
+    NET__LOG(NET_LOG_DEBUG, "conn %llu: %s: %s", (unsigned long long)conn->id, op,
+             net_strerror(err));
     if (keeps_unread_input(conn))
         write_side_dead(conn);
     else
         net__conn_handle_close(conn);
 }
 
-struct error_event {
-    net_conn_t *conn;
-    int err;
-};
-
-static void error_cb(void *arg)
-{
-    struct error_event *ev = arg;
-    net__conn_handle_error(ev->conn, ev->err, "write");
-    net_conn_unref(ev->conn);
-    net__free(ev);
-}
-
-/* A send on the loop thread failed: close later, not inside the send. */
-void net__conn_queue_error(net_conn_t *conn, int err)
+/* A send on the loop thread broke the stream: close later, not inside the
+ * send (the task's NET__WORK_ERROR). */
+static void queue_error(net_conn_t *conn, int err)
 {
     if (!conn->pause) /* a paused connection keeps its input for the user */
         atomic_store(&conn->closing, true);
-    struct error_event *ev = net__malloc(sizeof *ev);
-    if (ev) {
-        ev->conn = net_conn_ref(conn);
-        ev->err = err;
-        if (net_loop_queue_in_loop(conn->loop, error_cb, ev) == 0)
-            return;
-        net_conn_unref(conn);
-        net__free(ev);
-    }
-    NET__LOG_RL(NET_LOG_ERROR, "conn %llu: cannot queue close; closing now",
-                (unsigned long long)conn->id);
-    net__conn_handle_close(conn);
+    if (!conn->error)
+        conn->error = err;
+    post_work(conn, NET__WORK_ERROR);
 }
 
-void net__conn_shutdown_write(net_conn_t *conn)
+static void shutdown_write(net_conn_t *conn)
 {
     conn->write_shut = true;
     if (shutdown(conn->ch.fd, SHUT_WR) < 0 && errno != ENOTCONN)
@@ -553,6 +535,82 @@ void net__conn_shutdown_write(net_conn_t *conn)
                     net_strerror(-errno));
     if (conn->peer_eof)
         net__conn_handle_close(conn); /* both directions are done */
+}
+
+/* ---- acting on the output ------------------------------------------------- */
+
+/* The output's requests for later (a flush, a callback), as work bits. */
+static unsigned output_work(const net_conn_t *conn, unsigned ev)
+{
+    unsigned work = ev & NET__OUT_FLUSH ? NET__WORK_FLUSH : 0u;
+    if ((ev & NET__OUT_HIGH_WATER) && conn->cbs.on_high_water)
+        work |= NET__WORK_HIGH_WATER;
+    if ((ev & NET__OUT_COMPLETE) && conn->cbs.on_write_complete)
+        work |= NET__WORK_WRITE_COMPLETE;
+    return work;
+}
+
+/* What the output reported from another thread (only bits that post). */
+static void output_post(net_conn_t *conn, unsigned ev)
+{
+    unsigned work = output_work(conn, ev);
+    if (work)
+        post_work(conn, work);
+}
+
+/* Once the output is empty, a DISCONNECTING connection shuts its write
+ * side and one whose peer half-closed (without the half_close option)
+ * closes. */
+static void output_finish(net_conn_t *conn)
+{
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTING && !conn->write_shut)
+        shutdown_write(conn);
+    else if (conn->peer_eof && !conn->opt.half_close)
+        net__conn_handle_close(conn);
+}
+
+/* Does what an output call reported (conn_output.h). Loop thread. */
+static void output_apply(net_conn_t *conn, unsigned ev)
+{
+    if (ev & (NET__OUT_MOVED | NET__OUT_WAITING))
+        output_moved(conn, ev & NET__OUT_WAITING);
+    if (ev & (NET__OUT_WAITING | NET__OUT_DRAINED))
+        apply_interest(conn);
+    output_post(conn, ev);
+    if (ev & NET__OUT_DRAINED)
+        output_finish(conn);
+}
+
+/* DISCONNECTING may still write until the write side is shut: a send that
+ * another thread queued before its own shutdown() must go out before the
+ * FIN (net_conn_send() refuses new sends once shutdown was called). */
+static bool can_write(const net_conn_t *conn)
+{
+    return net_conn_state(conn) != NET_CONN_DISCONNECTED && !conn->write_shut &&
+           !atomic_load_explicit(&conn->closing, memory_order_relaxed);
+}
+
+/* The caller holds the flush token. */
+static void flush(net_conn_t *conn)
+{
+    if (!can_write(conn)) {
+        net__output_discard(&conn->out);
+        return;
+    }
+    unsigned ev = 0;
+    int rc = net__output_flush(&conn->out, conn->loop, conn->ch.fd, &ev);
+    if (rc < 0)
+        handle_error(conn, rc, "write");
+    else
+        output_apply(conn, ev);
+}
+
+/* Flushes now if nobody holds the token; else the flush under way ends in
+ * output_finish. */
+static void flush_then_finish(net_conn_t *conn)
+{
+    if (net__output_claim(&conn->out))
+        flush(conn);
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -566,10 +624,11 @@ static void shrink_if_sparse(net_buf_t *buf)
     if (cap > NET_BUF_KEEP && net_buf_readable(buf) <= cap / 4)
         net_buf_shrink(buf, 0);
 }
+
 static void handle_peer_eof(net_conn_t *conn)
 {
     conn->peer_eof = true;
-    net__conn_set_interest(conn, conn->ch.interest & ~(unsigned)NET_READABLE);
+    apply_interest(conn);
     if (conn->opt.half_close && net_conn_state(conn) == NET_CONN_CONNECTED) {
         if (conn->cbs.on_peer_eof)
             conn->cbs.on_peer_eof(conn, conn->cbs.arg);
@@ -580,9 +639,11 @@ static void handle_peer_eof(net_conn_t *conn)
     if (conn->write_shut)
         net__conn_handle_close(conn);
     else
-        net__conn_flush_then_finish(conn);
+        flush_then_finish(conn);
 }
 
+/* Invisible to the user (the down callback does not say why), so worth
+ * one rate-limited warning. */
 static void input_overflow(net_conn_t *conn)
 {
     NET__LOG_RL(NET_LOG_WARN, "conn %llu: %zu bytes of unfinished input (max_input %zu): closing",
@@ -607,9 +668,16 @@ static void deliver(net_conn_t *conn)
     shrink_if_sparse(&conn->in);
     /* Output made by this read that is still queued: the flush waiting for
      * the socket does not look again until it can write. */
-    if (atomic_load_explicit(&conn->queued, memory_order_relaxed) >= conn->opt.backpressure_mark)
+    if (net__output_queued(&conn->out) >= conn->opt.backpressure_mark)
         pause_set(conn, NET__PAUSE_OUTPUT, true);
     budget_sync(conn);
+}
+
+static void redeliver(net_conn_t *conn)
+{
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED && !conn->pause &&
+        net_buf_readable(&conn->in))
+        deliver(conn);
 }
 
 static void handle_read(net_conn_t *conn)
@@ -625,50 +693,144 @@ static void handle_read(net_conn_t *conn)
     } else if (n == 0) {
         handle_peer_eof(conn);
     } else if (n != -EAGAIN && n != -EINTR) {
-        net__conn_handle_error(conn, (int)n, "read");
+        handle_error(conn, (int)n, "read");
     }
+}
+
+/* ---- the task ------------------------------------------------------------ */
+
+/* Each step looks at the state itself: a callback of an earlier one may
+ * have closed the connection. */
+static void run_work(net_conn_t *conn, unsigned work)
+{
+    if (work & NET__WORK_HIGH_WATER)
+        notify_high_water(conn);
+    if (work & NET__WORK_WRITE_COMPLETE)
+        notify_write_complete(conn);
+    if (work & NET__WORK_FLUSH)
+        flush(conn);
+    if (work & NET__WORK_PAUSE)
+        pause_apply(conn);
+    if (work & NET__WORK_REDELIVER)
+        redeliver(conn);
+    if (work & NET__WORK_ERROR)
+        handle_error(conn, conn->error, "write");
+    if ((work & NET__WORK_SHUTDOWN) && net_conn_state(conn) == NET_CONN_DISCONNECTING &&
+        !conn->write_shut)
+        flush_then_finish(conn); /* shuts down once the output is empty */
+    if (work & NET__WORK_CLOSE)
+        net__conn_handle_close(conn);
+}
+
+/* ---- sending --------------------------------------------------------------- */
+
+/* On the loop thread: at once when nothing is queued, else behind what is
+ * (order). Callbacks never run inside. */
+static int send_in_loop(net_conn_t *conn, const void *data, size_t len)
+{
+    if (!can_write(conn))
+        return -ENOTCONN;
+    unsigned ev = 0;
+    int rc = net__output_send_now(&conn->out, conn->ch.fd, data, len, &ev);
+    if (ev & NET__OUT_BROKEN)
+        queue_error(conn, rc);
+    output_apply(conn, ev);
+    return rc;
+}
+
+/* Through the write queue, from any thread; the flush runs on the loop
+ * after the current iteration at the earliest. */
+static int send_queued(net_conn_t *conn, const struct iovec *iov, int n, size_t len)
+{
+    if (atomic_load_explicit(&conn->closing, memory_order_relaxed))
+        return -ENOTCONN;
+    unsigned ev = 0;
+    int rc = net__output_reserve(&conn->out, len, &ev);
+    if (rc < 0)
+        return rc;
+    /* The high-water callback is asked for before the bytes are pushed, so
+     * it runs before the write-complete of their drain. */
+    output_post(conn, ev);
+    ev = 0;
+    rc = net__output_push(&conn->out, iov, n, len, &ev);
+    output_post(conn, ev);
+    return rc;
+}
+
+int net_conn_send(net_conn_t *conn, const void *data, size_t len)
+{
+    if (!conn || (!data && len))
+        return -EINVAL;
+    if (!net_conn_connected(conn))
+        return -ENOTCONN;
+    if (len == 0)
+        return 0;
+    if (net_loop_in_loop_thread(conn->loop))
+        return send_in_loop(conn, data, len);
+    struct iovec iov = {(void *)data, len};
+    return send_queued(conn, &iov, 1, len);
+}
+
+int net_conn_send_buf(net_conn_t *conn, net_buf_t *buf)
+{
+    if (!conn || !buf)
+        return -EINVAL;
+    int rc = net_conn_send(conn, net_buf_peek(buf), net_buf_readable(buf));
+    if (rc == 0)
+        net_buf_retrieve_all(buf);
+    return rc;
+}
+
+int net__conn_sendv(net_conn_t *conn, const struct iovec *iov, int n)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    if (!net_conn_connected(conn))
+        return -ENOTCONN;
+    return len ? send_queued(conn, iov, n, len) : 0; /* an empty node would never leave */
+}
+
+/* The pieces are valid and their total fits a size_t. */
+static bool iov_valid(const struct iovec *iov, int n)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        if ((!iov[i].iov_base && iov[i].iov_len) || __builtin_add_overflow(len, iov[i].iov_len, &len))
+            return false;
+    return true;
+}
+
+int net_conn_sendv(net_conn_t *conn, const struct iovec *iov, int iovcnt)
+{
+    if (!conn || iovcnt < 0 || (!iov && iovcnt) || !iov_valid(iov, iovcnt))
+        return -EINVAL;
+    return net__conn_sendv(conn, iov, iovcnt);
 }
 
 /* ---- shutdown, close, read control ------------------------------------------ */
 
-static void shutdown_in_loop(void *arg)
-{
-    net_conn_t *conn = arg;
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTING && !conn->write_shut)
-        net__conn_flush_then_finish(conn); /* shuts down once the output is empty */
-    net_conn_unref(conn);
-}
-
 int net_conn_shutdown(net_conn_t *conn)
 {
+    if (!conn)
+        return -EINVAL;
     int expected = NET_CONN_CONNECTED;
     if (!atomic_compare_exchange_strong(&conn->state, &expected, NET_CONN_DISCONNECTING))
         return -ENOTCONN;
     /* Deferred even on the loop thread: the shutdown may complete the close,
      * whose callback must not run inside this call. */
-    int rc = net__conn_defer(conn, shutdown_in_loop);
-    if (rc < 0) { /* nothing happened: stay open, so that sends and a retry work */
-        expected = NET_CONN_DISCONNECTING;
-        atomic_compare_exchange_strong(&conn->state, &expected, NET_CONN_CONNECTED);
-    }
-    return rc;
-}
-
-static void force_close_in_loop(void *arg)
-{
-    net_conn_t *conn = arg;
-    net__conn_handle_close(conn);
-    net_conn_unref(conn);
+    post_work(conn, NET__WORK_SHUTDOWN);
+    return 0;
 }
 
 int net_conn_force_close(net_conn_t *conn)
 {
+    if (!conn)
+        return -EINVAL;
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED || atomic_exchange(&conn->closing, true))
         return -ENOTCONN;
-    int rc = net__conn_defer(conn, force_close_in_loop);
-    if (rc < 0) /* not closing after all: a later force_close must not see -ENOTCONN */
-        atomic_store(&conn->closing, false);
-    return rc;
+    post_work(conn, NET__WORK_CLOSE);
+    return 0;
 }
 
 void net__conn_close_in_loop(net_conn_t *conn)
@@ -680,95 +842,71 @@ void net__conn_close_in_loop(net_conn_t *conn)
 static void close_timer_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
-    (void)id;
     net_conn_t *conn = arg;
-    conn->close_timer = 0;
+    net_timer_id_t mine = id; /* superseded or cancelled ids stay as they are */
+    atomic_compare_exchange_strong(&conn->close_timer, &mine, 0);
     net__conn_handle_close(conn);
     net_conn_unref(conn);
 }
 
-struct close_after {
-    net_conn_t *conn;
-    uint64_t delay_ms;
-};
-
-static void close_after_in_loop(void *arg)
-{
-    struct close_after *c = arg;
-    net_conn_t *conn = c->conn;
-    if (net_conn_state(conn) != NET_CONN_DISCONNECTED) {
-        cancel_timer(conn, &conn->close_timer); /* the latest request wins */
-        net_conn_ref(conn);                     /* held by the timer */
-        net_timer_id_t id = net_loop_run_after(conn->loop, c->delay_ms, close_timer_fired, conn);
-        if (id < 0)
-            net_conn_unref(conn);
-        else
-            conn->close_timer = id;
-    }
-    net_conn_unref(conn);
-    net__free(c);
-}
-
+/* The timer is added here, on the calling thread (timers are thread-safe),
+ * so that a failure to get its memory is this call's -ENOMEM. */
 int net_conn_force_close_after(net_conn_t *conn, uint64_t delay_ms)
 {
+    if (!conn)
+        return -EINVAL;
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return -ENOTCONN;
-    struct close_after *c = net__malloc(sizeof *c);
-    if (!c)
-        return -ENOMEM;
-    c->conn = net_conn_ref(conn);
-    c->delay_ms = delay_ms;
-    int rc = net_loop_run_in_loop(conn->loop, close_after_in_loop, c);
-    if (rc < 0) {
+    net_conn_ref(conn); /* held by the timer */
+    net_timer_id_t id = net_loop_run_after(conn->loop, delay_ms, close_timer_fired, conn);
+    if (id < 0) {
         net_conn_unref(conn);
-        net__free(c);
+        return (int)id;
     }
-    return rc;
+    /* The latest request wins: the one it replaces is cancelled. Both this
+     * exchange and the state load below are seq_cst, like handle_close's
+     * store of the state and its exchange of the timer: if the connection
+     * closed meanwhile, one side or the other sees the new id and cancels
+     * it (the timer would hold the connection until it fired). */
+    net_timer_id_t old = atomic_exchange(&conn->close_timer, id);
+    cancel_timer(conn, &old);
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        cancel_close_timer(conn);
+    return 0;
 }
 
-static void stop_read_in_loop(void *arg)
+/* Sets or clears one of the thread-safe pause reasons: at once on the loop
+ * thread, else by the task (the latest call wins). */
+static int request_pause(net_conn_t *conn, unsigned reason, bool on)
 {
-    pause_set(arg, NET__PAUSE_USER, true);
-    net_conn_unref(arg);
-}
-
-static void start_read_in_loop(void *arg)
-{
-    pause_set(arg, NET__PAUSE_USER, false);
-    net_conn_unref(arg);
-}
-
-static void pause_owner_in_loop(void *arg)
-{
-    pause_set(arg, NET__PAUSE_OWNER, true);
-    net_conn_unref(arg);
-}
-
-static void resume_owner_in_loop(void *arg)
-{
-    pause_set(arg, NET__PAUSE_OWNER, false);
-    net_conn_unref(arg);
+    if (!conn)
+        return -EINVAL;
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return -ENOTCONN;
+    if (on)
+        atomic_fetch_or_explicit(&conn->want_pause, reason, memory_order_relaxed);
+    else
+        atomic_fetch_and_explicit(&conn->want_pause, ~reason, memory_order_relaxed);
+    if (net_loop_in_loop_thread(conn->loop))
+        pause_apply(conn);
+    else
+        post_work(conn, NET__WORK_PAUSE);
+    return 0;
 }
 
 int net__conn_pause_owner(net_conn_t *conn, bool pause)
 {
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
-        return -ENOTCONN;
-    return in_loop(conn, pause ? pause_owner_in_loop : resume_owner_in_loop);
+    return request_pause(conn, NET__PAUSE_OWNER, pause);
 }
 
 int net_conn_stop_read(net_conn_t *conn)
 {
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
-        return -ENOTCONN;
-    return in_loop(conn, stop_read_in_loop);
+    return request_pause(conn, NET__PAUSE_USER, true);
 }
 
 int net_conn_start_read(net_conn_t *conn)
 {
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
-        return -ENOTCONN;
-    return in_loop(conn, start_read_in_loop);
+    return request_pause(conn, NET__PAUSE_USER, false);
 }
 
 /* ---- socket options ------------------------------------------------------ */
@@ -779,14 +917,24 @@ static bool is_tcp(const net_conn_t *conn)
     return family == AF_INET || family == AF_INET6;
 }
 
-static int set_opt(net_conn_t *conn, int level, int name, bool on)
+static int sock_opt(net_conn_t *conn, int level, int name, bool on)
 {
-    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
-        return -ENOTCONN;
-    if (!is_tcp(conn))
-        return -EOPNOTSUPP;
     int v = on;
     return setsockopt(conn->ch.fd, level, name, &v, sizeof v) < 0 ? -errno : 0;
+}
+
+/* Loop thread only: there the state says whether the fd is still ours
+ * (handle_close marks the connection closed before it closes the fd, on
+ * this thread), so the option never reaches a reused descriptor. */
+static int set_opt(net_conn_t *conn, int level, int name, bool on)
+{
+    if (!conn)
+        return -EINVAL;
+    if (!net_loop_in_loop_thread(conn->loop))
+        return NET_EWRONGTHREAD;
+    if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
+        return -ENOTCONN;
+    return is_tcp(conn) ? sock_opt(conn, level, name, on) : -EOPNOTSUPP;
 }
 
 int net_conn_set_tcp_nodelay(net_conn_t *conn, bool on)
@@ -817,7 +965,7 @@ static void handle_hangup(net_conn_t *conn, unsigned revents)
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(conn->ch.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    net__conn_handle_error(conn, err ? -err : -EIO, "socket");
+    handle_error(conn, err ? -err : -EIO, "socket");
 }
 
 static void handle_event(struct net__channel *ch, unsigned revents)
@@ -835,8 +983,8 @@ static void handle_event(struct net__channel *ch, unsigned revents)
     if (readable && net_conn_state(conn) != NET_CONN_DISCONNECTED)
         handle_read(conn);
     if ((revents & NET_WRITABLE) && net_conn_state(conn) != NET_CONN_DISCONNECTED &&
-        !conn->detached)
-        net__conn_handle_write(conn);
+        !conn->detached && net__output_waiting(&conn->out))
+        flush(conn); /* the token waited for this */
     net_conn_unref(conn);
 }
 
@@ -862,6 +1010,19 @@ static void read_addresses(net_conn_t *conn)
         net_addr_from_sockaddr(&conn->peer, (struct sockaddr *)&ss, len);
 }
 
+static void conn_init(net_conn_t *conn, net_loop_t *loop, int fd)
+{
+    atomic_init(&conn->refs, 1);
+    atomic_init(&conn->state, NET_CONN_CONNECTING);
+    conn->loop = loop;
+    conn->id = atomic_fetch_add(&next_conn_id, 1);
+    net__channel_init(&conn->ch, fd, handle_event);
+    net__armed_init(&conn->task, loop, work_cb, conn);
+    atomic_init(&conn->work, 0);
+    atomic_init(&conn->want_pause, 0);
+    atomic_init(&conn->close_timer, 0);
+}
+
 net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_options *opt,
                           const struct net_conn_callbacks *cbs, net__conn_closed_fn closed,
                           void *owner)
@@ -871,20 +1032,13 @@ net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_option
         close(fd);
         return NULL;
     }
-    atomic_init(&conn->refs, 1);
-    atomic_init(&conn->state, NET_CONN_CONNECTING);
-    conn->loop = loop;
-    conn->id = atomic_fetch_add(&next_conn_id, 1);
-    net__channel_init(&conn->ch, fd, handle_event);
-    net__conn_output_init(conn);
+    conn_init(conn, loop, fd);
     if (cbs)
         conn->cbs = *cbs;
     if (opt)
         conn->opt = *opt;
-    else
-        net_conn_options_init(&conn->opt);
     options_normalise(&conn->opt);
-    atomic_init(&conn->high_water, conn->opt.high_water_mark);
+    net__output_init(&conn->out, conn->opt.high_water_mark, conn->opt.max_output);
     conn->closed = closed;
     conn->owner = owner;
     read_addresses(conn);
@@ -895,10 +1049,10 @@ static void apply_socket_options(net_conn_t *conn)
 {
     if (!is_tcp(conn))
         return;
-    if (conn->opt.tcp_nodelay)
-        net_conn_set_tcp_nodelay(conn, true);
+    if (!conn->opt.nagle)
+        sock_opt(conn, IPPROTO_TCP, TCP_NODELAY, true);
     if (conn->opt.keepalive)
-        net_conn_set_keepalive(conn, true);
+        sock_opt(conn, SOL_SOCKET, SO_KEEPALIVE, true);
 }
 
 static void start_idle_timer(net_conn_t *conn)

@@ -31,7 +31,9 @@ void net__conn_close_in_loop(net_conn_t *conn);
 /* Sends the n pieces as one message (copied into one queue node). Unlike
  * net_conn_send it never writes at once, on the loop thread either: the
  * flush runs after the loop's current iteration, so messages made during
- * one iteration leave in one writev. Returns as net_conn_send. Thread-safe. */
+ * one iteration leave in one writev. Returns as net_conn_send. Thread-safe.
+ * The public net_conn_sendv is this plus its argument checks; the layers
+ * above can call that instead. */
 int net__conn_sendv(net_conn_t *conn, const struct iovec *iov, int n);
 
 /* A cap on the bytes a group of connections (one server's) holds in its
@@ -53,8 +55,9 @@ void net__conn_set_budget(net_conn_t *conn, struct net__budget *b);
 /* Pauses (true) or resumes (false) reading for the owner's own reason,
  * independent of the user's stop_read and of the library's backpressure.
  * When reading resumes with input still buffered, on_message runs again with
- * it, later on the loop. Applied at once on the loop thread, else queued.
- * Returns 0, -ENOTCONN or -ENOMEM. Thread-safe. */
+ * it, later on the loop. Applied at once on the loop thread, else handed to
+ * the loop (the latest call wins). Returns 0, -EINVAL (NULL) or -ENOTCONN;
+ * never fails for want of memory (it used to say -ENOMEM). Thread-safe. */
 int net__conn_pause_owner(net_conn_t *conn, bool pause);
 
 /* The owner passed to net__conn_new. Thread-safe. */

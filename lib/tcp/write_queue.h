@@ -12,7 +12,7 @@
  *   push:  n->next = UNLINKED (relaxed; n is not yet shared)
  *          prev = exchange(head, n, seq_cst)    -- publishes n's payload
  *          (seq_cst, not just acq_rel: the connection's flush token pairs
- *          this exchange with a later seq_cst load; see conn_write.c)
+ *          this exchange with a later seq_cst load; see conn_output.c)
  *          n->next = prev (release)             -- links it
  *   take:  top = exchange(head, NULL, acq_rel)  -- acquires every payload
  *          for each node: next = load(n->next, acquire); while UNLINKED,

@@ -5,6 +5,10 @@
 #       [--size S] [--seconds N]
 #   defaults R=3 T=4 S=64 N=3
 #
+# queue is the library's own path (net_conn_send from another thread: the
+# connection's wait-free write queue); loop is a functor per send carrying a
+# copy, which xsend builds from the public API (net_loop_queue_in_loop, then
+# net_conn_send on the loop), as the library's first cross-thread path did.
 # Runs DIR/examples/xsend --path loop and --path queue alternately, R times
 # each (which one goes first alternates too), prints every line, then one
 # summary with the median msgs/s of each path and the ratio queue/loop.
