@@ -2,7 +2,7 @@
  *
  * A call is started on the caller's thread, without a lock and usually
  * without waking the loop: the call record goes onto the wait-free intake
- * list, then its frame onto the connection's write queue (conn_write.c),
+ * list, then its frame onto the connection's write queue (conn_output.c),
  * which batches the frames of all threads into few writes and wakes the
  * loop at most once per batch.
  *
@@ -333,7 +333,7 @@ static void tick_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
     if (c->sent.count || c->waiting.count || !net__wq_empty(&c->intake))
         return;
     /* Idle: stop, then look again (a caller that saw tick_on still set
-     * relied on us; seq_cst pairs with its exchange as in conn_write.c). */
+     * relied on us; seq_cst pairs with its exchange as in conn_output.c). */
     stop_tick(c);
     atomic_store(&c->tick_on, false);
     if (!net__wq_empty(&c->intake) && !atomic_exchange(&c->tick_on, true))
@@ -662,7 +662,7 @@ static int submit(net_rpc_client_t *c, struct call *k, const struct iovec *iov, 
     if (c->conn) {
         net_conn_t *conn = c->conn;
         net__wq_push(&c->intake, k->node); /* k belongs to the loop from here */
-        rc = net__conn_sendv(conn, iov, n);
+        rc = net_conn_sendv(conn, iov, n);
     } else {
         if (keep_frame(c, iov, n) < 0)
             k->early_status = NET_RPC_INTERNAL;

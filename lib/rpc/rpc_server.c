@@ -456,7 +456,7 @@ static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint
     uint8_t hdr[NET__RPC_HEADER_LEN];
     net__rpc_header_pack(hdr, &h);
     struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
-    return net__conn_sendv(conn, iov, len ? 2 : 1);
+    return net_conn_sendv(conn, iov, len ? 2 : 1);
 }
 
 /* A reply that could not be queued (rc from send_response): the caller
