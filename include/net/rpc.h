@@ -174,11 +174,13 @@ NET_EXPORT int net_rpc_server_start(net_rpc_server_t *server);
 typedef void (*net_rpc_server_close_fn)(net_rpc_server_t *server, void *arg);
 
 /* Closes the server gracefully. From the moment this returns, new requests
- * are answered SHUTTING_DOWN; the listening socket closes. Requests in
- * flight have drain_ms to be answered (0: no wait); then every connection
- * is half-closed after its queued replies, and whatever is still open when
- * the drain time is over is force-closed. Blocking handlers still queued
- * for a worker run before done (they reply into closed connections). Then
+ * are answered SHUTTING_DOWN (also on a connection accepted meanwhile).
+ * Requests in flight have drain_ms to be answered (0: no wait); as soon as
+ * none is left, or the time is up, the listening socket closes, every
+ * connection is half-closed after its queued replies, and whatever is still
+ * open when the drain time is over is force-closed. Blocking handlers still
+ * queued for a worker run before done (they reply into closed
+ * connections). Then
  * done (may be NULL) runs with arg on the server's loop, never inside this
  * call. Requests still unanswered then stay valid: a reply to them is a
  * safe no-op that frees them (each holds what its reply needs; that memory

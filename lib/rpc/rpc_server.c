@@ -20,7 +20,8 @@
  * protocol error, frame timeout) first answers every request it read.
  *
  * Lifetime (the one close rule, loop/closer.h): the closer's references are
- * the owner's and one per pending loop task; close drains, closes the TCP
+ * the owner's, the pending close task's and one per thread inside start;
+ * close drains, closes the TCP
  * server, stops the workers and then drops the owner's, and the release
  * runs done. The memory is a separate count (mem_refs): the release's and
  * one per session. A session lives as long as its unanswered requests, and
@@ -129,7 +130,7 @@ struct net_rpc_req {
 };
 
 struct net_rpc_server {
-    struct net__closer closer; /* the owner's and one per pending task */
+    struct net__closer closer; /* the owner's, the close task's, a starting thread's */
     atomic_uint mem_refs;      /* the release's and one per session */
     net_loop_t *loop;
     /* NULL once the TCP server is closed; guarded by tcp_lock for the
@@ -964,18 +965,28 @@ int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
  * accepted connection reaches its I/O loop through a queue, which orders
  * the table's writes before any lookup. The read lock keeps the TCP server
  * from being freed under the call (a start racing a close). */
+static int start_tcp(net_rpc_server_t *s)
+{
+    if (net__closer_closing(&s->closer))
+        return -ESHUTDOWN;
+    atomic_store_explicit(&s->started, true, memory_order_relaxed);
+    pthread_rwlock_rdlock(&s->tcp_lock);
+    int rc = s->tcp ? net_server_start(s->tcp) : -ESHUTDOWN;
+    pthread_rwlock_unlock(&s->tcp_lock);
+    if (rc < 0) /* not started: it may be tried again, and register works */
+        atomic_store_explicit(&s->started, false, memory_order_relaxed);
+    return rc;
+}
+
+/* A reference while this thread uses the server (a start racing a close
+ * from another thread keeps the release waiting). */
 int net_rpc_server_start(net_rpc_server_t *server)
 {
     if (!server)
         return -EINVAL;
-    if (net__closer_closing(&server->closer))
-        return -ESHUTDOWN;
-    atomic_store_explicit(&server->started, true, memory_order_relaxed);
-    pthread_rwlock_rdlock(&server->tcp_lock);
-    int rc = server->tcp ? net_server_start(server->tcp) : -ESHUTDOWN;
-    pthread_rwlock_unlock(&server->tcp_lock);
-    if (rc < 0) /* not started: it may be tried again, and register works */
-        atomic_store_explicit(&server->started, false, memory_order_relaxed);
+    net__closer_ref(&server->closer);
+    int rc = start_tcp(server);
+    net__closer_unref(&server->closer);
     return rc;
 }
 
