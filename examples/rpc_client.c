@@ -107,13 +107,16 @@ struct order_call {
     uint64_t done_us;
 };
 
-/* Lives in main until the client is freed: a callback that outlives a
- * deadline still finds it (client free ends every call, CANCELLED). */
+/* Lives in main until the client is closed: a callback that outlives a
+ * deadline still finds it (the close ends every call, CANCELLED, before
+ * its done). */
 struct demo {
     net_addr_t addr;
     net_loop_t *loop;
     net_rpc_client_t *client;
     int new_rc;
+    struct waiter connected; /* the first on_connected(up) */
+    struct waiter closed;    /* the close's done */
 
     struct waiter async_wait;
     struct async_call async[ASYNC_CALLS];
@@ -317,6 +320,15 @@ static bool part_order(struct demo *d)
 
 /* ---- setup and teardown ---------------------------------------------------------------- */
 
+/* On the loop thread each time the connection comes up or goes down. */
+static void on_connected(net_rpc_client_t *client, bool up, void *arg)
+{
+    (void)client;
+    struct demo *d = arg;
+    if (up)
+        waiter_done(&d->connected);
+}
+
 /* Runs on the loop thread before its loop runs: the client belongs there. */
 static void create_client(net_loop_t *loop, void *arg)
 {
@@ -324,27 +336,17 @@ static void create_client(net_loop_t *loop, void *arg)
     struct net_rpc_client_options opt;
     net_rpc_client_options_init(&opt);
     opt.client.connect_timeout_ms = 2000;
+    opt.on_connected = on_connected;
+    opt.arg = d;
     d->loop = loop;
     d->new_rc = net_rpc_client_new(loop, &d->addr, &opt, &d->client);
 }
 
-static void free_client(void *arg)
+/* The close's done, on the loop thread: the client is gone after it. */
+static void client_closed(net_rpc_client_t *client, void *arg)
 {
-    net_rpc_client_free(arg);
-}
-
-/* Not needed for correctness: calls made while connecting wait for the
- * connection. It turns a dead server into one clear line instead of four
- * parts that fail with DISCONNECTED. */
-static bool wait_connected(struct demo *d, uint64_t ms)
-{
-    struct timespec tick = {0, 10 * 1000000L};
-    for (uint64_t waited = 0; waited < ms; waited += 10) {
-        if (net_rpc_client_connected(d->client))
-            return true;
-        nanosleep(&tick, NULL);
-    }
-    return net_rpc_client_connected(d->client);
+    (void)client;
+    waiter_done(&((struct demo *)arg)->closed);
 }
 
 static int usage(void)
@@ -370,6 +372,8 @@ int main(int argc, char **argv)
     pthread_mutex_init(&d.failure_mu, NULL);
     waiter_init(&d.async_wait, ASYNC_CALLS);
     waiter_init(&d.order_wait, 2);
+    waiter_init(&d.connected, 1);
+    waiter_init(&d.closed, 1);
     net_loop_thread_t *thread;
     int rc = net_loop_thread_start("rpc-client", create_client, &d, &thread);
     if (rc < 0 || d.new_rc < 0) {
@@ -377,7 +381,10 @@ int main(int argc, char **argv)
         net_loop_thread_join(rc < 0 ? NULL : thread);
         return 1;
     }
-    bool ok = wait_connected(&d, 3000);
+    /* Not needed for correctness: calls made while connecting wait for the
+     * connection. It turns a dead server into one clear line instead of
+     * four parts that fail with TIMEOUT. */
+    bool ok = waiter_wait(&d.connected, 3000);
     if (!ok)
         printf("connect: %s: not connected after 3 s\n", target);
     else {
@@ -387,12 +394,16 @@ int main(int argc, char **argv)
         ok = part_threads(&d) && ok;
         ok = part_order(&d) && ok;
     }
-    /* Queued before the quit, so it runs before the loop ends (see loop.h). */
-    if (net_loop_queue_in_loop(d.loop, free_client, d.client) < 0)
-        ok = false;
+    /* Close from this thread (close is thread-safe) and keep the loop until
+     * the close's done has run; no drain: every call has ended. */
+    net_rpc_client_close(d.client, 0, client_closed, &d);
+    if (!waiter_wait(&d.closed, WAIT_MS))
+        ok = false; /* not closed: the loop thread ends it anyway */
     net_loop_thread_join(thread);
     waiter_destroy(&d.async_wait);
     waiter_destroy(&d.order_wait);
+    waiter_destroy(&d.connected);
+    waiter_destroy(&d.closed);
     pthread_mutex_destroy(&d.failure_mu);
     printf("%s\n", ok ? "all parts passed" : "FAILED");
     return ok ? 0 : 1;

@@ -9,7 +9,7 @@
  *          blocked, so later requests overtake a sleeping one
  *   sleepers replies with the number of requests sleeping now, in decimal
  *          (a script can wait for its sleeps to be under way)
- * SIGINT/SIGTERM stop it gracefully: every sleeping request is answered
+ * SIGINT/SIGTERM close it gracefully: every sleeping request is answered
  * SHUTTING_DOWN ("server stopped") at once, later requests get SHUTTING_DOWN
  * too, and the connections have a second to flush those replies and close. */
 #include <errno.h>
@@ -30,7 +30,7 @@ static void echo(net_rpc_req_t *req, const void *body, size_t len, void *arg)
     net_rpc_reply(req, NET_RPC_OK, body, len);
 }
 
-/* Sleeping requests, so that a stop can answer those whose timers have not
+/* Sleeping requests, so that a close can answer those whose timers have not
  * fired: a client should hear SHUTTING_DOWN, not wait for a sleep the server
  * will never finish. Replies are thread-safe; the list is shared by the I/O
  * loops, hence the lock. */
@@ -42,7 +42,7 @@ struct sleeper {
 };
 static struct sleeper *sleepers;
 static pthread_mutex_t sleepers_mu = PTHREAD_MUTEX_INITIALIZER;
-/* Set, under the lock, by the stop: an I/O loop may be dispatching a sleep
+/* Set, under the lock, by the close: an I/O loop may be dispatching a sleep
  * right then, before the server refuses requests itself; such a sleep is
  * answered at once rather than left to be cut off by the close. */
 static bool sleepers_closed;
@@ -70,8 +70,8 @@ static void wake(net_loop_t *loop, net_timer_id_t id, void *arg)
 }
 
 /* Answers every request still sleeping, and every later one. Called at the
- * start of the stop, while the connections are still open: the replies are
- * queued on them, and the stop's drain flushes them before the close. A
+ * start of the close, while the connections are still open: the replies are
+ * queued on them, and the close's drain flushes them before the end. A
  * timer that cannot be cancelled is firing right now: its wake() owns the
  * sleeper and waits for the lock we hold. */
 static void wake_all_shutting_down(void)
@@ -162,7 +162,8 @@ struct app {
     net_rpc_server_t *server;
 };
 
-static void stopped(net_rpc_server_t *server, void *arg)
+/* The close's done: the server is gone once this returns. */
+static void closed(net_rpc_server_t *server, void *arg)
 {
     (void)server;
     net_loop_quit(arg);
@@ -173,14 +174,13 @@ static void on_signal(net_signal_t *sig, int signo, void *arg)
     (void)sig;
     struct app *app = arg;
     fprintf(stderr, "rpc_server: signal %d, stopping\n", signo);
-    /* Answers first, stop second: the stop waits (up to the drain) for no
+    /* Answers first, close second: the close waits (up to the drain) for no
      * request in flight, then half-closes each connection once its output
      * is written, so these replies still reach their clients. Answered
-     * after the stop had closed the connections, they would be dropped. */
+     * after the close had ended the connections, they would be dropped.
+     * A second signal finds the close under way (-EALREADY). */
     wake_all_shutting_down();
-    int rc = net_rpc_server_stop(app->server, 1000, stopped, app->loop);
-    if (rc < 0 && rc != -EALREADY) /* a second signal: the stop is under way */
-        net_loop_quit(app->loop);
+    net_rpc_server_close(app->server, 1000, closed, app->loop);
 }
 
 int main(int argc, char **argv)
@@ -224,10 +224,10 @@ int main(int argc, char **argv)
     printf("rpc_server listening on %s (%zu I/O threads)\n", text, opt.server.io_threads);
     fflush(stdout);
     net_loop_run(app.loop);
-    /* The stop answered every sleeper; this is a backstop only, since a
-     * request never answered would keep its connection's memory. */
+    /* The close answered every sleeper; this is a backstop only, since a
+     * request never answered would keep its connection's memory (a reply
+     * after the close's done is a safe no-op that frees it). */
     wake_all_shutting_down();
-    net_rpc_server_free(app.server);
     net_signal_free(sig);
     net_loop_free(app.loop);
     return 0;

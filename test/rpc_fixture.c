@@ -14,7 +14,7 @@ static void server_create_in_loop(void *arg)
     struct net_test_rpc_server *s = arg;
     net_addr_t any;
     CHECK_OK(net_addr_parse(&any, "127.0.0.1:0"));
-    CHECK_OK(net_rpc_server_new(s->loop, &any, &s->opt, &s->server));
+    CHECK_OK(net_rpc_server_new(s->loop, s->bind ? s->bind : &any, &s->opt, &s->server));
     s->add_methods(s->server);
     CHECK_OK(net_rpc_server_start(s->server));
     s->addr = *net_rpc_server_addr(s->server);
@@ -27,60 +27,62 @@ void net_test_rpc_server_up(struct net_test_rpc_server *s)
     net_test_on_loop(s->loop, server_create_in_loop, s);
 }
 
-static void server_stopped(net_rpc_server_t *server, void *arg)
+static void server_closed(net_rpc_server_t *server, void *arg)
 {
     struct net_test_rpc_server *s = arg;
     CHECK(server == s->server);
-    CHECK(!s->in_stop); /* never inside net_rpc_server_stop */
+    CHECK(!s->in_close); /* never inside net_rpc_server_close */
     CHECK(net_loop_in_loop_thread(s->loop));
-    atomic_fetch_add(&s->stopped, 1);
+    net_rpc_server_stats(server, &(struct net_rpc_server_stats){0}); /* still valid in done */
+    atomic_fetch_add(&s->closed, 1);
 }
 
-struct stop_arg {
+struct close_arg {
     struct net_test_rpc_server *s;
     uint64_t drain_ms;
 };
 
-static void server_stop_in_loop(void *arg)
+static void server_close_in_loop(void *arg)
 {
-    struct stop_arg *a = arg;
-    a->s->in_stop = true;
-    CHECK_OK(net_rpc_server_stop(a->s->server, a->drain_ms, server_stopped, a->s));
-    CHECK_EQ(net_rpc_server_stop(a->s->server, a->drain_ms, server_stopped, a->s), -EALREADY);
-    a->s->in_stop = false;
+    struct close_arg *a = arg;
+    a->s->in_close = true;
+    CHECK_OK(net_rpc_server_close(a->s->server, a->drain_ms, server_closed, a->s));
+    CHECK_EQ(net_rpc_server_close(a->s->server, a->drain_ms, server_closed, a->s), -EALREADY);
+    a->s->in_close = false;
 }
 
-void net_test_rpc_server_stop_begin(struct net_test_rpc_server *s, uint64_t drain_ms)
+void net_test_rpc_server_close_begin(struct net_test_rpc_server *s, uint64_t drain_ms)
 {
-    struct stop_arg a = {s, drain_ms};
-    net_test_on_loop(s->loop, server_stop_in_loop, &a);
+    struct close_arg a = {s, drain_ms};
+    s->close_begun = true;
+    net_test_on_loop(s->loop, server_close_in_loop, &a);
 }
 
-void net_test_rpc_server_stop(struct net_test_rpc_server *s, uint64_t drain_ms)
+void net_test_rpc_server_close_wait(struct net_test_rpc_server *s)
 {
-    net_test_rpc_server_stop_begin(s, drain_ms);
-    WAIT_UNTIL(atomic_load(&s->stopped) == 1);
-}
-
-static void server_free_in_loop(void *arg)
-{
-    struct net_test_rpc_server *s = arg;
-    CHECK_OK(net_rpc_server_free(s->server));
+    WAIT_UNTIL(atomic_load(&s->closed) == 1);
     s->server = NULL;
 }
 
-void net_test_rpc_server_free(struct net_test_rpc_server *s, uint64_t drain_ms)
+void net_test_rpc_server_close(struct net_test_rpc_server *s, uint64_t drain_ms)
 {
-    if (atomic_load(&s->stopped) == 0)
-        net_test_rpc_server_stop(s, drain_ms);
-    net_test_on_loop(s->loop, server_free_in_loop, s);
+    net_test_rpc_server_close_begin(s, drain_ms);
+    net_test_rpc_server_close_wait(s);
+}
+
+void net_test_rpc_server_gone(struct net_test_rpc_server *s, uint64_t drain_ms)
+{
+    if (!s->server)
+        return;
+    if (!s->close_begun)
+        net_test_rpc_server_close_begin(s, drain_ms);
+    net_test_rpc_server_close_wait(s);
 }
 
 void net_test_rpc_server_down(struct net_test_rpc_server *s, uint64_t drain_ms)
 {
-    if (s->server)
-        net_test_rpc_server_free(s, drain_ms);
-    net_loop_thread_join(s->thread);
+    net_test_rpc_server_gone(s, drain_ms);
+    CHECK_OK(net_loop_thread_join(s->thread));
     s->thread = NULL;
     s->loop = NULL;
 }
@@ -112,18 +114,45 @@ void net_test_rpc_client_up(struct net_test_rpc_client *c, const net_addr_t *add
     net_test_on_loop(c->loop, client_create_in_loop, c);
 }
 
-static void client_free_in_loop(void *arg)
+static void client_closed(net_rpc_client_t *client, void *arg)
 {
     struct net_test_rpc_client *c = arg;
-    net_rpc_client_free(c->rpc);
+    CHECK(client == c->rpc);
+    CHECK(!c->in_close); /* never inside net_rpc_client_close */
+    CHECK(net_loop_in_loop_thread(c->loop));
+    struct net_rpc_client_stats st;
+    net_rpc_client_stats(client, &st); /* still valid in done */
+    CHECK_EQ(st.outstanding, 0);       /* every call has ended */
+    atomic_fetch_add(&c->closed, 1);
+}
+
+struct client_close_arg {
+    struct net_test_rpc_client *c;
+    uint64_t drain_ms;
+};
+
+static void client_close_in_loop(void *arg)
+{
+    struct client_close_arg *a = arg;
+    a->c->in_close = true;
+    CHECK_OK(net_rpc_client_close(a->c->rpc, a->drain_ms, client_closed, a->c));
+    CHECK_EQ(net_rpc_client_close(a->c->rpc, 0, client_closed, a->c), -EALREADY);
+    a->c->in_close = false;
+}
+
+void net_test_rpc_client_close(struct net_test_rpc_client *c, uint64_t drain_ms)
+{
+    struct client_close_arg a = {c, drain_ms};
+    net_test_on_loop(c->loop, client_close_in_loop, &a);
+    WAIT_UNTIL(atomic_load(&c->closed) == 1);
     c->rpc = NULL;
 }
 
 void net_test_rpc_client_down(struct net_test_rpc_client *c)
 {
     if (c->rpc)
-        net_test_on_loop(c->loop, client_free_in_loop, c);
-    net_loop_thread_join(c->thread);
+        net_test_rpc_client_close(c, 0);
+    CHECK_OK(net_loop_thread_join(c->thread));
     c->thread = NULL;
     c->loop = NULL;
 }

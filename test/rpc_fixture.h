@@ -14,12 +14,14 @@ struct net_test_rpc_server {
     net_loop_thread_t *thread;
     net_loop_t *loop;
     net_rpc_server_t *server;
-    net_addr_t addr; /* where it listens (127.0.0.1, a free port), once up */
+    net_addr_t addr; /* where it listens, once up */
+    const net_addr_t *bind; /* where to listen; NULL: 127.0.0.1, a free port */
     struct net_rpc_server_options opt;
     /* Registers the methods, on the server's loop, before the start. */
     void (*add_methods)(net_rpc_server_t *server);
-    bool in_stop;       /* server loop: inside net_rpc_server_stop */
-    atomic_int stopped; /* done callbacks of the stop */
+    bool in_close;     /* server loop: inside net_rpc_server_close */
+    bool close_begun;  /* main thread: net_test_rpc_server_close_begin ran */
+    atomic_int closed; /* done callbacks of the close */
 };
 
 /* Default options; a scenario may change s->opt before the server is up. */
@@ -27,18 +29,18 @@ void net_test_rpc_server_init(struct net_test_rpc_server *s,
                               void (*add_methods)(net_rpc_server_t *server));
 /* Starts the loop thread, creates and starts the server there. */
 void net_test_rpc_server_up(struct net_test_rpc_server *s);
-/* Asks the server to stop (requests in flight get drain_ms) and returns:
- * s->stopped becomes 1 later. A second stop must say -EALREADY. */
-void net_test_rpc_server_stop_begin(struct net_test_rpc_server *s, uint64_t drain_ms);
-/* Stops (requests in flight get drain_ms) and waits for the done callback,
- * which must come once, on the server's loop, outside the stop call; a
- * second stop must say -EALREADY. */
-void net_test_rpc_server_stop(struct net_test_rpc_server *s, uint64_t drain_ms);
-/* Stops the server if it has not been (with drain_ms) and frees it; the
- * loop thread keeps running. */
-void net_test_rpc_server_free(struct net_test_rpc_server *s, uint64_t drain_ms);
-/* net_test_rpc_server_free if the server is still there, then ends the
- * loop thread. */
+/* Closes the server on its loop (requests in flight get drain_ms) and
+ * returns: s->closed becomes 1 later. A second close must say -EALREADY. */
+void net_test_rpc_server_close_begin(struct net_test_rpc_server *s, uint64_t drain_ms);
+/* Waits for the close's done callback, which must come once, on the
+ * server's loop, outside the close call; then s->server is NULL. */
+void net_test_rpc_server_close_wait(struct net_test_rpc_server *s);
+/* Both of the above. */
+void net_test_rpc_server_close(struct net_test_rpc_server *s, uint64_t drain_ms);
+/* Closes the server unless a close was begun, and waits for its done (no-op
+ * once s->server is NULL). */
+void net_test_rpc_server_gone(struct net_test_rpc_server *s, uint64_t drain_ms);
+/* net_test_rpc_server_gone, then ends the loop thread. */
 void net_test_rpc_server_down(struct net_test_rpc_server *s, uint64_t drain_ms);
 
 struct net_test_rpc_client {
@@ -47,6 +49,8 @@ struct net_test_rpc_client {
     net_rpc_client_t *rpc;
     struct net_rpc_client_options opt;
     net_addr_t addr; /* of the server */
+    bool in_close;     /* client loop: inside net_rpc_client_close */
+    atomic_int closed; /* done callbacks of the close */
 };
 
 /* Default options; a scenario may change c->opt before the client is up. */
@@ -55,7 +59,11 @@ void net_test_rpc_client_init(struct net_test_rpc_client *c);
 void net_test_rpc_client_start_thread(struct net_test_rpc_client *c, const net_addr_t *addr);
 /* Starts the loop thread and creates the client there, for addr. */
 void net_test_rpc_client_up(struct net_test_rpc_client *c, const net_addr_t *addr);
-/* Frees the client (if any) on its loop and ends the loop thread. */
+/* Closes the client on its loop (calls get drain_ms) and waits for the
+ * close's done, which must come once, on the loop, outside the close call;
+ * then c->rpc is NULL. */
+void net_test_rpc_client_close(struct net_test_rpc_client *c, uint64_t drain_ms);
+/* Closes the client (if any) with no drain and ends the loop thread. */
 void net_test_rpc_client_down(struct net_test_rpc_client *c);
 
 /* ---- requests kept unanswered ---------------------------------------------------- */

@@ -1,7 +1,8 @@
 /* The RPC layer end to end over loopback: round trips, malformed and
  * fragmented frames, pipelining, ordering, timeouts and late replies,
  * disconnects, cancellation, limits on both sides, blocking handlers,
- * graceful stop, and replies that outlive their connection or server.
+ * graceful close, and replies that outlive their connection or server.
+ * (test_lifecycle_rpc.c covers the close rule itself.)
  *
  * The server runs on one loop thread and the client on another; the main
  * thread (and a few plain pthreads) make the calls, which are thread-safe.
@@ -244,12 +245,11 @@ static void server_up(void)
     net_test_on_loop(srv.loop, register_after_start_in_loop, NULL);
 }
 
-/* Stops the server if it runs, frees it, ends the sleeps still pending (their
+/* Closes the server if it is open, ends the sleeps still pending (their
  * replies go nowhere) and the loop thread. */
 static void server_down(void)
 {
-    if (srv.server)
-        net_test_rpc_server_free(&srv, 0);
+    net_test_rpc_server_gone(&srv, 0);
     net_test_on_loop(srv.loop, sleepers_flush_in_loop, NULL);
     CHECK_EQ(S.held.n, 0); /* the scenario answered what it held */
     net_loop_thread_join(srv.thread);
@@ -845,7 +845,7 @@ TEST(rpc_server_killed_calls_fail_disconnected)
     for (int i = 0; i < IN_FLIGHT; i++)
         call_text(&o[i], "sleep", "5000");
     WAIT_UNTIL(atomic_load(&S.sleeping) == IN_FLIGHT); /* all on the server */
-    net_test_rpc_server_free(&srv, 0); /* no drain: abrupt */
+    net_test_rpc_server_close(&srv, 0); /* no drain: abrupt */
     for (int i = 0; i < IN_FLIGHT; i++)
         outcome_expect(&o[i], NET_RPC_DISCONNECTED, "");
     net_test_sleep_ms(20);
@@ -855,10 +855,31 @@ TEST(rpc_server_killed_calls_fail_disconnected)
     CHECK_EQ(st.outstanding, 0);
 
     client_down();
-    server_down(); /* the sleeps answer a freed server: safe no-ops */
+    server_down(); /* the sleeps answer a closed server: safe no-ops */
 }
 
-TEST(rpc_client_stop_cancels_in_flight)
+static atomic_int client_closes;
+
+static void client_closed(net_rpc_client_t *client, void *arg)
+{
+    (void)arg;
+    CHECK(client == C.rpc);
+    CHECK(net_loop_in_loop_thread(C.loop));
+    CHECK(!in_api);
+    CHECK_EQ(client_stats().outstanding, 0);
+    atomic_fetch_add(&client_closes, 1);
+}
+
+/* Waits for the close's done (once), after which the handle is gone. */
+static void client_closed_wait(void)
+{
+    WAIT_UNTIL(atomic_load(&client_closes) == 1);
+    net_test_sleep_ms(20);
+    CHECK_EQ(atomic_load(&client_closes), 1);
+    C.rpc = NULL;
+}
+
+TEST(rpc_client_close_cancels_in_flight)
 {
     net_test_watchdog_start();
     both_up();
@@ -867,46 +888,73 @@ TEST(rpc_client_stop_cancels_in_flight)
     for (int i = 0; i < IN_FLIGHT; i++)
         call_text(&o[i], "sleep", "5000");
     WAIT_UNTIL(atomic_load(&S.sleeping) == IN_FLIGHT);
-    net_rpc_client_stop(C.rpc);
-    net_rpc_client_stop(C.rpc); /* idempotent */
+    /* From this thread (a second close here could race the done and the
+     * free: test_lifecycle_rpc.c checks -EALREADY where that cannot be). */
+    CHECK_OK(net_rpc_client_close(C.rpc, 0, client_closed, NULL));
     for (int i = 0; i < IN_FLIGHT; i++)
         outcome_expect(&o[i], NET_RPC_CANCELLED, "");
-
-    struct outcome never = {0};
-    CHECK_EQ(net_rpc_call(C.rpc, "echo", "x", 1, 0, outcome_done, &never), -ESHUTDOWN);
-    uint32_t st;
-    CHECK_EQ(net_rpc_call_sync(C.rpc, "echo", "x", 1, 0, &st, NULL, NULL), -ESHUTDOWN);
-    net_test_sleep_ms(20);
-    CHECK_EQ(atomic_load(&never.ran), 0);
-    CHECK_EQ(client_stats().outstanding, 0);
+    client_closed_wait();
 
     client_down();
     server_down();
 }
 
-static struct outcome stop_on_loop[IN_FLIGHT];
+/* During the drain new calls are refused and the calls in flight get
+ * their real outcome; done comes as soon as the last one has, long before
+ * the drain time. */
+TEST(rpc_client_close_drain_refuses_new_calls)
+{
+    net_test_watchdog_start();
+    both_up();
 
-static void stop_on_loop_thread(void *arg)
+    struct outcome o[IN_FLIGHT] = {0};
+    for (int i = 0; i < IN_FLIGHT; i++)
+        call_text(&o[i], "hold", "h");
+    WAIT_UNTIL(atomic_load(&S.held.total) == IN_FLIGHT);
+    CHECK_OK(net_rpc_client_close(C.rpc, 60000, client_closed, NULL));
+    struct outcome never = {0};
+    CHECK_EQ(net_rpc_call(C.rpc, "echo", "x", 1, 0, outcome_done, &never), -ESHUTDOWN);
+    uint32_t st;
+    CHECK_EQ(net_rpc_call_sync(C.rpc, "echo", "x", 1, 0, &st, NULL, NULL), -ESHUTDOWN);
+    net_test_sleep_ms(50);
+    CHECK_EQ(atomic_load(&client_closes), 0); /* draining */
+    uint64_t t0 = net_test_now_ms();
+    CHECK_EQ(held_release(NET_RPC_OK, "answered"), IN_FLIGHT);
+    for (int i = 0; i < IN_FLIGHT; i++)
+        outcome_expect(&o[i], NET_RPC_OK, "answered");
+    client_closed_wait();
+    CHECK(net_test_now_ms() - t0 < 5000);
+    CHECK_EQ(atomic_load(&never.ran), 0);
+
+    client_down();
+    server_down();
+}
+
+static struct outcome close_on_loop[IN_FLIGHT];
+
+static void close_on_loop_thread(void *arg)
 {
     (void)arg;
     in_api = true;
-    net_rpc_client_stop(C.rpc);
+    CHECK_OK(net_rpc_client_close(C.rpc, 0, client_closed, NULL));
     in_api = false;
     for (int i = 0; i < IN_FLIGHT; i++)
-        CHECK_EQ(atomic_load(&stop_on_loop[i].ran), 0); /* later, not inside */
+        CHECK_EQ(atomic_load(&close_on_loop[i].ran), 0); /* later, not inside */
+    CHECK_EQ(atomic_load(&client_closes), 0);
 }
 
-TEST(rpc_client_stop_on_loop_thread_completes_later)
+TEST(rpc_client_close_on_loop_thread_completes_later)
 {
     net_test_watchdog_start();
     both_up();
 
     for (int i = 0; i < IN_FLIGHT; i++)
-        call_text(&stop_on_loop[i], "sleep", "5000");
+        call_text(&close_on_loop[i], "sleep", "5000");
     WAIT_UNTIL(atomic_load(&S.sleeping) == IN_FLIGHT);
-    net_test_on_loop(C.loop, stop_on_loop_thread, NULL);
+    net_test_on_loop(C.loop, close_on_loop_thread, NULL);
     for (int i = 0; i < IN_FLIGHT; i++)
-        outcome_expect(&stop_on_loop[i], NET_RPC_CANCELLED, "");
+        outcome_expect(&close_on_loop[i], NET_RPC_CANCELLED, "");
+    client_closed_wait();
 
     client_down();
     server_down();
@@ -1168,7 +1216,7 @@ TEST(rpc_blocking_handler_on_worker)
     server_down();
 }
 
-TEST(rpc_server_graceful_stop)
+TEST(rpc_server_graceful_close)
 {
     net_test_watchdog_start();
     both_up();
@@ -1177,7 +1225,7 @@ TEST(rpc_server_graceful_stop)
     for (int i = 0; i < 3; i++)
         call_text(&slow[i], "sleep", "200");
     WAIT_UNTIL(atomic_load(&S.sleeping) == 3);
-    net_test_rpc_server_stop_begin(&srv, 5000);
+    net_test_rpc_server_close_begin(&srv, 5000);
     call_text(&late, "echo", "too late");
     outcome_wait(&late);
     if (late.status == NET_RPC_SHUTTING_DOWN)
@@ -1186,16 +1234,16 @@ TEST(rpc_server_graceful_stop)
         outcome_expect(&late, NET_RPC_DISCONNECTED, "");
     for (int i = 0; i < 3; i++)
         outcome_expect(&slow[i], NET_RPC_OK, ""); /* in flight: answered */
-    WAIT_UNTIL(atomic_load(&srv.stopped) == 1);
+    net_test_rpc_server_close_wait(&srv);
     net_test_sleep_ms(50);
-    CHECK_EQ(atomic_load(&srv.stopped), 1); /* once */
+    CHECK_EQ(atomic_load(&srv.closed), 1); /* once */
     CHECK_EQ(atomic_load(&S.echoes), 0);
 
     client_down();
     server_down();
 }
 
-/* A sync caller blocked in a call whose client is freed under it. */
+/* A sync caller blocked in a call whose client is closed under it. */
 static void *sync_sleep_call(void *arg)
 {
     uint32_t *status = arg;
@@ -1208,19 +1256,16 @@ static void *sync_sleep_call(void *arg)
 
 #define SYNC_WAITERS 4
 
-static void free_client_on_loop(void *arg)
+static void close_client_on_loop(void *arg)
 {
     (void)arg;
-    net_rpc_client_free(C.rpc);
-    C.rpc = NULL;
+    CHECK_OK(net_rpc_client_close(C.rpc, 0, client_closed, NULL));
 }
 
-/* The sync callers sleep in the client's waitset: freeing the client must
- * wake them with CANCELLED and leave them nothing of the client to touch
- * (ASan sees a use after free otherwise). The loop outlives the callers, as
- * rpc.h asks: a caller may still be finishing its submission when the
- * server already has its request. */
-TEST(rpc_client_free_wakes_sync_callers)
+/* The sync callers sleep in the client's waitset: closing the client must
+ * wake them with CANCELLED, and done must wait until they have left (ASan
+ * sees a use after free otherwise). */
+TEST(rpc_client_close_wakes_sync_callers)
 {
     net_test_watchdog_start();
     both_up();
@@ -1232,11 +1277,12 @@ TEST(rpc_client_free_wakes_sync_callers)
         CHECK_EQ(pthread_create(&t[i], NULL, sync_sleep_call, &status[i]), 0);
     }
     WAIT_UNTIL(atomic_load(&S.sleeping) == SYNC_WAITERS);
-    net_test_on_loop(C.loop, free_client_on_loop, NULL);
+    net_test_on_loop(C.loop, close_client_on_loop, NULL);
     for (int i = 0; i < SYNC_WAITERS; i++) {
         pthread_join(t[i], NULL);
         CHECK_EQ(status[i], NET_RPC_CANCELLED);
     }
+    client_closed_wait();
     client_down(); /* the loop thread only: the client is gone */
     server_down();
 }
@@ -1329,6 +1375,8 @@ TEST(rpc_call_before_connected_waits)
     server_down();
 }
 
+/* fail_fast: a call made while not connected ends with the next failed
+ * attempt (the backoff retries at once, then after 100 ms). */
 TEST(rpc_connect_refused_fails_disconnected)
 {
     net_test_watchdog_start();
@@ -1338,8 +1386,7 @@ TEST(rpc_connect_refused_fails_disconnected)
     int fd = bound_socket(&addr);
 
     client_options();
-    C.opt.client.retry = false;
-    C.opt.client.reconnect = false;
+    C.opt.fail_fast = true;
     client_up(&addr);
     struct outcome o[2] = {0};
     uint64_t t0 = net_test_now_ms();
@@ -1347,7 +1394,7 @@ TEST(rpc_connect_refused_fails_disconnected)
     outcome_expect(&o[0], NET_RPC_DISCONNECTED, "");
     /* Promptly: long before the 5 s connect timeout could have ended it. */
     CHECK(net_test_now_ms() - t0 < 4000);
-    call_text(&o[1], "echo", "still nobody"); /* tries again, fails again */
+    call_text(&o[1], "echo", "still nobody"); /* the next attempt fails again */
     outcome_expect(&o[1], NET_RPC_DISCONNECTED, "");
     net_test_sleep_ms(50);
     struct net_rpc_client_stats st = client_stats();
@@ -1385,7 +1432,7 @@ TEST(rpc_reply_after_connection_closed_is_safe)
     net_rpc_req_t *req = held_first();
     CHECK_EQ(strcmp(net_rpc_req_method(req), "hold"), 0);
     net_conn_t *conn = net_conn_ref(net_rpc_req_conn(req));
-    client_down(); /* the call ends CANCELLED inside free */
+    client_down(); /* the call ends CANCELLED before the close's done */
     CHECK_EQ(atomic_load(&o.ran), 1);
     CHECK_EQ(o.status, NET_RPC_CANCELLED);
     net_test_sleep_ms(50);
@@ -1410,7 +1457,7 @@ TEST(rpc_reply_after_connection_closed_is_safe)
     server_down();
 }
 
-TEST(rpc_reply_after_server_free_is_safe)
+TEST(rpc_reply_after_server_close_is_safe)
 {
     net_test_watchdog_start();
     server_options();
@@ -1423,7 +1470,7 @@ TEST(rpc_reply_after_server_free_is_safe)
     call_text(&o, "hold", "keep me");
     WAIT_UNTIL(atomic_load(&S.held.total) == 1);
     net_rpc_req_t *req = held_first();
-    net_test_rpc_server_free(&srv, 0);
+    net_test_rpc_server_close(&srv, 0);
     outcome_expect(&o, NET_RPC_DISCONNECTED, "");
     CHECK_EQ(net_rpc_reply(req, NET_RPC_OK, "into the void", 13), 0);
 
@@ -1484,7 +1531,6 @@ TEST(rpc_client_protocol_error_fails_calls)
     CHECK_EQ(listen(lfd, 4), 0);
 
     client_options();
-    C.opt.client.reconnect = false;
     client_up(&addr);
     struct outcome good = {0}, bad[2] = {0};
     call_text(&good, "echo", "a");

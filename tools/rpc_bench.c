@@ -57,6 +57,7 @@ struct slot {
 
 struct conn {
     net_rpc_client_t *client;
+    atomic_bool closed; /* its close's done ran */
     net_loop_t *loop;
     struct worker *worker;       /* async: its loop thread's */
     struct slot *slots;
@@ -366,10 +367,20 @@ static void create_client(void *arg)
         k->client = NULL;
 }
 
-static void free_client(void *arg)
+static void client_closed(net_rpc_client_t *client, void *arg)
 {
-    struct conn *k = arg;
-    net_rpc_client_free(k->client);
+    (void)client;
+    atomic_store(&((struct conn *)arg)->closed, true);
+}
+
+/* Closes from this thread (close is thread-safe) and waits for its done:
+ * until then a call's callback may still use the slots. */
+static void close_client(struct conn *k)
+{
+    net_rpc_client_close(k->client, 0, client_closed, k);
+    struct timespec ms = {0, 1000000};
+    while (!atomic_load(&k->closed))
+        nanosleep(&ms, NULL);
     k->client = NULL;
 }
 
@@ -429,7 +440,7 @@ static void teardown(void)
     atomic_store(&g.phase, TEARDOWN);
     for (size_t i = 0; g.conn && i < g.conns; i++) {
         if (g.conn[i].client)
-            run_on_loop(g.conn[i].loop, free_client, &g.conn[i]);
+            close_client(&g.conn[i]);
         free(g.conn[i].slots);
     }
     for (size_t i = 0; g.loops && i < g.nloops; i++)

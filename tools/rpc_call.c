@@ -120,6 +120,13 @@ static void done(net_rpc_client_t *c, uint32_t status, const void *body, size_t 
     net_loop_quit(o->loop);
 }
 
+/* The client's close is done: it is gone. */
+static void closed(net_rpc_client_t *c, void *arg)
+{
+    (void)c;
+    net_loop_quit(arg);
+}
+
 /* All of stdin, malloc'd (never NULL on success, even when empty); NULL on
  * a read error or without memory. */
 static char *read_stdin(size_t *len)
@@ -201,8 +208,8 @@ static int call(const struct request *r)
     struct outcome o = {.exit_code = EXIT_NO_ANSWER};
     struct net_rpc_client_options opt;
     net_rpc_client_options_init(&opt);
-    opt.client.retry = false;     /* one attempt: a refused connect is final */
-    opt.client.reconnect = false;
+    opt.client.max_attempts = 1; /* one attempt: a refused connect is final */
+    opt.fail_fast = true;
     opt.client.connect_timeout_ms = (uint32_t)r->timeout_ms;
     net_rpc_client_t *client = NULL;
     int rc;
@@ -214,8 +221,9 @@ static int call(const struct request *r)
     } else {
         net_loop_run(o.loop);
     }
-    if (client)
-        net_rpc_client_free(client);
+    /* The close's done quits the loop again: the client is gone then. */
+    if (client && net_rpc_client_close(client, 0, closed, o.loop) == 0)
+        net_loop_run(o.loop);
     if (o.loop)
         net_loop_free(o.loop);
     return o.exit_code;

@@ -13,7 +13,8 @@
  * connection that hears nothing is given up) keeps D calls outstanding, each
  * with a timeout of MS ms, for N seconds; then no call starts and the
  * outstanding ones get MS + 2 s to end. A call that fails is followed by the
- * next one 20 ms later (a disconnected client fails calls at once). After
+ * next one 20 ms later (fail_fast: a disconnected client fails calls with its
+ * next failed connect attempt instead of holding them). After
  * M calls (a record each, 32 bytes) no call starts (noted on stderr): a run
  * that gets there before the cut fails, so on a fast link raise M.
  *
@@ -226,14 +227,27 @@ static void create_client(void *arg)
     opt.client.retry_initial_ms = 50;
     opt.client.retry_max_ms = 500; /* back soon after the link is */
     opt.client.conn.idle_timeout_ms = (uint32_t)g.idle_ms;
+    opt.fail_fast = true;
     if (net_rpc_client_new(g.loop, &g.addr, &opt, &g.client) < 0)
         g.client = NULL;
 }
 
-static void free_client(void *arg)
+static atomic_bool client_closed;
+
+static void on_client_closed(net_rpc_client_t *client, void *arg)
 {
-    (void)arg;
-    net_rpc_client_free(g.client);
+    (void)client, (void)arg;
+    atomic_store(&client_closed, true);
+}
+
+/* No drain: late outcomes arrive as CANCELLED, before the close's done,
+ * which this waits for (the loop keeps running meanwhile). */
+static void close_client(void)
+{
+    net_rpc_client_close(g.client, 0, on_client_closed, NULL);
+    while (!atomic_load(&client_closed))
+        sleep_ms(1);
+    g.client = NULL;
 }
 
 /* ---- main's side: the run and its monitor --------------------------------------------- */
@@ -510,14 +524,13 @@ int main(int argc, char **argv)
         run();
         net_rpc_client_stats(g.client, &g.stats);
         atomic_store(&g.phase, TEARDOWN);
-        run_on_loop(free_client); /* late outcomes arrive here, as CANCELLED */
-        g.client = NULL;
+        close_client();
         struct tally t = tally();
         print_tally(&t);
         exit_code = verdict(&t);
     }
     if (g.client)
-        run_on_loop(free_client);
+        close_client();
     if (g.thread)
         net_loop_thread_join(g.thread);
     free(g.rec);

@@ -508,16 +508,14 @@ static void servers_stop(void *arg)
     (void)arg;
     if (g.echo && net_server_close(g.echo, 1000, echo_stopped, NULL) < 0)
         server_stopped();
-    if (g.rpc && net_rpc_server_stop(g.rpc, 1000, rpc_stopped, NULL) < 0)
+    if (g.rpc && net_rpc_server_close(g.rpc, 1000, rpc_stopped, NULL) < 0)
         server_stopped();
 }
 
-/* The echo server is gone with its close; the RPC server is freed here. */
+/* Both servers are gone with their closes' done. */
 static void servers_free(void *arg)
 {
     (void)arg;
-    if (g.rpc && net_rpc_server_free(g.rpc) < 0)
-        fail("net_rpc_server_free: the RPC server is still busy");
     g.echo = NULL;
     g.rpc = NULL;
 }
@@ -949,7 +947,8 @@ struct rpc_ep {
     size_t outstanding;     /* under w.mu */
     atomic_uint drop_status; /* how the last `drop` ended; DROP_PENDING before */
     atomic_bool dropping;   /* a `drop` was issued: DISCONNECTED is expected */
-    atomic_bool freeing;    /* the client is being freed: CANCELLED is expected */
+    atomic_bool freeing;    /* the client is being closed: CANCELLED is expected */
+    atomic_bool closed;     /* its close's done ran */
 };
 
 static void check_outcome(struct rpc_ep *ep, const struct call *k, uint32_t status,
@@ -1117,14 +1116,27 @@ static void rpc_create(void *arg)
     }
 }
 
-static void rpc_free(void *arg)
+static void rpc_closed(net_rpc_client_t *client, void *arg)
 {
-    struct rpc_ep *ep = arg;
-    atomic_store(&ep->freeing, true);
-    net_rpc_client_free(ep->client);
+    (void)client;
+    atomic_store(&((struct rpc_ep *)arg)->closed, true);
 }
 
-/* After the free every call must have ended, each exactly once. */
+/* Closes the client (no drain: the calls in flight end CANCELLED) and
+ * waits for the close's done, after which no callback can come. */
+static void rpc_close(struct rpc_ep *ep)
+{
+    atomic_store(&ep->freeing, true);
+    if (net_rpc_client_close(ep->client, 0, rpc_closed, ep) < 0)
+        fail("net_rpc_client_close: refused");
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (!atomic_load(&ep->closed) && now_ms() < deadline)
+        sleep_ms(1);
+    if (!atomic_load(&ep->closed))
+        fail("rpc: the client's close never completed");
+}
+
+/* After the close every call must have ended, each exactly once. */
 static void rpc_check_all_done(struct rpc_ep *ep)
 {
     for (size_t i = 0; i < ep->ncalls; i++) {
@@ -1144,7 +1156,7 @@ static void rpc_exchange(struct load *L, struct rpc_ep *ep)
         if (rng_below(&L->rng, 8) == 0)
             ok = rpc_drop_round(L, ep);
     }
-    /* One episode in four frees the client with calls in flight. */
+    /* One episode in four closes the client with calls in flight. */
     if (ok && rng_below(&L->rng, 4) == 0) {
         for (int i = (int)rng_range(&L->rng, 1, 32); i > 0; i--)
             issue_async(L, ep, "echo");
@@ -1170,7 +1182,7 @@ static void rpc_episode(struct load *L)
         closed();
     }
     if (ep->client)
-        run_on_loop(ep->loop, rpc_free, ep);
+        rpc_close(ep);
     rpc_check_all_done(ep);
     waiter_destroy(&ep->w);
     free(ep);

@@ -4,6 +4,17 @@
  * one connection to one server and pipelines every call over it, from any
  * number of threads, matching replies by call id.
  *
+ * Lifetime: both objects follow the library's one close rule. Create on the
+ * loop thread; net_rpc_server_close() / net_rpc_client_close() may be called
+ * once from any thread (a second call returns -EALREADY), also from inside
+ * any callback of the object; the object winds down on its loop and then
+ * runs the close's done callback there, never inside the close call. The
+ * object's memory goes in or after done: keep the loop running until done
+ * has run, and use the handle no more once done has returned.
+ *
+ * Errors: functions return 0 or a negative errno / NET_E* code
+ * (include/net/error.h), exactly as listed per function.
+ *
  * Status codes: 0 is OK; 1..99 are the protocol's (NET_RPC_UNKNOWN_METHOD ...);
  * applications use 100 and up. TIMEOUT, DISCONNECTED, CANCELLED and
  * PROTOCOL_ERROR are local outcomes, never sent on the wire. */
@@ -51,16 +62,19 @@ typedef struct net_rpc_req net_rpc_req_t;
 /* Handles one request. body (body_len bytes, not NUL-terminated) is valid
  * only during the call: copy what you keep. The handler must answer exactly
  * once with net_rpc_reply(), now or later, from any thread; until then req
- * stays valid. Runs on the connection's loop thread (or on a worker thread
- * for handlers registered as blocking). */
+ * stays valid (also after the server's close: see net_rpc_server_close).
+ * Runs on the connection's loop thread (or on a worker thread for handlers
+ * registered as blocking). */
 typedef void (*net_rpc_handler_fn)(net_rpc_req_t *req, const void *body, size_t body_len,
                                    void *arg);
 
-/* For a millisecond timeout option: no timeout. */
-#define NET_RPC_NO_TIMEOUT UINT32_MAX
+/* For a millisecond timeout option: no timeout (the library's one
+ * spelling, include/net/tcp_conn.h). */
+#define NET_RPC_NO_TIMEOUT NET_NO_TIMEOUT
 
-/* Server options. For every field 0 means the default given here; sizes
- * take NET_UNLIMITED and timeouts NET_RPC_NO_TIMEOUT for "off".
+/* Server options. For every field 0 means the default given here (an
+ * all-zero struct is valid and means the defaults); sizes take
+ * NET_UNLIMITED and timeouts NET_RPC_NO_TIMEOUT for "off".
  *
  * What a peer can make the server hold, and what bounds it:
  *  - unanswered requests: max_in_flight per connection;
@@ -75,33 +89,39 @@ typedef void (*net_rpc_handler_fn)(net_rpc_req_t *req, const void *body, size_t 
  *  - time: frame_timeout_ms and idle_timeout_ms. */
 struct net_rpc_server_options {
     /* I/O threads, memory_budget, per-connection limits: see
-     * net_server_options_init. The server sets conn.half_close (a peer's
-     * half-close is answered, see net_rpc_server_new) and raises
-     * conn.max_input to hold a largest frame. */
+     * net_server_options_init (name: default "rpc"). The server sets
+     * conn.half_close (a peer's half-close is answered, see
+     * net_rpc_server_new) and raises conn.max_input to hold a largest
+     * frame. */
     struct net_server_options server;
-    size_t max_frame;        /* largest frame accepted; default 64 MiB */
+    /* Largest frame accepted. Default 64 MiB; NET_UNLIMITED: the
+     * protocol's own limit (a body of 4 GiB - 1). */
+    size_t max_frame;
     /* Unanswered requests per connection. At the limit the server stops
      * decoding and reading that connection until a reply makes room: the
      * peer's further requests wait in TCP, and all of them are answered in
      * the end (none is refused). Default 1024; NET_UNLIMITED: no limit. */
     size_t max_in_flight;
-    size_t worker_threads;   /* threads for blocking handlers; default 0 */
+    /* Threads for blocking handlers. Default (0): none, and blocking
+     * handlers cannot be registered. */
+    size_t worker_threads;
     /* An unfinished frame must complete within this long of its first
      * byte (a peer trickling bytes does not extend it); then the
      * connection ends like on a protocol error: the requests read before
      * are answered, the connection is shut down and closed.
-     * Default 30000 (30 s). */
+     * Default 30000 (30 s); NET_RPC_NO_TIMEOUT: none. */
     uint32_t frame_timeout_ms;
     /* A connection with nothing in flight, no reply queued, no unfinished
      * frame and no input for this long is closed. A connection with a call
      * in flight is never idle. Default 300000 (5 min): a client pausing
      * between bursts keeps its connection while abandoned ones do not pile
      * up; net_rpc_client reconnects by itself (a call sent just as the
-     * server closes may end DISCONNECTED). Both timeouts are checked by one
-     * timer per connection every half of the shorter one: a frame is cut
-     * between 1x and 1.5x its timeout; an idle connection between 1x the
-     * idle timeout and that plus the shorter timeout, counted from its last
-     * input or from when its last answer was done. */
+     * server closes may end DISCONNECTED). NET_RPC_NO_TIMEOUT: never. Both
+     * timeouts are checked by one timer per connection every half of the
+     * shorter one: a frame is cut between 1x and 1.5x its timeout; an idle
+     * connection between 1x the idle timeout and that plus the shorter
+     * timeout, counted from its last input or from when its last answer
+     * was done. */
     uint32_t idle_timeout_ms;
 };
 
@@ -109,13 +129,16 @@ struct net_rpc_server_options {
  * server sets anyway). Thread-safe. */
 NET_EXPORT void net_rpc_server_options_init(struct net_rpc_server_options *opt);
 
-/* Creates a server on `loop` bound to addr (see net_server_new). opt NULL
- * for defaults. Returns 0, -EINVAL, -ENOMEM, NET_EWRONGTHREAD, or the bind
- * errno. Loop thread only.
+/* Creates a server on `loop` bound to addr (see net_server_new) and stores
+ * it in *out; it does not listen until net_rpc_server_start. opt (copied)
+ * may be NULL for the defaults. Returns 0, -EINVAL (a NULL argument),
+ * -ENOMEM, -EAGAIN (no worker thread could be made), NET_EWRONGTHREAD (not
+ * on loop's thread: nothing made), or the errno of socket/bind
+ * (-EADDRINUSE, -EACCES, ...). Loop thread only.
  * Connections end cleanly (docs/protocol.md, section 8):
  *  - the peer half-closes (shutdown(SHUT_WR)): every request read is
  *    answered, then the server shuts its side down and the connection
- *    closes; a graceful stop bounds the wait by its drain time;
+ *    closes; a close of the server bounds the wait by its drain time;
  *  - a protocol error (or a frame over max_frame or over the memory budget,
  *    refused on its header, or frame_timeout_ms): one rate-limited log
  *    line, the rest of the input is dropped, the requests read before the
@@ -126,32 +149,56 @@ NET_EXPORT int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
                                   const struct net_rpc_server_options *opt,
                                   net_rpc_server_t **out);
 
-/* Registers handler for method (1..255 bytes; copied). blocking: run it on
- * the worker pool (needs worker_threads > 0) instead of the loop. Register
- * before starting. Returns 0, -EINVAL, -EEXIST, -ENOMEM, -EBUSY (started).
- * Loop thread only. */
+/* Registers handler fn for method (1..255 bytes; copied) with arg for it.
+ * blocking: run it on the worker pool instead of the connection's loop.
+ * Register before starting. Returns 0; -EINVAL (NULL server or fn, a
+ * method of 0 or more than 255 bytes, or blocking without worker_threads);
+ * -EEXIST (method registered already); -ENOMEM; -EBUSY (the server was
+ * started or closed: nothing changes); NET_EWRONGTHREAD (not on the
+ * server's loop thread: nothing changes). Loop thread only. */
 NET_EXPORT int net_rpc_server_register(net_rpc_server_t *server, const char *method,
                                        net_rpc_handler_fn fn, void *arg, bool blocking);
 
-/* Starts listening. Returns as net_server_start(). Thread-safe. */
+/* Starts the I/O threads and listens (see net_server_start). Idempotent.
+ * Returns 0, -EINVAL (NULL), -ESHUTDOWN (close was called), or the errno
+ * of listen/thread creation (then the server is not started). From
+ * another thread it is applied on the server's loop and returns 0 (errors
+ * are logged). Thread-safe. */
 NET_EXPORT int net_rpc_server_start(net_rpc_server_t *server);
 
-/* Graceful stop: new requests get SHUTTING_DOWN; requests in flight have
- * until drain_ms to be answered (connections a peer half-closed too); then
- * connections close. done (may be NULL) runs on the loop when everything is
- * closed, never inside this call. Returns 0, -EALREADY. Loop thread only. */
-NET_EXPORT int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
-                                   void (*done)(net_rpc_server_t *server, void *arg), void *arg);
+/* The close's done callback (the one close rule): called once, on the
+ * server's loop, when the server is closed; the pointer identifies it only
+ * for the duration of the call (net_rpc_server_addr and
+ * net_rpc_server_stats may still be called inside done); after done
+ * returns the server is gone. */
+typedef void (*net_rpc_server_close_fn)(net_rpc_server_t *server, void *arg);
 
-/* Frees a stopped (or never started) server: returns 0 or -EBUSY. Replies
- * still outstanding afterwards are safe no-ops. Loop thread only. */
-NET_EXPORT int net_rpc_server_free(net_rpc_server_t *server);
+/* Closes the server gracefully. From the moment this returns, new requests
+ * are answered SHUTTING_DOWN (also on a connection accepted meanwhile).
+ * Requests in flight have drain_ms to be answered (0: no wait); as soon as
+ * none is left, or the time is up, the listening socket closes, every
+ * connection is half-closed after its queued replies, and whatever is still
+ * open when the drain time is over is force-closed. Blocking handlers still
+ * queued for a worker run before done (they reply into closed
+ * connections). Then
+ * done (may be NULL) runs with arg on the server's loop, never inside this
+ * call. Requests still unanswered then stay valid: a reply to them is a
+ * safe no-op that frees them (each holds what its reply needs; that memory
+ * goes with the last of them), so a handler holding a request never delays
+ * done. Keep the loop running until done.
+ * Returns 0 (the close started), -EALREADY (a close was started before:
+ * nothing changes, this done is not kept) or -EINVAL (NULL server).
+ * Thread-safe; also from inside a handler or any callback of the server. */
+NET_EXPORT int net_rpc_server_close(net_rpc_server_t *server, uint64_t drain_ms,
+                                    net_rpc_server_close_fn done, void *arg);
 
-/* The bound address. Thread-safe. */
+/* The bound address (with the real port when 0 was asked), valid until
+ * done. Thread-safe. */
 NET_EXPORT const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server);
 
 struct net_rpc_server_stats {
-    struct net_server_stats tcp; /* connections, memory budget and use, budget pauses */
+    struct net_server_stats tcp; /* connections, memory budget and use, budget
+                                    pauses; frozen when the connections are gone */
     size_t in_flight;            /* requests read and not yet answered, now */
     size_t paused;               /* connections not read now for max_in_flight */
     uint64_t in_flight_pauses;   /* times a connection paused for max_in_flight */
@@ -164,23 +211,22 @@ struct net_rpc_server_stats {
     size_t worker_bytes;         /* body copies of blocking requests, now */
 };
 
-/* Counters and gauges (a snapshot; each field is read on its own). Until
- * net_rpc_server_free. Thread-safe. */
+/* Counters and gauges into *out (a snapshot; each field is read on its
+ * own). Until done returns (also inside done). Thread-safe. */
 NET_EXPORT void net_rpc_server_stats(const net_rpc_server_t *server,
                                      struct net_rpc_server_stats *out);
 
 /* Answers req with status and body (copied) and frees req: never use it
- * again. If the connection is gone the reply is dropped and 0 is still
- * returned. A reply from another thread goes through the connection's
- * wait-free write queue (no lock). Returns 0; -ENOMEM or -ENOBUFS (no
- * memory, or the connection's max_output option is reached: req is freed
- * all the same, and the connection is closed, since the caller would
- * otherwise wait forever); or
- * -EINVAL for a NULL req, a NULL body with body_len > 0, body_len > 4 GiB - 1
- * or a local-only status (>= 0xFFFFFF00) -- then req is NOT freed: reply
- * again correctly. A reply that makes room below max_in_flight lets the
- * connection be read again (applied on its loop, later, never inside this
- * call). Thread-safe. */
+ * again. If the connection is gone (or the server closed) the reply is
+ * dropped and 0 is still returned. A reply from another thread goes through
+ * the connection's wait-free write queue (no lock). Returns 0; -ENOMEM or
+ * -ENOBUFS (no memory, or the connection's max_output option is reached:
+ * req is freed all the same, and the connection is closed, since the
+ * caller would otherwise wait forever); or -EINVAL for a NULL req, a NULL
+ * body with body_len > 0, body_len > 4 GiB - 1 or a local-only status
+ * (>= 0xFFFFFF00) -- then req is NOT freed: reply again correctly. A reply
+ * that makes room below max_in_flight lets the connection be read again
+ * (applied on its loop, later, never inside this call). Thread-safe. */
 NET_EXPORT int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body,
                              size_t body_len);
 
@@ -205,78 +251,127 @@ typedef struct net_rpc_client net_rpc_client_t;
 typedef void (*net_rpc_done_fn)(net_rpc_client_t *client, uint32_t status, const void *body,
                                 size_t body_len, void *arg);
 
+/* The connection came up (up true) or went down (false): on the client's
+ * loop, alternating, starting with up; never inside a call of this API. */
+typedef void (*net_rpc_connected_fn)(net_rpc_client_t *client, bool up, void *arg);
+
+/* Client options. For every field 0 (false, NULL) means the default given
+ * here: an all-zero struct is valid and means the defaults. */
 struct net_rpc_client_options {
-    struct net_client_options client; /* connect timeout, retry, reconnect;
-                                         net_client_options_init, then retry
-                                         and reconnect on by default here;
-                                         conn.backpressure_mark is always
-                                         off: a client that stopped reading
-                                         because its requests backed up
-                                         would deadlock with a server that
-                                         stopped reading because its
-                                         replies did */
-    size_t max_frame;          /* default 64 MiB */
-    size_t max_outstanding;    /* calls in flight before OVERLOADED; default 65536 */
+    /* Connect timeout, backoff and max_attempts: see
+     * net_client_options_init. The RPC client always retries and
+     * reconnects (retry and reconnect are set: a call can only be served
+     * over a connection); max_attempts (default 0: unlimited) bounds each
+     * round of attempts, after which the calls waiting end DISCONNECTED and
+     * the next call starts a new round. conn.backpressure_mark is always
+     * off: a client that stopped reading because its requests backed up
+     * would deadlock with a server that stopped reading because its
+     * replies did. conn.max_input is raised to hold a largest frame. */
+    struct net_client_options client;
+    /* Largest response accepted (a larger one is a protocol error).
+     * Default 64 MiB; NET_UNLIMITED: the protocol's own limit. */
+    size_t max_frame;
+    /* Calls in flight before a call is refused OVERLOADED. Default 65536;
+     * NET_UNLIMITED: no limit. */
+    size_t max_outstanding;
+    /* What a call made while not connected does. Default (false): it waits
+     * for the connection until its own timeout, or, without one, until a
+     * round of attempts gives up (max_attempts) or the client is closed.
+     * true: it ends DISCONNECTED as soon as the next connect attempt fails. */
+    bool fail_fast;
+    /* Called with arg each time the connection comes up or goes down (see
+     * net_rpc_connected_fn); may be NULL. It may call anything in this API
+     * (net_rpc_call, net_rpc_client_close ...). */
+    net_rpc_connected_fn on_connected;
+    void *arg;
 };
 
 /* Fills the defaults above. Thread-safe. */
 NET_EXPORT void net_rpc_client_options_init(struct net_rpc_client_options *opt);
 
-/* Creates a client for the server at addr, on `loop`, and starts
- * connecting. opt NULL for defaults. Returns 0, -EINVAL, -ENOMEM,
- * NET_EWRONGTHREAD. Loop thread only. */
+/* Creates a client for the server at addr, on `loop`, stores it in *out and
+ * starts connecting. opt (copied) may be NULL for the defaults. Returns 0,
+ * -EINVAL (a NULL argument, an address family other than IPv4, IPv6 or
+ * Unix), -ENOMEM, NET_EWRONGTHREAD (not on loop's thread: nothing made).
+ * Loop thread only. */
 NET_EXPORT int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
                                   const struct net_rpc_client_options *opt,
                                   net_rpc_client_t **out);
 
-/* Starts a call: method (1..255 bytes), body (copied), a timeout (0 = none)
- * and the callback that receives the outcome exactly once, later, on the
- * client's loop (never inside this call). The call is started on the
- * calling thread without a lock: its frame goes onto the connection's
- * wait-free write queue, and calls from many threads (or many calls made
- * in one loop iteration) leave in few writes. Returns 0 when the call was accepted (the
- * callback will run), or -EINVAL / -ENOMEM / -ESHUTDOWN (client stopped) when
- * it was not (the callback will not run). A call made while disconnected
- * is accepted and waits for the connection: it is sent when the client
- * connects, or ends with DISCONNECTED when the next connect attempt fails
- * (with the default backoff that may take up to retry_max_ms, 10 s; give
- * calls a timeout to bound the wait). A call beyond max_outstanding is
- * accepted and ends with OVERLOADED; so is one whose frame the connection refuses (OVERLOADED when
- * its max_output is reached, INTERNAL without memory). Thread-safe. */
+/* Starts a call: method (1..255 bytes), body (copied), a timeout (0 or
+ * NET_RPC_NO_TIMEOUT: none) and the callback that receives the outcome
+ * exactly once, later, on the client's loop (never inside this call), with
+ * arg. The call is started on the calling thread without a lock: its frame
+ * goes onto the connection's wait-free write queue, and calls from many
+ * threads (or many calls made in one loop iteration) leave in few writes.
+ * A call made while not connected waits for the connection (see
+ * fail_fast); its timeout counts from now, waiting included. A call beyond
+ * max_outstanding is accepted and ends with OVERLOADED; so is one whose
+ * frame the connection refuses (OVERLOADED when its max_output is reached,
+ * INTERNAL without memory). A call in flight when the connection is lost
+ * ends DISCONNECTED (it is not sent again: it may have run).
+ * Returns 0 when the call was accepted (the callback will run), or
+ * -EINVAL (NULL client or done, a bad method length, a NULL body with
+ * body_len > 0, body_len > 4 GiB - 1), -ENOMEM or -ESHUTDOWN (close was
+ * called) when it was not (the callback will not run). Thread-safe; also
+ * from inside any callback of the client. */
 NET_EXPORT int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
                             size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done,
                             void *arg);
 
-/* Blocking call for threads other than the client's loop: waits for the
- * outcome and returns it as *status, with the body in *body_out (malloc'd,
- * caller frees; NULL if empty) and *len_out. Returns 0 when an outcome was
- * delivered (check *status), NET_EWRONGTHREAD on the loop thread (it would
- * deadlock), or net_rpc_call's errors. Thread-safe. */
+/* Blocking call for threads other than the client's loop: makes the call
+ * as net_rpc_call, waits for its outcome and returns it in *status, with
+ * the body in *body_out (malloc'd, the caller frees it with free(); NULL
+ * when empty; body_out may be NULL to drop it) and its length in *len_out
+ * (may be NULL). A close of the client ends the wait with CANCELLED at the
+ * latest when its drain is over; the client's done waits for this call to
+ * return. Returns 0 when an outcome was delivered (check *status),
+ * -EINVAL (NULL client or status, or as net_rpc_call), NET_EWRONGTHREAD on
+ * the client's loop thread (it would deadlock), or net_rpc_call's other
+ * errors (-ENOMEM, -ESHUTDOWN). Thread-safe (except the loop thread). */
 NET_EXPORT int net_rpc_call_sync(net_rpc_client_t *client, const char *method,
                                  const void *body, size_t body_len, uint64_t timeout_ms,
                                  uint32_t *status, void **body_out, size_t *len_out);
 
-/* True while connected. Thread-safe. */
+/* True while connected (a snapshot). Thread-safe. */
 NET_EXPORT bool net_rpc_client_connected(net_rpc_client_t *client);
 
-/* Stops: every outstanding call ends with CANCELLED (on the loop, exactly
- * once), the connection closes, later calls return -ESHUTDOWN. Idempotent.
- * Thread-safe. */
-NET_EXPORT void net_rpc_client_stop(net_rpc_client_t *client);
+/* The close's done callback (the one close rule): called once, on the
+ * client's loop, when the client is closed; the pointer identifies it only
+ * for the duration of the call (net_rpc_client_stats and
+ * net_rpc_client_connected may still be called inside done); after done
+ * returns the client is gone. */
+typedef void (*net_rpc_client_close_fn)(net_rpc_client_t *client, void *arg);
 
-/* Stops and frees the client; CANCELLED callbacks run before this returns
- * (the one documented exception), and threads waiting in net_rpc_call_sync
- * return with CANCELLED (keep the loop until they have returned: a caller
- * may still be finishing its submission). No other call may use the client
- * from now on. Loop thread only. */
-NET_EXPORT void net_rpc_client_free(net_rpc_client_t *client);
+/* Closes the client. From the moment this returns, new calls return
+ * -ESHUTDOWN. Calls outstanding have drain_ms (0: none) to complete -- a
+ * call still waiting for the connection is sent if it comes up meanwhile;
+ * then every call left ends CANCELLED (on the loop, exactly once), threads
+ * in net_rpc_call_sync return with CANCELLED, connect attempts stop and
+ * the connection closes (on_connected reports it down). done (may be NULL)
+ * runs with arg on the client's loop once the last of these is over,
+ * including the return of every net_rpc_call_sync caller; never inside
+ * this call. Keep the loop running until done; no call may use the client
+ * once done has returned (a call racing the close returns -ESHUTDOWN, but
+ * it must have returned before done runs).
+ * Returns 0 (the close started), -EALREADY (a close was started before:
+ * nothing changes, this done is not kept) or -EINVAL (NULL client).
+ * Thread-safe; also from inside any callback of the client (a call's done,
+ * on_connected). */
+NET_EXPORT int net_rpc_client_close(net_rpc_client_t *client, uint64_t drain_ms,
+                                    net_rpc_client_close_fn done, void *arg);
 
 struct net_rpc_client_stats {
-    uint64_t calls, completed, late_replies, timeouts, disconnected;
-    size_t outstanding;
+    uint64_t calls;        /* accepted by net_rpc_call (and _sync) */
+    uint64_t completed;    /* outcomes delivered */
+    uint64_t late_replies; /* responses to calls that had ended (timed out) */
+    uint64_t timeouts;     /* calls ended TIMEOUT */
+    uint64_t disconnected; /* calls ended DISCONNECTED */
+    size_t outstanding;    /* accepted and not yet completed, now */
 };
 
-/* Counters (a snapshot). Thread-safe. */
+/* Counters into *out (a snapshot). Until done returns (also inside done).
+ * Thread-safe. */
 NET_EXPORT void net_rpc_client_stats(net_rpc_client_t *client, struct net_rpc_client_stats *out);
 
 #ifdef __cplusplus

@@ -138,6 +138,12 @@ static size_t effective_max(size_t max_frame)
     return max_frame ? max_frame : NET__RPC_DEFAULT_MAX_FRAME;
 }
 
+size_t net__rpc_input_need(size_t max_frame)
+{
+    size_t need = max_frame + NET__RPC_HEADER_LEN + 64 * 1024;
+    return need < max_frame ? SIZE_MAX : need;
+}
+
 int net__rpc_header_parse(const uint8_t *p, size_t max_frame,
                           struct net__rpc_header *out, const char **reason)
 {

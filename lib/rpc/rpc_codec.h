@@ -66,6 +66,11 @@
  * Thread-safe. */
 const char *net__rpc_status_name(uint32_t status);
 
+/* What a connection's input limit must allow for frames up to max_frame:
+ * a largest frame plus one read beyond it (the start of the next frame),
+ * SIZE_MAX when that does not fit. Thread-safe. */
+size_t net__rpc_input_need(size_t max_frame);
+
 /* ---- Header --------------------------------------------------------------- */
 
 /* The header fields in host byte order (the magic is implied). */

@@ -17,7 +17,19 @@
  * replies pause reading at the connection's backpressure mark; an
  * unfinished frame has frame_timeout_ms to complete and a quiet connection
  * closes after idle_timeout_ms. A connection that ends (peer half-close,
- * protocol error, frame timeout) first answers every request it read. */
+ * protocol error, frame timeout) first answers every request it read.
+ *
+ * Lifetime (the one close rule, loop/closer.h): the closer's references are
+ * the owner's, the pending close task's and one per thread inside start;
+ * close drains, closes the TCP
+ * server, stops the workers and then drops the owner's, and the release
+ * runs done. The memory is a separate count (mem_refs): the release's and
+ * one per session. A session lives as long as its unanswered requests, and
+ * those are the user's handles: holding one must not delay done, so a
+ * reply after done still finds its session and the counters it updates,
+ * and the last session frees the server. Nothing after done touches a
+ * loop: a session stops kicking its connection's loop when the connection
+ * goes down (session_down), before the TCP server's close can end. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,14 +40,18 @@
 #include <net/rpc.h>
 
 #include "loop/alloc_internal.h"
+#include "loop/armed.h"
+#include "loop/closer.h"
 #include "loop/log_internal.h"
-#include "loop/loop_internal.h"
 #include "rpc/rpc_codec.h"
-#include "tcp/tcp_conn_internal.h"
 #include "rpc/rpc_workers.h"
+#include "tcp/tcp_conn_internal.h"
 
 #define TABLE_SIZE 64 /* handlers per server are few; chains stay short */
-#define STOP_POLL_MS 5
+/* While a close drains, how often it looks whether every request is
+ * answered. A poll, not a kick from the last reply: a reply may come from
+ * any thread at any time, also after done, and must then touch no task. */
+#define DRAIN_POLL_MS 5
 #define DEFAULT_IN_FLIGHT 1024
 #define DEFAULT_FRAME_TIMEOUT_MS 30000u
 /* Five minutes: long enough that a client pausing between bursts keeps its
@@ -75,9 +91,11 @@ struct session {
      * loop waits for nothing). Written on the loop, read by every reply:
      * see session_update for why nothing is missed. */
     atomic_size_t wake_below;
-    /* `kick` is posted (or, once the connection is down, must never be). */
-    atomic_bool kick_queued;
-    struct net__loop_task kick;
+    struct net__armed kick;    /* session_update on the connection's loop */
+    /* Orders every kick against the connection going down: once detached
+     * (under the lock) nothing is posted to the loop, which may end soon. */
+    pthread_mutex_t kick_mu;
+    bool detached;
     atomic_bool batching;      /* inside on_message; written on the loop thread,
                                   read by replies from any thread */
     atomic_bool went_quiet;    /* a reply left nothing in flight (relaxed: a hint
@@ -112,26 +130,33 @@ struct net_rpc_req {
 };
 
 struct net_rpc_server {
-    atomic_int refs; /* the owner's and one per session: replies may outlive free */
+    struct net__closer closer; /* the owner's, the close task's, a starting thread's */
+    atomic_uint mem_refs;      /* the release's and one per session */
     net_loop_t *loop;
-    net_server_t *tcp;               /* NULL once its close is done */
-    net_addr_t addr;                 /* the TCP server's, kept past its close */
-    struct net_server_stats tcp_end; /* its stats when its close was done */
+    /* NULL once the TCP server is closed; guarded by tcp_lock for the
+     * calls that may come from other threads (start, stats). */
+    net_server_t *tcp;
+    pthread_rwlock_t tcp_lock;
+    struct net_server_stats tcp_final; /* its stats when it closed */
+    net_addr_t addr;
     struct net_rpc_server_options opt;
     size_t budget;   /* the TCP server's memory budget: no frame may be larger */
     size_t out_mark; /* conn.backpressure_mark: queued replies that pause reading */
     uint64_t check_ms; /* period of each session's deadline check; 0: none */
     struct handler *table[TABLE_SIZE];
     struct net__rpc_workers *workers;
-    atomic_bool stopping;
     atomic_size_t in_flight; /* over all connections */
     atomic_size_t paused_now, batch_bytes, worker_bytes;
     atomic_ullong in_flight_pauses, output_pauses, frame_timeouts, idle_closes,
         protocol_errors, worker_refusals;
-    bool started;
-    uint64_t drain_deadline;
-    net_timer_id_t stop_timer;
-    void (*done)(net_rpc_server_t *, void *);
+    atomic_bool started; /* see net_rpc_server_start */
+
+    /* The close: written by the close call before it arms close_task (the
+     * post publishes them), then the loop's. */
+    struct net__armed close_task;
+    uint64_t drain_ms, drain_deadline;
+    net_timer_id_t drain_timer;
+    net_rpc_server_close_fn done;
     void *done_arg;
 };
 
@@ -176,9 +201,13 @@ int net_rpc_server_register(net_rpc_server_t *server, const char *method, net_rp
     size_t len = method ? strlen(method) : 0;
     if (!server || !fn || len == 0 || len > NET__RPC_MAX_METHOD)
         return -EINVAL;
+    if (!net_loop_in_loop_thread(server->loop))
+        return NET_EWRONGTHREAD;
     if (blocking && !server->workers)
         return -EINVAL;
-    if (server->started)
+    /* Relaxed: see net_rpc_server_start. */
+    if (atomic_load_explicit(&server->started, memory_order_relaxed) ||
+        net__closer_closing(&server->closer))
         return -EBUSY;
     if (lookup(server, method, len))
         return -EEXIST;
@@ -195,16 +224,25 @@ int net_rpc_server_register(net_rpc_server_t *server, const char *method, net_rp
 
 /* ---- sessions: references, the kick, pausing and finishing ----------------------- */
 
-static void server_unref(net_rpc_server_t *s)
+static void handlers_free(net_rpc_server_t *s)
 {
-    if (atomic_fetch_sub(&s->refs, 1) != 1)
-        return;
     for (size_t i = 0; i < TABLE_SIZE; i++) {
         for (struct handler *h = s->table[i], *next; h; h = next) {
             next = h->next;
             net__free(h);
         }
     }
+}
+
+/* The server's memory, after done: the last holder frees it on its own
+ * thread (no loop is involved any more). acq_rel as in closer.h: every
+ * holder's writes happen before the free. */
+static void server_mem_unref(net_rpc_server_t *s)
+{
+    if (atomic_fetch_sub_explicit(&s->mem_refs, 1, memory_order_acq_rel) != 1)
+        return;
+    handlers_free(s);
+    pthread_rwlock_destroy(&s->tcp_lock);
     net__free(s);
 }
 
@@ -213,8 +251,9 @@ static void session_unref(struct session *ss)
     if (atomic_fetch_sub(&ss->refs, 1) == 1) {
         net_rpc_server_t *s = ss->server;
         net_buf_destroy(&ss->batch);
+        pthread_mutex_destroy(&ss->kick_mu);
         net__free(ss);
-        server_unref(s);
+        server_mem_unref(s);
     }
 }
 
@@ -230,19 +269,23 @@ static void batch_account(struct session *ss)
     }
 }
 
-static void kick_run(void *arg);
-
-/* Has session_update run on the connection's loop soon. The task lives in
- * the session, so posting needs no memory and cannot fail; kick_queued keeps
- * it posted at most once. Any thread; the caller holds a connection
- * reference. */
+/* Has session_update run on the connection's loop soon: an armed task in
+ * the session, so it needs no memory and cannot fail, and an armed one
+ * already pending looks at in_flight after our decrement. The pending task
+ * holds a session and a connection reference. Any thread; the caller holds
+ * both references too, so the unrefs here are never the last. */
 static void session_kick(struct session *ss)
 {
-    if (atomic_exchange(&ss->kick_queued, true))
-        return; /* queued already: it looks at in_flight after our decrement */
-    atomic_fetch_add(&ss->refs, 1);
-    net_conn_ref(ss->conn);
-    net__loop_post(net_conn_loop(ss->conn), &ss->kick);
+    pthread_mutex_lock(&ss->kick_mu);
+    if (!ss->detached) {
+        atomic_fetch_add(&ss->refs, 1);
+        net_conn_ref(ss->conn);
+        if (!net__armed_arm(&ss->kick)) {
+            net_conn_unref(ss->conn);
+            atomic_fetch_sub(&ss->refs, 1);
+        }
+    }
+    pthread_mutex_unlock(&ss->kick_mu);
 }
 
 /* One owner reason at the connection covers both of ours. On the loop
@@ -366,17 +409,14 @@ static void session_update(struct session *ss)
     atomic_store(&ss->wake_below, 0);
 }
 
-/* The kick, on the loop. Clearing kick_queued before looking at in_flight
- * (both seq_cst) means a reply that found it still set is seen here. A
- * closed connection keeps it set for good: no task after the close. */
-static void kick_run(void *arg)
+/* The kick, on the loop. armed.h disarms before this runs (seq_cst, like
+ * the arm), so a reply that found it still armed is seen here. */
+static void kick_cb(void *arg)
 {
     struct session *ss = arg;
     net_conn_t *conn = ss->conn;
-    if (net_conn_state(conn) != NET_CONN_DISCONNECTED) {
-        atomic_store(&ss->kick_queued, false);
+    if (net_conn_state(conn) != NET_CONN_DISCONNECTED)
         session_update(ss);
-    }
     net_conn_unref(conn);
     session_unref(ss);
 }
@@ -417,18 +457,21 @@ static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint
     uint8_t hdr[NET__RPC_HEADER_LEN];
     net__rpc_header_pack(hdr, &h);
     struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
-    return net__conn_sendv(conn, iov, len ? 2 : 1);
+    return net_conn_sendv(conn, iov, len ? 2 : 1);
 }
 
 /* A reply that could not be queued (rc from send_response): the caller
  * would wait forever for it, so the connection closes instead and the
  * client's calls end DISCONNECTED. Returns the error the replier should
- * see: a dead connection is not its error. */
-static int reply_lost(net_conn_t *conn, int rc)
+ * see: a dead connection is not its error. The log line is debug when the
+ * replier gets the error back (seen), else (our own error replies, a
+ * batch that could not be sent) one rate-limited error. */
+static int reply_lost(net_conn_t *conn, int rc, bool seen)
 {
     if (rc != -ENOMEM && rc != -ENOBUFS)
         return 0; /* sent, or the connection is closing already */
-    NET__LOG_RL(NET_LOG_ERROR, "rpc: no %s for a reply; closing the connection",
+    NET__LOG_RL(seen ? NET_LOG_DEBUG : NET_LOG_ERROR,
+                "rpc: no %s for a reply; closing the connection",
                 rc == -ENOMEM ? "memory" : "room in the output queue (max_output)");
     net_conn_force_close(conn);
     return rc;
@@ -439,7 +482,7 @@ int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t 
     if (!req || (body_len && !body) || body_len > UINT32_MAX || status >= NET__RPC_LOCAL_MIN)
         return -EINVAL;
     int rc = send_response(req->conn, req->session, req->call_id, status, body, body_len);
-    rc = reply_lost(req->conn, rc);
+    rc = reply_lost(req->conn, rc, true);
     req_free(req);
     return rc;
 }
@@ -464,7 +507,7 @@ net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req)
 static void reply_error(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
                         const char *message)
 {
-    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)));
+    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)), false);
 }
 
 static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f,
@@ -528,7 +571,7 @@ static struct handler *admit(net_conn_t *conn, struct session *ss, const struct 
     net_rpc_server_t *s = ss->server;
     uint64_t id = f->hdr.call_id;
     struct handler *h = NULL;
-    if (atomic_load_explicit(&s->stopping, memory_order_relaxed))
+    if (net__closer_closing(&s->closer))
         reply_error(conn, ss, id, NET_RPC_SHUTTING_DOWN, "server is shutting down");
     else if (!(h = lookup(s, f->method, f->hdr.method_len)))
         reply_error(conn, ss, id, NET_RPC_UNKNOWN_METHOD, "unknown method");
@@ -636,7 +679,7 @@ static void batch_send(struct session *ss)
         int rc = net_conn_send_buf(ss->conn, &ss->batch);
         if (rc < 0) {
             net_buf_retrieve_all(&ss->batch);
-            reply_lost(ss->conn, rc);
+            reply_lost(ss->conn, rc, false);
         }
     }
     if (net_buf_capacity(&ss->batch) > BATCH_KEEP_MAX)
@@ -660,7 +703,7 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
 {
     (void)arg;
     struct session *ss = net__conn_owner_data(conn);
-    /* Once our FIN is on its way (a graceful stop, or the end of a
+    /* Once our FIN is on its way (a graceful close, or the end of a
      * connection) no answer can reach the peer: what arrives now is not
      * read as a request, and the peer's calls end DISCONNECTED. */
     if (!ss || ss->discarding || !net_conn_connected(conn)) {
@@ -762,19 +805,26 @@ static struct session *session_new(net_conn_t *conn, net_rpc_server_t *s)
     struct session *ss = net__calloc(1, sizeof *ss);
     if (!ss)
         return NULL;
+    if (pthread_mutex_init(&ss->kick_mu, NULL) != 0) {
+        net__free(ss);
+        return NULL;
+    }
     atomic_init(&ss->refs, 1); /* the connection's */
     ss->server = s;
     ss->conn = conn;
-    ss->kick = (struct net__loop_task){.fn = kick_run, .arg = ss};
-    ss->active_ms = net_now_ms();
+    net__armed_init(&ss->kick, net_conn_loop(conn), kick_cb, ss);
+    ss->active_ms = net_loop_now_ms(net_conn_loop(conn));
     if (s->check_ms) {
         ss->timer = net_loop_run_every(net_conn_loop(conn), s->check_ms, deadlines_check, ss);
         if (ss->timer < 0) {
+            pthread_mutex_destroy(&ss->kick_mu);
             net__free(ss);
             return NULL;
         }
     }
-    atomic_fetch_add(&s->refs, 1);
+    /* Relaxed: taken from the reference the TCP server's callbacks imply
+     * (it closes before the release drops the release's). */
+    atomic_fetch_add_explicit(&s->mem_refs, 1, memory_order_relaxed);
     return ss;
 }
 
@@ -782,7 +832,9 @@ static struct session *session_new(net_conn_t *conn, net_rpc_server_t *s)
 static void session_down(net_conn_t *conn, struct session *ss)
 {
     net__conn_set_owner_data(conn, NULL);
-    atomic_store(&ss->kick_queued, true); /* no kick after the close */
+    pthread_mutex_lock(&ss->kick_mu);
+    ss->detached = true; /* no kick after the close: the loop may end */
+    pthread_mutex_unlock(&ss->kick_mu);
     if (ss->timer > 0)
         net_timer_cancel(net_conn_loop(conn), ss->timer);
     if (ss->out_timer > 0)
@@ -802,6 +854,7 @@ static void on_connection(net_conn_t *conn, void *arg)
         if (ss)
             session_down(conn, ss);
     } else if (!(ss = session_new(conn, s))) {
+        /* The peer sees a close; nobody here is told: one line. */
         NET__LOG_RL(NET_LOG_ERROR, "rpc: out of memory for a session: closing the connection");
         net_conn_force_close(conn);
     } else {
@@ -811,7 +864,8 @@ static void on_connection(net_conn_t *conn, void *arg)
 
 /* ---- life ------------------------------------------------------------------------ */
 
-/* 0 means the documented default (include/net/rpc.h). */
+/* 0 means the documented default (include/net/rpc.h); NET_UNLIMITED and
+ * NET_RPC_NO_TIMEOUT pass through (the checks never reach them). */
 static void options_normalise(struct net_rpc_server_options *o)
 {
     if (!o->max_frame)
@@ -822,20 +876,9 @@ static void options_normalise(struct net_rpc_server_options *o)
         o->frame_timeout_ms = DEFAULT_FRAME_TIMEOUT_MS;
     if (!o->idle_timeout_ms)
         o->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+    if (!o->server.name)
+        o->server.name = "rpc";
     o->server.conn.half_close = true; /* on_peer_eof answers what was read */
-}
-
-/* The connection must hold a largest frame plus one read beyond it (the
- * start of the next frame) without tripping its input limit. */
-static void input_limit(struct net_conn_options *c, const struct net_conn_options *d,
-                        size_t max_frame)
-{
-    size_t have = c->max_input ? c->max_input : d->max_input;
-    size_t need = max_frame + NET__RPC_HEADER_LEN + 64 * 1024;
-    if (need < max_frame)
-        need = NET_UNLIMITED;
-    if (have < need)
-        c->max_input = need;
 }
 
 /* Half the shorter timeout: a deadline is noticed between 1x and 1.5x. */
@@ -857,31 +900,53 @@ static void server_configure(net_rpc_server_t *s, const struct net_rpc_server_op
     options_normalise(&s->opt);
     struct net_conn_options d, *c = &s->opt.server.conn;
     net_conn_options_init(&d);
-    input_limit(c, &d, s->opt.max_frame);
+    size_t need = net__rpc_input_need(s->opt.max_frame);
+    if ((c->max_input ? c->max_input : d.max_input) < need)
+        c->max_input = need;
     s->out_mark = c->backpressure_mark ? c->backpressure_mark : d.backpressure_mark;
     s->check_ms = check_period(&s->opt);
 }
 
+static void release_cb(void *arg);
+static void close_cb(void *arg);
+
+static net_rpc_server_t *server_alloc(net_loop_t *loop, const struct net_rpc_server_options *opt)
+{
+    net_rpc_server_t *s = net__calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (pthread_rwlock_init(&s->tcp_lock, NULL) != 0) {
+        net__free(s);
+        return NULL;
+    }
+    net__closer_init(&s->closer, loop, release_cb, s);
+    net__armed_init(&s->close_task, loop, close_cb, s);
+    atomic_init(&s->mem_refs, 1);
+    s->loop = loop;
+    server_configure(s, opt);
+    return s;
+}
+
+/* The workers first: once the TCP server exists, nothing else can fail. */
 int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
                        const struct net_rpc_server_options *opt, net_rpc_server_t **out)
 {
     if (!loop || !addr || !out)
         return -EINVAL;
-    net_rpc_server_t *s = net__calloc(1, sizeof *s);
+    if (!net_loop_in_loop_thread(loop))
+        return NET_EWRONGTHREAD;
+    net_rpc_server_t *s = server_alloc(loop, opt);
     if (!s)
         return -ENOMEM;
-    atomic_init(&s->refs, 1);
-    s->loop = loop;
-    server_configure(s, opt);
     struct net_conn_callbacks cbs = {.on_connection = on_connection, .on_message = on_message,
                                      .on_peer_eof = on_peer_eof, .arg = s};
-    int rc = net_server_new(loop, addr, &s->opt.server, &cbs, &s->tcp);
-    if (rc == 0 && s->opt.worker_threads)
-        rc = net__rpc_workers_start(s->opt.worker_threads, &s->workers);
+    int rc = s->opt.worker_threads ? net__rpc_workers_start(s->opt.worker_threads, &s->workers)
+                                   : 0;
+    if (rc == 0)
+        rc = net_server_new(loop, addr, &s->opt.server, &cbs, &s->tcp);
     if (rc < 0) {
-        if (s->tcp) /* never started: no callback can reach s */
-            net_server_close(s->tcp, 0, NULL, NULL);
-        net__free(s);
+        net__rpc_workers_stop(s->workers);
+        server_mem_unref(s);
         return rc;
     }
     s->addr = *net_server_addr(s->tcp);
@@ -892,14 +957,36 @@ int net_rpc_server_new(net_loop_t *loop, const net_addr_t *addr,
     return 0;
 }
 
+/* `started` only refuses a register after the start: relaxed is enough.
+ * What makes the handler table safe to read from the I/O threads is that
+ * register runs on the server's loop and listening starts there too (a
+ * start from another thread is applied there, net_server_start), so every
+ * register that saw started false happened before the first accept; the
+ * accepted connection reaches its I/O loop through a queue, which orders
+ * the table's writes before any lookup. The read lock keeps the TCP server
+ * from being freed under the call (a start racing a close). */
+static int start_tcp(net_rpc_server_t *s)
+{
+    if (net__closer_closing(&s->closer))
+        return -ESHUTDOWN;
+    atomic_store_explicit(&s->started, true, memory_order_relaxed);
+    pthread_rwlock_rdlock(&s->tcp_lock);
+    int rc = s->tcp ? net_server_start(s->tcp) : -ESHUTDOWN;
+    pthread_rwlock_unlock(&s->tcp_lock);
+    if (rc < 0) /* not started: it may be tried again, and register works */
+        atomic_store_explicit(&s->started, false, memory_order_relaxed);
+    return rc;
+}
+
+/* A reference while this thread uses the server (a start racing a close
+ * from another thread keeps the release waiting). */
 int net_rpc_server_start(net_rpc_server_t *server)
 {
     if (!server)
         return -EINVAL;
-    server->started = true;
-    int rc = net_server_start(server->tcp);
-    if (rc < 0)
-        server->started = false;
+    net__closer_ref(&server->closer);
+    int rc = start_tcp(server);
+    net__closer_unref(&server->closer);
     return rc;
 }
 
@@ -908,9 +995,22 @@ const net_addr_t *net_rpc_server_addr(const net_rpc_server_t *server)
     return &server->addr;
 }
 
+static void tcp_stats(net_rpc_server_t *s, struct net_server_stats *out)
+{
+    pthread_rwlock_rdlock(&s->tcp_lock);
+    if (s->tcp)
+        net_server_stats(s->tcp, out);
+    else
+        *out = s->tcp_final;
+    pthread_rwlock_unlock(&s->tcp_lock);
+}
+
+/* A memory reference while reading: its acq_rel drop orders the reads
+ * before the free, also for a thread with no other tie to the loop. */
 void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_stats *out)
 {
     net_rpc_server_t *s = (net_rpc_server_t *)server;
+    atomic_fetch_add_explicit(&s->mem_refs, 1, memory_order_relaxed);
     *out = (struct net_rpc_server_stats){
         .in_flight = atomic_load(&s->in_flight),
         .paused = atomic_load(&s->paused_now),
@@ -923,74 +1023,108 @@ void net_rpc_server_stats(const net_rpc_server_t *server, struct net_rpc_server_
         .batch_bytes = atomic_load_explicit(&s->batch_bytes, memory_order_relaxed),
         .worker_bytes = atomic_load_explicit(&s->worker_bytes, memory_order_relaxed),
     };
-    if (s->tcp)
-        net_server_stats(s->tcp, &out->tcp);
-    else
-        out->tcp = s->tcp_end;
+    tcp_stats(s, &out->tcp);
+    server_mem_unref(s);
 }
 
-static void tcp_stopped(net_server_t *tcp, void *arg)
+/* ---- close ------------------------------------------------------------------------ */
+
+/* The release (loop/closer.h): the last lifecycle reference is gone. done
+ * may still read the stats and the address; the memory goes with the
+ * release's memory reference, or later with the last session. */
+static void release_cb(void *arg)
 {
     net_rpc_server_t *s = arg;
-    net_server_stats(tcp, &s->tcp_end);
-    s->tcp = NULL; /* its memory goes when this returns */
     if (s->done)
         s->done(s, s->done_arg);
+    server_mem_unref(s);
 }
 
-/* Polls until the requests in flight are answered or the deadline passes,
- * then stops the TCP server (which closes the connections). */
-static void stop_check(net_loop_t *loop, net_timer_id_t id, void *arg)
+/* The TCP server is gone (its connections too, so every session is
+ * detached). Blocking handlers still queued run now, on the workers, and
+ * reply into closed connections: safe. Then the owner's reference goes. */
+static void tcp_closed(net_rpc_server_t *s)
+{
+    net__rpc_workers_stop(s->workers);
+    s->workers = NULL;
+    net__closer_unref(&s->closer);
+}
+
+/* The TCP server's close is done (its I/O threads are joined): its
+ * getters still work in here, and its memory goes when this returns. The
+ * write lock waits for a start or stats call using it on another thread. */
+static void tcp_closed_cb(net_server_t *tcp, void *arg)
+{
+    net_rpc_server_t *s = arg;
+    pthread_rwlock_wrlock(&s->tcp_lock);
+    net_server_stats(tcp, &s->tcp_final);
+    s->tcp = NULL;
+    pthread_rwlock_unlock(&s->tcp_lock);
+    tcp_closed(s);
+}
+
+/* The drain is over: the TCP server half-closes every connection after its
+ * queued replies and force-closes what is left after the time that
+ * remains. */
+static void drain_over(net_rpc_server_t *s, uint64_t now)
+{
+    if (s->drain_timer > 0)
+        net_timer_cancel(s->loop, s->drain_timer);
+    s->drain_timer = 0;
+    uint64_t left = now < s->drain_deadline ? s->drain_deadline - now : 0;
+    if (net_server_close(s->tcp, left, tcp_closed_cb, s) < 0)
+        tcp_closed_cb(s->tcp, s); /* cannot happen: the one close */
+}
+
+/* Every DRAIN_POLL_MS until nothing is in flight or the deadline passes. */
+static void drain_poll_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
     net_rpc_server_t *s = arg;
     uint64_t now = net_now_ms();
-    if (atomic_load(&s->in_flight) > 0 && now < s->drain_deadline)
-        return;
-    net_timer_cancel(s->loop, s->stop_timer);
-    s->stop_timer = 0;
-    uint64_t left = now < s->drain_deadline ? s->drain_deadline - now : 0;
-    net_server_close(s->tcp, left, tcp_stopped, s);
+    if (atomic_load(&s->in_flight) == 0 || now >= s->drain_deadline)
+        drain_over(s, now);
 }
 
-int net_rpc_server_stop(net_rpc_server_t *server, uint64_t drain_ms,
-                        void (*done)(net_rpc_server_t *, void *), void *arg)
+static uint64_t deadline_after(uint64_t now, uint64_t ms)
+{
+    return ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
+}
+
+/* The close on the loop. Requests decoded from now on are answered
+ * SHUTTING_DOWN (the flag was set by the close call), so in_flight only
+ * falls; without a timer for the poll the drain is cut to nothing. */
+static void close_cb(void *arg)
+{
+    net_rpc_server_t *s = arg;
+    uint64_t now = net_now_ms();
+    s->drain_deadline = deadline_after(now, s->drain_ms);
+    if (s->drain_ms && atomic_load(&s->in_flight) > 0) {
+        net_timer_id_t id = net_loop_run_every(s->loop, DRAIN_POLL_MS, drain_poll_cb, s);
+        if (id > 0) {
+            s->drain_timer = id;
+            net__closer_unref(&s->closer); /* the task's */
+            return;
+        }
+        s->drain_deadline = now;
+    }
+    drain_over(s, now);
+    net__closer_unref(&s->closer); /* the task's */
+}
+
+int net_rpc_server_close(net_rpc_server_t *server, uint64_t drain_ms,
+                         net_rpc_server_close_fn done, void *arg)
 {
     if (!server)
         return -EINVAL;
-    if (!net_loop_in_loop_thread(server->loop))
-        return NET_EWRONGTHREAD;
-    if (atomic_exchange(&server->stopping, true))
+    if (!net__closer_close(&server->closer))
         return -EALREADY;
     server->done = done;
     server->done_arg = arg;
-    server->drain_deadline = net_now_ms() + drain_ms;
-    net_timer_id_t id = net_loop_run_every(server->loop, STOP_POLL_MS, stop_check, server);
-    if (id < 0) {
-        net_server_close(server->tcp, drain_ms, tcp_stopped, server);
-        return 0;
-    }
-    server->stop_timer = id;
-    return 0;
-}
-
-int net_rpc_server_free(net_rpc_server_t *server)
-{
-    if (!server)
-        return 0;
-    if (server->tcp) { /* not stopped, or its stop not done */
-        if (server->started)
-            return -EBUSY;
-        net_server_close(server->tcp, 0, NULL, NULL); /* never started: nothing to wait for */
-        server->tcp = NULL;
-    }
-    if (server->stop_timer > 0)
-        net_timer_cancel(server->loop, server->stop_timer);
-    /* Blocking handlers still queued run now and reply into closed
-     * connections: safe. */
-    net__rpc_workers_stop(server->workers);
-    server->workers = NULL;
-    server_unref(server);
+    server->drain_ms = drain_ms;
+    /* Armed once: nothing else arms it. The task holds a reference. */
+    net__closer_ref(&server->closer);
+    net__armed_arm(&server->close_task);
     return 0;
 }
