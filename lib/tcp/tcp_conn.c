@@ -323,18 +323,18 @@ static bool budget_over(const struct net__budget *b, size_t limit)
     return atomic_load_explicit(&((struct net__budget *)b)->used, memory_order_relaxed) > limit;
 }
 
-static void budget_timer_fired(net_loop_t *loop, net_timer_id_t id, void *arg);
+static void budget_timer_cb(net_loop_t *loop, net_timer_id_t id, void *arg);
 
 static int budget_arm(net_conn_t *conn)
 {
-    net_timer_id_t id = net_loop_run_after(conn->loop, BUDGET_RECHECK_MS, budget_timer_fired, conn);
+    net_timer_id_t id = net_loop_run_after(conn->loop, BUDGET_RECHECK_MS, budget_timer_cb, conn);
     conn->budget_timer = id > 0 ? id : 0;
     return id > 0 ? 0 : -ENOMEM;
 }
 
 /* Resumes once the total is below 7/8 of the budget; else looks again. The
  * timer's reference passes to the next timer. */
-static void budget_timer_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void budget_timer_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -424,7 +424,7 @@ static void cancel_close_timer(net_conn_t *conn)
 
 static atomic_ullong trim_armed_ms; /* when the pending trim was scheduled; 0: none */
 
-static void trim_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void trim_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     (void)id;
@@ -443,7 +443,7 @@ static void trim_soon(net_conn_t *conn)
         return;
     if (!atomic_compare_exchange_strong(&trim_armed_ms, &armed, now))
         return;
-    if (net_loop_run_after(conn->loop, TRIM_AFTER_MS, trim_fired, NULL) < 0)
+    if (net_loop_run_after(conn->loop, TRIM_AFTER_MS, trim_cb, NULL) < 0)
         atomic_store(&trim_armed_ms, 0);
 }
 
@@ -839,7 +839,7 @@ void net__conn_close_in_loop(net_conn_t *conn)
     net__conn_handle_close(conn);
 }
 
-static void close_timer_fired(net_loop_t *loop, net_timer_id_t id, void *arg)
+static void close_timer_cb(net_loop_t *loop, net_timer_id_t id, void *arg)
 {
     (void)loop;
     net_conn_t *conn = arg;
@@ -858,7 +858,7 @@ int net_conn_force_close_after(net_conn_t *conn, uint64_t delay_ms)
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return -ENOTCONN;
     net_conn_ref(conn); /* held by the timer */
-    net_timer_id_t id = net_loop_run_after(conn->loop, delay_ms, close_timer_fired, conn);
+    net_timer_id_t id = net_loop_run_after(conn->loop, delay_ms, close_timer_cb, conn);
     if (id < 0) {
         net_conn_unref(conn);
         return (int)id;
