@@ -320,8 +320,10 @@ int net__output_push(struct net__output *o, const struct iovec *iov, int n, size
         uncount(o, len);
         return -ENOMEM;
     }
-    for (size_t i = 0, off = 0; i < (size_t)n; off += iov[i].iov_len, i++)
-        memcpy(node->data + off, iov[i].iov_base, iov[i].iov_len);
+    for (size_t i = 0, off = 0; i < (size_t)n; off += iov[i].iov_len, i++) {
+        if (iov[i].iov_len) /* an empty piece may have a NULL base: memcpy's is nonnull */
+            memcpy(node->data + off, iov[i].iov_base, iov[i].iov_len);
+    }
     if (net__wq_push(&o->wq, node) && token_take(o))
         *ev |= NET__OUT_FLUSH;
     return 0;
