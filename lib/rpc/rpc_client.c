@@ -718,17 +718,26 @@ static int call_start(net_rpc_client_t *c, const char *method, size_t mlen, cons
     return 0;
 }
 
+/* net_rpc_call's checks, then the start; the caller holds a reference. */
+static int call_checked(net_rpc_client_t *c, const char *method, const void *body,
+                        size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done, void *arg)
+{
+    size_t mlen = method ? strlen(method) : 0;
+    if (!done || mlen == 0 || mlen > NET__RPC_MAX_METHOD || (body_len && !body) ||
+        body_len > UINT32_MAX)
+        return -EINVAL;
+    return call_start(c, method, mlen, body, body_len, timeout_ms, done, arg);
+}
+
 int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
                  size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done, void *arg)
 {
-    size_t mlen = method ? strlen(method) : 0;
-    if (!client || !done || mlen == 0 || mlen > NET__RPC_MAX_METHOD || (body_len && !body) ||
-        body_len > UINT32_MAX)
+    if (!client)
         return -EINVAL;
     /* Held while this thread uses the client: a close cannot free it under
      * the call. */
     net__closer_ref(&client->closer);
-    int rc = call_start(client, method, mlen, body, body_len, timeout_ms, done, arg);
+    int rc = call_checked(client, method, body, body_len, timeout_ms, done, arg);
     net__closer_unref(&client->closer);
     return rc;
 }
@@ -902,10 +911,12 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
         return NET_EWRONGTHREAD;
     struct sync_call s;
     net__waiter_init(&s.waiter);
-    /* The waitset lives in the client: a reference keeps it for the wait
-     * (a close ends the call CANCELLED and then waits for this return). */
+    /* The waitset lives in the client: a reference keeps it for the call
+     * and the wait (a close ends the call CANCELLED and then waits for this
+     * return). One pair of atomics per call on a line all callers share:
+     * the call itself takes no second one. */
     net__closer_ref(&client->closer);
-    int rc = net_rpc_call(client, method, body, body_len, timeout_ms, sync_done, &s);
+    int rc = call_checked(client, method, body, body_len, timeout_ms, sync_done, &s);
     if (rc == 0)
         net__waitset_wait(&client->sync_waiters, &s.waiter);
     net__closer_unref(&client->closer);
