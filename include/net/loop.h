@@ -128,6 +128,10 @@ struct net_loop_stats {
     uint64_t timers_fired;
 };
 
+/* The same type by a name that C++ does not hide behind the function of
+ * the same name. */
+typedef struct net_loop_stats net_loop_stats_t;
+
 /* Stores a snapshot of the loop's counters in *out. Each counter is read
  * atomically, but not all at the same instant: while the loop runs they may
  * be from slightly different moments. Each is monotonic across snapshots.

@@ -211,6 +211,10 @@ struct net_rpc_server_stats {
     size_t worker_bytes;         /* body copies of blocking requests, now */
 };
 
+/* The same type by a name that C++ does not hide behind the function of
+ * the same name. */
+typedef struct net_rpc_server_stats net_rpc_server_stats_t;
+
 /* Counters and gauges into *out (a snapshot; each field is read on its
  * own). Until done returns (also inside done). Thread-safe. */
 NET_EXPORT void net_rpc_server_stats(const net_rpc_server_t *server,
@@ -369,6 +373,10 @@ struct net_rpc_client_stats {
     uint64_t disconnected; /* calls ended DISCONNECTED */
     size_t outstanding;    /* accepted and not yet completed, now */
 };
+
+/* The same type by a name that C++ does not hide behind the function of
+ * the same name. */
+typedef struct net_rpc_client_stats net_rpc_client_stats_t;
 
 /* Counters into *out (a snapshot). Until done returns (also inside done).
  * Thread-safe. */

@@ -255,6 +255,10 @@ struct net_conn_stats {
     size_t output_queued; /* accepted by send, not yet written */
 };
 
+/* The same type by a name that C++ does not hide behind the function of
+ * the same name. */
+typedef struct net_conn_stats net_conn_stats_t;
+
 /* Stores the counters in *out (a snapshot; out must not be NULL).
  * Thread-safe. */
 NET_EXPORT void net_conn_stats(const net_conn_t *conn, struct net_conn_stats *out);

@@ -145,6 +145,10 @@ struct net_server_stats {
     uint64_t budget_pauses; /* times a connection stopped reading for it */
 };
 
+/* The same type by a name that C++ does not hide behind the function of
+ * the same name. */
+typedef struct net_server_stats net_server_stats_t;
+
 /* Stores a snapshot of the counters in *out (each counter read atomically,
  * not all at the same instant). Valid until done returns. Thread-safe. */
 NET_EXPORT void net_server_stats(const net_server_t *server, struct net_server_stats *out);
