@@ -122,7 +122,8 @@ static size_t frame_of(uint8_t *out, const void *meta, size_t meta_len, size_t p
 
 static int decode_meta(const void *meta, size_t meta_len, struct net__baidu_frame *f)
 {
-    uint8_t buf[512];
+    /* Static: *f points into it after the call (until the next one). */
+    static uint8_t buf[512];
     return decode_all(buf, frame_of(buf, meta, meta_len, 0, 0), f);
 }
 
