@@ -90,11 +90,11 @@ int net__baidu_decode(const uint8_t *buf, size_t len, size_t max_frame,
  * attachment_size when > 0); the caller sends payload_len bytes of payload
  * and then attachment_len bytes of attachment after them (e.g. by iovec).
  * Either all of header and meta are appended or nothing is.
- * Returns 0; -EINVAL for a NULL out, an empty or NULL service or method, a string
- * over UINT32_MAX / 4 bytes, a
- * NULL error_text with error_text_len > 0, an attachment over INT32_MAX or
- * a body (meta + payload + attachment) over UINT32_MAX; -ENOMEM (nothing
- * appended). Not thread-safe for the same out. */
+ * Returns 0; -EINVAL for a NULL out, an empty or NULL service or method, a
+ * string over UINT32_MAX / 4 bytes, a NULL error_text with error_text_len >
+ * 0, an attachment over INT32_MAX or a body (meta + payload + attachment)
+ * over UINT32_MAX; -ENOMEM (nothing appended). Not thread-safe for the same
+ * out. */
 int net__baidu_encode_request(net_buf_t *out, const char *service, size_t service_len,
                               const char *method, size_t method_len,
                               uint64_t correlation_id, size_t payload_len,
