@@ -5,7 +5,7 @@
 #   tools/fuzz.sh [--seconds N] [--builddir DIR] [TARGET...]
 #
 # N: seconds per target (default 60). DIR: the build directory (default
-# build-fuzz). TARGET: rpc_frames, buffer, addr (default all three).
+# build-fuzz). TARGET: rpc_frames, baidu_frames, buffer, addr (default all four).
 # Each target starts from a temporary copy of its seed corpus and regression
 # inputs, so the checked-in corpus never grows. Prints one line per target
 # and exits non-zero if any target crashed, leaked, hung or broke an
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     *) targets="$targets $1"; shift ;;
     esac
 done
-[ -n "$targets" ] || targets="rpc_frames buffer addr"
+[ -n "$targets" ] || targets="rpc_frames baidu_frames buffer addr"
 case "$seconds" in
 ''|*[!0-9]*) echo "fuzz.sh: --seconds wants a whole number, not '$seconds'" >&2; exit 2 ;;
 esac

@@ -1,0 +1,106 @@
+/* baidu_std frame codec: brpc's default protocol, for talking to brpc
+ * clients and servers. A frame is a 12-byte header ('P' 'R' 'P' 'C',
+ * body_size and meta_size as big-endian uint32), then meta_size bytes of
+ * meta (a protobuf RpcMeta, see /work/shared/interop/brpc/baidu_rpc_meta.proto
+ * for the field numbers), then the payload (opaque here: the application's
+ * protobuf message), then the attachment (the meta's attachment_size bytes
+ * at the end of the body).
+ *
+ * Like rpc_codec.h, pure functions over bytes: no I/O, no logging, no
+ * allocation of its own (encoding grows the caller's buffer). Every function
+ * is thread-safe as long as each buffer is used by one thread at a time. */
+#ifndef NET__BAIDU_CODEC_H
+#define NET__BAIDU_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <net/buffer.h>
+
+#define NET__BAIDU_HEADER_LEN 12
+#define NET__BAIDU_MAGIC "PRPC"
+/* The largest frame accepted when the decoder is passed max_frame 0. */
+#define NET__BAIDU_DEFAULT_MAX_FRAME ((size_t)64 << 20)
+
+/* brpc's error codes (brpc/errno.proto), for a response's error_code. */
+#define NET__BAIDU_ENOSERVICE 1001
+#define NET__BAIDU_ENOMETHOD 1002
+#define NET__BAIDU_EREQUEST 1003
+#define NET__BAIDU_ERPCTIMEDOUT 1008
+#define NET__BAIDU_EOVERCROWDED 1011
+#define NET__BAIDU_EINTERNAL 2001
+#define NET__BAIDU_ERESPONSE 2002
+#define NET__BAIDU_ELOGOFF 2003
+#define NET__BAIDU_ELIMIT 2004
+#define NET__BAIDU_ECLOSE 2005
+
+/* The parts of RpcMeta netloop uses. Strings point into the decoded bytes
+ * (not NUL-terminated) and stay valid as long as those bytes do; NULL when
+ * the field was absent. Fields not listed (trace/span ids, request_id,
+ * timeout_ms, authentication_data, user_fields, the checksum fields) are
+ * skipped. */
+struct net__baidu_meta {
+    bool has_request, has_response;
+    const char *service; size_t service_len;
+    const char *method; size_t method_len;
+    int64_t log_id;
+    int32_t error_code; const char *error_text; size_t error_text_len;
+    int32_t compress_type; /* 0 none; netloop does not decompress */
+    uint64_t correlation_id;
+    uint32_t attachment_size;
+    /* Set when the meta asks for something netloop does not implement and
+     * must answer with an error instead of serving: chunk_info (6),
+     * stream_settings (8), a content_type (10) other than 0 (protobuf). */
+    bool unsupported;
+};
+
+struct net__baidu_frame {
+    struct net__baidu_meta meta;
+    const uint8_t *payload; size_t payload_len;
+    const uint8_t *attachment; size_t attachment_len;
+    size_t frame_len; /* header + body: what to retrieve */
+};
+
+/* True when the first 4 bytes (or as many as len has; true for len 0) match
+ * "PRPC": for sniffing a connection's protocol. Thread-safe. */
+bool net__baidu_sniff(const uint8_t *buf, size_t len);
+
+/* Decodes the frame at the start of buf[0..len), max_frame the largest
+ * acceptable frame, header included (0 selects NET__BAIDU_DEFAULT_MAX_FRAME).
+ * Returns:
+ *  1  *f describes a whole valid frame; retrieve f->frame_len bytes.
+ *  0  more bytes are needed: *need is the whole frame's length once the
+ *     header is complete, else 12.
+ *  -EPROTO  a bad magic (after its first wrong byte), meta_size >
+ *     body_size, a malformed meta, attachment_size > body - meta, neither or
+ *     both of request and response, a request without service or method.
+ *  -EMSGSIZE  12 + body_size > max_frame: decided from the header alone,
+ *     before any of the body is buffered.
+ * The meta is checked as soon as it has all arrived, before the payload:
+ * like the header checks, so the outcome does not depend on how the bytes
+ * were split into reads. Never reads past len. f and need must not be
+ * NULL; *f is set on 1 only, *need on 0 only. Thread-safe. */
+int net__baidu_decode(const uint8_t *buf, size_t len, size_t max_frame,
+                      struct net__baidu_frame *f, size_t *need);
+
+/* Append the 12-byte header and the meta of a request (service and method
+ * names, correlation_id, attachment_size when > 0) or of a response
+ * (error_code when not 0, error_text when not empty, correlation_id,
+ * attachment_size when > 0); the caller sends payload_len bytes of payload
+ * and then attachment_len bytes of attachment after them (e.g. by iovec).
+ * Either all of header and meta are appended or nothing is.
+ * Returns 0; -EINVAL for a NULL out, an empty or NULL service or method, a
+ * string over UINT32_MAX / 4 bytes, a NULL error_text with error_text_len >
+ * 0, an attachment over INT32_MAX or a body (meta + payload + attachment)
+ * over UINT32_MAX; -ENOMEM (nothing appended). Not thread-safe for the same
+ * out. */
+int net__baidu_encode_request(net_buf_t *out, const char *service, size_t service_len,
+                              const char *method, size_t method_len,
+                              uint64_t correlation_id, size_t payload_len,
+                              size_t attachment_len);
+int net__baidu_encode_response(net_buf_t *out, uint64_t correlation_id, int32_t error_code,
+                               const char *error_text, size_t error_text_len,
+                               size_t payload_len, size_t attachment_len);
+
+#endif

@@ -1,0 +1,314 @@
+/* Fuzz target: the baidu_std frame codec (lib/rpc/baidu_codec.c, on
+ * lib/rpc/pb.c).
+ *
+ * The first input byte picks one of two tests.
+ *
+ * Even: a byte stream, split at fuzzer-chosen points.
+ *   [0]        mode
+ *   [1..2]     max_frame, big-endian; 0 selects the default (64 MiB)
+ *   [3]        K = low 4 bits: the number of chunk sizes that follow
+ *   [4..4+K)   chunk sizes, used in turn and repeated; 0 appends nothing
+ *   rest       the stream
+ * The stream is decoded twice the way a connection would (decode after
+ * every append, retrieve each frame, stop at the first error): once
+ * appended whole, once chunk by chunk. Each result is checked against the
+ * header's own promises (sizes, need, limit), and the two runs must see the
+ * same frames and end the same way. After an error, more bytes must give
+ * the same error again.
+ *
+ * Odd: frames to encode, one spec after another until the input ends:
+ *   flags(1)   bit 0 response, bit 1 attachment
+ *   correlation_id(8), then service_len(1) and method_len(1) for a request
+ *   or error_code(4) and text_len(1) for a response, then payload_len(1),
+ *   attachment_len(1) if flag bit 1, then the string bytes (zeros once the
+ *   input runs out).
+ * Each encode must accept exactly the valid specs (append nothing
+ * otherwise), and decoding the result, with payload and attachment appended
+ * after each header, must give the specs back. */
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <net/buffer.h>
+
+#include "fuzz.h"
+#include "rpc/baidu_codec.h"
+
+#define HDR NET__BAIDU_HEADER_LEN
+#define MAX_SPECS 32
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* ---- Stream mode ----------------------------------------------------------- */
+
+struct stream_test {
+    const uint8_t *bytes;
+    size_t len;
+    size_t max_frame;     /* as passed to the decoder */
+    uint64_t max_effective;
+};
+
+struct run {
+    size_t appended, consumed, frames;
+    uint64_t digest; /* over the offsets and sizes of the frames */
+    int rc;          /* 0, or the error that stopped the run */
+};
+
+/* What the header alone says about `have` bytes at p: -EPROTO, -EMSGSIZE,
+ * or 0 with *total the frame's size (12 until the header is complete). */
+static int header_verdict(const uint8_t *p, size_t have, uint64_t max, uint64_t *total)
+{
+    *total = HDR;
+    if (memcmp(p, "PRPC", have < 4 ? have : 4) != 0)
+        return -EPROTO;
+    if (have < HDR)
+        return 0;
+    if (be32(p + 8) > be32(p + 4))
+        return -EPROTO;
+    *total = HDR + (uint64_t)be32(p + 4);
+    return *total > max ? -EMSGSIZE : 0;
+}
+
+static void check_frame(const uint8_t *p, const struct net__baidu_frame *f, uint64_t total)
+{
+    uint32_t meta = be32(p + 8);
+    FUZZ_CHECK(f->frame_len == total);
+    FUZZ_CHECK(f->payload == p + HDR + meta);
+    FUZZ_CHECK(f->attachment == f->payload + f->payload_len);
+    FUZZ_CHECK(f->attachment_len == f->meta.attachment_size);
+    FUZZ_CHECK(HDR + meta + f->payload_len + f->attachment_len == total);
+    FUZZ_CHECK(f->meta.has_request != f->meta.has_response);
+    FUZZ_CHECK(!f->meta.has_request || (f->meta.service && f->meta.method));
+    const uint8_t *m = p + HDR, *mend = m + meta;
+    if (f->meta.service_len)
+        FUZZ_CHECK((const uint8_t *)f->meta.service >= m &&
+                   (const uint8_t *)f->meta.service + f->meta.service_len <= mend);
+    if (f->meta.error_text_len)
+        FUZZ_CHECK((const uint8_t *)f->meta.error_text >= m &&
+                   (const uint8_t *)f->meta.error_text + f->meta.error_text_len <= mend);
+}
+
+/* One decode's result against the header; a meta error (-EPROTO where the
+ * header is fine) needs the whole meta to have arrived. */
+static void check_decode(const struct stream_test *t, const uint8_t *p, size_t have, int rc,
+                         const struct net__baidu_frame *f, size_t need)
+{
+    uint64_t total;
+    int want = header_verdict(p, have, t->max_effective, &total);
+    if (want < 0) {
+        FUZZ_CHECK(rc == want);
+        return;
+    }
+    if (rc == 0) {
+        FUZZ_CHECK(need == total && need > have);
+        return;
+    }
+    FUZZ_CHECK(have >= HDR && have >= HDR + (uint64_t)be32(p + 8));
+    if (rc == 1) {
+        FUZZ_CHECK(have >= total);
+        check_frame(p, f, total);
+    } else {
+        FUZZ_CHECK(rc == -EPROTO);
+    }
+}
+
+static void decode_available(const struct stream_test *t, net_buf_t *in, struct run *r)
+{
+    for (;;) {
+        struct net__baidu_frame f;
+        size_t need = 0;
+        const uint8_t *p = (const uint8_t *)net_buf_peek(in);
+        size_t have = net_buf_readable(in);
+        if (!p)
+            p = (const uint8_t *)""; /* an empty buffer: memcmp wants nonnull */
+        int rc = net__baidu_decode(p, have, t->max_frame, &f, &need);
+        check_decode(t, p, have, rc, &f, need);
+        if (rc <= 0) {
+            r->rc = rc;
+            return;
+        }
+        r->digest = r->digest * 1000003u + r->consumed * 31u + f.frame_len;
+        r->frames++;
+        r->consumed += f.frame_len;
+        FUZZ_CHECK(net_buf_retrieve(in, f.frame_len) == 0);
+    }
+}
+
+/* An error is final: neither asking again nor more bytes may change it. */
+static void check_error_sticks(const struct stream_test *t, net_buf_t *in,
+                               const struct run *r, size_t more)
+{
+    struct net__baidu_frame f;
+    size_t need;
+    FUZZ_CHECK(net_buf_append(in, t->bytes + r->appended, more) == 0);
+    FUZZ_CHECK(net__baidu_decode((const uint8_t *)net_buf_peek(in), net_buf_readable(in),
+                                 t->max_frame, &f, &need) == r->rc);
+}
+
+static void feed_chunk(const struct stream_test *t, net_buf_t *in, struct run *r, size_t n)
+{
+    if (n > t->len - r->appended)
+        n = t->len - r->appended;
+    if (r->rc < 0) {
+        check_error_sticks(t, in, r, n);
+        r->appended = t->len; /* the connection is closed: stop feeding */
+        return;
+    }
+    FUZZ_CHECK(net_buf_append(in, t->bytes + r->appended, n) == 0);
+    r->appended += n;
+    decode_available(t, in, r);
+}
+
+static struct run run_chunked(const struct stream_test *t, const uint8_t *sizes, size_t k)
+{
+    struct run r = { 0 };
+    net_buf_t in = NET_BUF_INIT;
+    bool any = false;
+    for (size_t i = 0; i < k; i++)
+        any |= sizes[i] != 0;
+    if (!any)
+        feed_chunk(t, &in, &r, t->len);
+    for (size_t i = 0; any && r.appended < t->len; i++)
+        feed_chunk(t, &in, &r, sizes[i % k]);
+    if (r.rc == 0)
+        FUZZ_CHECK(r.consumed + net_buf_readable(&in) == t->len);
+    net_buf_destroy(&in);
+    return r;
+}
+
+static void stream_mode(struct fuzz_input *in)
+{
+    struct stream_test t;
+    uint8_t sizes[15];
+    t.max_frame = (size_t)fuzz_take(in, 2);
+    t.max_effective = t.max_frame ? t.max_frame : NET__BAIDU_DEFAULT_MAX_FRAME;
+    size_t k = fuzz_take(in, 1) & 15;
+    for (size_t i = 0; i < k; i++)
+        sizes[i] = (uint8_t)fuzz_take(in, 1);
+    t.bytes = in->p;
+    t.len = in->left;
+
+    struct run whole = run_chunked(&t, NULL, 0);
+    struct run split = run_chunked(&t, sizes, k);
+    FUZZ_CHECK(whole.frames == split.frames && whole.digest == split.digest);
+    FUZZ_CHECK(whole.consumed == split.consumed);
+    FUZZ_CHECK(whole.rc == split.rc);
+}
+
+/* ---- Round-trip mode --------------------------------------------------------- */
+
+struct spec {
+    bool response;
+    uint64_t id;
+    size_t service_len, method_len, text_len, payload_len, att_len;
+    int32_t code;
+    uint8_t strings[3][256]; /* service, method (or error text), payload */
+};
+
+static void take_bytes(struct fuzz_input *in, uint8_t *out, size_t n)
+{
+    size_t have = n < in->left ? n : in->left;
+    memcpy(out, in->p, have);
+    memset(out + have, 0, n - have);
+    in->p += have;
+    in->left -= have;
+}
+
+static void read_spec(struct fuzz_input *in, struct spec *s)
+{
+    unsigned flags = (unsigned)fuzz_take(in, 1);
+    s->response = flags & 1;
+    s->id = fuzz_take(in, 8);
+    s->service_len = s->method_len = s->text_len = 0;
+    s->code = 0;
+    if (s->response) {
+        s->code = (int32_t)(uint32_t)fuzz_take(in, 4);
+        s->text_len = fuzz_take(in, 1);
+    } else {
+        s->service_len = fuzz_take(in, 1);
+        s->method_len = fuzz_take(in, 1);
+    }
+    s->payload_len = fuzz_take(in, 1);
+    s->att_len = flags & 2 ? fuzz_take(in, 1) : 0;
+    take_bytes(in, s->strings[0], s->service_len);
+    take_bytes(in, s->strings[1], s->response ? s->text_len : s->method_len);
+    take_bytes(in, s->strings[2], s->payload_len + s->att_len > 255 ? 255 : s->payload_len + s->att_len);
+}
+
+/* Encodes one spec and appends its payload and attachment; returns whether
+ * it was (rightly) accepted. */
+static bool encode_spec(net_buf_t *out, const struct spec *s)
+{
+    size_t before = net_buf_readable(out);
+    const char *a = (const char *)s->strings[0], *b = (const char *)s->strings[1];
+    int rc = s->response
+        ? net__baidu_encode_response(out, s->id, s->code, b, s->text_len, s->payload_len,
+                                     s->att_len)
+        : net__baidu_encode_request(out, a, s->service_len, b, s->method_len, s->id,
+                                    s->payload_len, s->att_len);
+    if (!s->response && (s->service_len == 0 || s->method_len == 0)) {
+        FUZZ_CHECK(rc == -EINVAL && net_buf_readable(out) == before);
+        return false;
+    }
+    FUZZ_CHECK(rc == 0);
+    for (size_t i = 0; i < s->payload_len + s->att_len; i++)
+        FUZZ_CHECK(net_buf_append_u8(out, (uint8_t)(i < 255 ? s->strings[2][i] : i)) == 0);
+    return true;
+}
+
+static bool same(const char *p, size_t len, const uint8_t *want, size_t want_len)
+{
+    return len == want_len && (len == 0 || memcmp(p, want, len) == 0);
+}
+
+static void check_spec(const struct net__baidu_frame *f, const struct spec *s)
+{
+    const struct net__baidu_meta *m = &f->meta;
+    FUZZ_CHECK(m->has_response == s->response && m->has_request == !s->response);
+    FUZZ_CHECK(m->correlation_id == s->id && !m->unsupported && m->compress_type == 0);
+    FUZZ_CHECK(f->payload_len == s->payload_len && f->attachment_len == s->att_len);
+    if (s->response) {
+        FUZZ_CHECK(m->error_code == s->code);
+        FUZZ_CHECK(same(m->error_text, m->error_text_len, s->strings[1], s->text_len));
+    } else {
+        FUZZ_CHECK(same(m->service, m->service_len, s->strings[0], s->service_len));
+        FUZZ_CHECK(same(m->method, m->method_len, s->strings[1], s->method_len));
+    }
+    size_t n = s->payload_len + s->att_len;
+    FUZZ_CHECK(memcmp(f->payload, s->strings[2], n < 255 ? n : 255) == 0);
+}
+
+static void roundtrip_mode(struct fuzz_input *in)
+{
+    static struct spec specs[MAX_SPECS];
+    net_buf_t out = NET_BUF_INIT;
+    size_t n = 0;
+    for (int i = 0; i < MAX_SPECS && in->left > 0; i++) {
+        read_spec(in, &specs[n]);
+        n += encode_spec(&out, &specs[n]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct net__baidu_frame f;
+        size_t need;
+        size_t have = net_buf_readable(&out);
+        FUZZ_CHECK(net__baidu_decode((const uint8_t *)net_buf_peek(&out), have, 0, &f,
+                                     &need) == 1);
+        check_spec(&f, &specs[i]);
+        FUZZ_CHECK(net_buf_retrieve(&out, f.frame_len) == 0);
+    }
+    FUZZ_CHECK(net_buf_readable(&out) == 0);
+    net_buf_destroy(&out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct fuzz_input in = { data, size };
+    if (fuzz_take(&in, 1) & 1)
+        roundtrip_mode(&in);
+    else
+        stream_mode(&in);
+    return 0;
+}
