@@ -569,9 +569,12 @@ static void wake_functor(void *arg)
     atomic_fetch_add(&wake_ran, 1);
 }
 
-/* One functor at a time, each queued after the previous one ran: the loop
- * has cleared its wakeup flag before running it, so each costs exactly one
- * eventfd write. */
+/* One functor at a time, each queued after the previous one ran. The loop
+ * clears its wakeup flag before it takes a batch, so a functor queued after
+ * the batch ran costs one eventfd write. One queued in the window between
+ * the clear and the take runs in that batch and leaves the flag set, so the
+ * next one is coalesced into it: every such round is followed by one that
+ * writes, which bounds the writes to [WAKE_ROUNDS / 2, WAKE_ROUNDS]. */
 static void wake_rounds(void *loop)
 {
     for (int i = 0; i < WAKE_ROUNDS; i++) {
@@ -588,7 +591,8 @@ TEST(loop_stats_count_wakeups_from_other_thread)
     net_test_run_with_client(loop, wake_rounds, loop);
     net_loop_stats(loop, &after);
     CHECK_EQ(atomic_load(&wake_ran), WAKE_ROUNDS);
-    CHECK_EQ(after.wakeups - before.wakeups, WAKE_ROUNDS);
+    uint64_t writes = after.wakeups - before.wakeups;
+    CHECK(writes >= WAKE_ROUNDS / 2 && writes <= WAKE_ROUNDS);
     CHECK_EQ(after.functors_run - before.functors_run, WAKE_ROUNDS);
     CHECK(after.iterations - before.iterations >= WAKE_ROUNDS);
     /* Queued on the loop's own thread: run, but no wakeup. */
