@@ -12,6 +12,7 @@
 
 #include "rpc/baidu_codec.h"
 #include "rpc/pb.h"
+#include "rpc/rpc_codec.h"
 
 /* ---- Vectors captured from brpc (/work/shared/interop/brpc/bin) ------------ */
 
@@ -576,4 +577,35 @@ TEST(pb_fixed_little_endian)
     CHECK(f.wire == NET__PB_FIXED64 && f.value == 0x0807060504030201ull);
     r = (struct net__pb_reader){ in, in + 4 }; /* fixed32 short by one */
     CHECK_EQ(net__pb_read_field(&r, &f), -EPROTO);
+}
+
+TEST(baidu_status_mapping_both_ways)
+{
+    static const struct { uint32_t status; int32_t code; } both[] = {
+        { NET__RPC_OK, 0 },
+        { NET__RPC_UNKNOWN_METHOD, NET__BAIDU_ENOMETHOD },
+        { NET__RPC_BAD_REQUEST, NET__BAIDU_EREQUEST },
+        { NET__RPC_INTERNAL, NET__BAIDU_EINTERNAL },
+        { NET__RPC_OVERLOADED, NET__BAIDU_ELIMIT },
+        { NET__RPC_SHUTTING_DOWN, NET__BAIDU_ELOGOFF },
+        { 100, 100 },
+        { 4242, 4242 },
+        { INT32_MAX, INT32_MAX },
+    };
+    for (size_t i = 0; i < sizeof both / sizeof both[0]; i++) {
+        CHECK_EQ(net__baidu_error_code(both[i].status), both[i].code);
+        CHECK_EQ(net__baidu_status(both[i].code), both[i].status);
+    }
+    /* One way only. */
+    CHECK_EQ(net__baidu_status(NET__BAIDU_ENOSERVICE), NET__RPC_UNKNOWN_METHOD);
+    CHECK_EQ(net__baidu_status(NET__BAIDU_ERESPONSE), NET__RPC_INTERNAL);
+    CHECK_EQ(net__baidu_status(NET__BAIDU_EOVERCROWDED), NET__RPC_OVERLOADED);
+    CHECK_EQ(net__baidu_status(NET__BAIDU_ERPCTIMEDOUT), NET__BAIDU_ERPCTIMEDOUT);
+    CHECK_EQ(net__baidu_status(11), NET__RPC_INTERNAL);   /* an errno: EAGAIN */
+    CHECK_EQ(net__baidu_status(-1), NET__RPC_INTERNAL);
+    CHECK_EQ(net__baidu_status(INT32_MIN), NET__RPC_INTERNAL);
+    CHECK_EQ(net__baidu_error_code(6), NET__BAIDU_EINTERNAL);   /* reserved */
+    CHECK_EQ(net__baidu_error_code(99), NET__BAIDU_EINTERNAL);
+    CHECK_EQ(net__baidu_error_code((uint32_t)INT32_MAX + 1), NET__BAIDU_EINTERNAL);
+    CHECK_EQ(net__baidu_error_code(NET__RPC_TIMEOUT), NET__BAIDU_EINTERNAL);
 }

@@ -1,8 +1,10 @@
-/* netloop — RPC over NRPC/1 (docs/protocol.md).
+/* netloop — RPC over NRPC/1 and brpc's baidu_std (docs/protocol.md).
  *
- * A net_rpc_server answers requests by method name; a net_rpc_client keeps
- * one connection to one server and pipelines every call over it, from any
- * number of threads, matching replies by call id.
+ * A net_rpc_server answers requests by method name, in either protocol on
+ * the same port (chosen per connection from its first bytes); a
+ * net_rpc_client keeps one connection to one server and pipelines every
+ * call over it, from any number of threads, matching replies by call id
+ * (baidu_std: correlation_id).
  *
  * Lifetime: both objects follow the library's one close rule. Create on the
  * loop thread; net_rpc_server_close() / net_rpc_client_close() may be called
@@ -50,6 +52,15 @@ extern "C" {
 #define NET_RPC_CANCELLED 0xFFFFFF03u
 #define NET_RPC_PROTOCOL_ERROR 0xFFFFFF04u
 
+/* The wire protocols. A baidu_std method is named "Service.Method", the
+ * service's full protobuf name and the method's, e.g.
+ * "example.EchoService.Echo"; statuses map to brpc's error codes and back
+ * (docs/protocol.md, "Statuses in baidu_std"). */
+enum net_rpc_protocol {
+    NET_RPC_NRPC = 0,      /* NRPC/1, netloop's own (the default) */
+    NET_RPC_BAIDU_STD = 1, /* brpc's baidu_std: talks to brpc and its kin */
+};
+
 /* A name for a status: "OK", "UNKNOWN_METHOD", ..., "TIMEOUT"; codes from
  * NET_RPC_APP_BASE up give "APPLICATION". Static string. Thread-safe. */
 NET_EXPORT const char *net_rpc_status_name(uint32_t status);
@@ -60,7 +71,10 @@ typedef struct net_rpc_server net_rpc_server_t;
 typedef struct net_rpc_req net_rpc_req_t;
 
 /* Handles one request. body (body_len bytes, not NUL-terminated) is valid
- * only during the call: copy what you keep. The handler must answer exactly
+ * only during the call: copy what you keep. A baidu_std request for
+ * service S, method M runs the handler registered as "S.M"; its body is
+ * the serialized protobuf message, and its attachment is at
+ * net_rpc_req_attachment(). The handler must answer exactly
  * once with net_rpc_reply(), now or later, from any thread; until then req
  * stays valid (also after the server's close: see net_rpc_server_close).
  * Runs on the connection's loop thread (or on a worker thread for handlers
@@ -234,8 +248,29 @@ NET_EXPORT void net_rpc_server_stats(const net_rpc_server_t *server,
 NET_EXPORT int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body,
                              size_t body_len);
 
-/* The method name of req (NUL-terminated, valid until the reply) and its
- * call id. Thread-safe. */
+/* Answers req like net_rpc_reply, with attachment_len bytes of attachment
+ * (copied) after body: baidu_std's attachment, sent on success and on
+ * error alike. Returns as net_rpc_reply, and also -EINVAL (req NOT freed)
+ * for a NULL attachment with attachment_len > 0, attachment_len over
+ * INT32_MAX, body and attachment together over 4 GiB - 1 less the meta, or
+ * attachment_len > 0 on an NRPC request (NRPC/1 has no attachment).
+ * net_rpc_reply(req, s, b, n) is this with no attachment. Thread-safe. */
+NET_EXPORT int net_rpc_reply_with_attachment(net_rpc_req_t *req, uint32_t status,
+                                             const void *body, size_t body_len,
+                                             const void *attachment, size_t attachment_len);
+
+/* The attachment of req (baidu_std) in *len, and its address; NULL with
+ * *len 0 when it has none (always for NRPC). Valid as long as the body
+ * the handler was given: during the handler's call only. len must not be
+ * NULL. Thread-safe. */
+NET_EXPORT const void *net_rpc_req_attachment(const net_rpc_req_t *req, size_t *len);
+
+/* The protocol req came in. Thread-safe. */
+NET_EXPORT enum net_rpc_protocol net_rpc_req_protocol(const net_rpc_req_t *req);
+
+/* The method name of req (NUL-terminated, valid until the reply; for
+ * baidu_std "Service.Method") and its call id (baidu_std: its
+ * correlation_id). Thread-safe. */
 NET_EXPORT const char *net_rpc_req_method(const net_rpc_req_t *req);
 NET_EXPORT uint64_t net_rpc_req_call_id(const net_rpc_req_t *req);
 
@@ -288,6 +323,9 @@ struct net_rpc_client_options {
      * (net_rpc_call, net_rpc_client_close ...). */
     net_rpc_connected_fn on_connected;
     void *arg;
+    /* The protocol spoken: NET_RPC_NRPC (default) or NET_RPC_BAIDU_STD, to
+     * call brpc servers (and netloop's, which answer both). */
+    enum net_rpc_protocol protocol;
 };
 
 /* Fills the defaults above. Thread-safe. */
@@ -322,6 +360,27 @@ NET_EXPORT int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
 NET_EXPORT int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
                             size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done,
                             void *arg);
+
+/* net_rpc_call with attachment_len bytes of attachment (copied) sent after
+ * body: baidu_std's attachment. With baidu_std, method is
+ * "Service.Method", split at its last '.'. Returns as net_rpc_call, and
+ * also -EINVAL for a NULL attachment with attachment_len > 0, an
+ * attachment over INT32_MAX, body and attachment together over the
+ * frame's limit, attachment_len > 0 on an NRPC client (NRPC/1 has no
+ * attachment), or, with baidu_std, a method without a '.' between a
+ * non-empty service and method. net_rpc_call is this with no attachment.
+ * Thread-safe. */
+NET_EXPORT int net_rpc_call_with_attachment(net_rpc_client_t *client, const char *method,
+                                            const void *body, size_t body_len,
+                                            const void *attachment, size_t attachment_len,
+                                            uint64_t timeout_ms, net_rpc_done_fn done,
+                                            void *arg);
+
+/* Inside a net_rpc_done_fn of client, on its loop thread: the attachment
+ * of the response being delivered in *len, and its address (valid until
+ * that done returns); NULL with *len 0 when it has none, for a local
+ * outcome, and outside a done. len must not be NULL. Loop thread only. */
+NET_EXPORT const void *net_rpc_response_attachment(const net_rpc_client_t *client, size_t *len);
 
 /* Blocking call for threads other than the client's loop: makes the call
  * as net_rpc_call, waits for its outcome and returns it in *status, with

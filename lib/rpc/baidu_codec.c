@@ -8,6 +8,7 @@
 
 #include "rpc/baidu_codec.h"
 #include "rpc/pb.h"
+#include "rpc/rpc_codec.h"
 
 /* RpcMeta field numbers (baidu_rpc_meta.proto). */
 enum {
@@ -316,4 +317,40 @@ int net__baidu_encode_response(net_buf_t *out, uint64_t correlation_id, int32_t 
         .correlation_id = correlation_id, .attachment_len = attachment_len,
     };
     return encode(out, &o, payload_len);
+}
+
+/* ---- Status mapping ------------------------------------------------------ */
+
+int32_t net__baidu_error_code(uint32_t status)
+{
+    switch (status) {
+    case NET__RPC_OK: return 0;
+    case NET__RPC_UNKNOWN_METHOD: return NET__BAIDU_ENOMETHOD;
+    case NET__RPC_BAD_REQUEST: return NET__BAIDU_EREQUEST;
+    case NET__RPC_OVERLOADED: return NET__BAIDU_ELIMIT;
+    case NET__RPC_SHUTTING_DOWN: return NET__BAIDU_ELOGOFF;
+    default: break;
+    }
+    if (status >= NET__RPC_APP_BASE && status <= INT32_MAX)
+        return (int32_t)status;
+    return NET__BAIDU_EINTERNAL; /* INTERNAL, the reserved 6..99, local codes */
+}
+
+uint32_t net__baidu_status(int32_t error_code)
+{
+    switch (error_code) {
+    case 0: return NET__RPC_OK;
+    case NET__BAIDU_ENOSERVICE:
+    case NET__BAIDU_ENOMETHOD: return NET__RPC_UNKNOWN_METHOD;
+    case NET__BAIDU_EREQUEST: return NET__RPC_BAD_REQUEST;
+    case NET__BAIDU_EINTERNAL:
+    case NET__BAIDU_ERESPONSE: return NET__RPC_INTERNAL;
+    case NET__BAIDU_ELIMIT:
+    case NET__BAIDU_EOVERCROWDED: return NET__RPC_OVERLOADED;
+    case NET__BAIDU_ELOGOFF: return NET__RPC_SHUTTING_DOWN;
+    default: break;
+    }
+    /* Below 100 a code is an errno (brpc passes them through) and would be
+     * read as one of our protocol statuses. */
+    return error_code >= (int32_t)NET__RPC_APP_BASE ? (uint32_t)error_code : NET__RPC_INTERNAL;
 }

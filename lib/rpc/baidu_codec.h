@@ -35,6 +35,25 @@
 #define NET__BAIDU_ELIMIT 2004
 #define NET__BAIDU_ECLOSE 2005
 
+/* NRPC statuses and brpc error codes, both ways (the table is in
+ * docs/protocol.md, "baidu_std").
+ *
+ * net__baidu_error_code: the error_code a netloop server sends for status:
+ * OK 0, UNKNOWN_METHOD ENOMETHOD, BAD_REQUEST EREQUEST, INTERNAL EINTERNAL,
+ * OVERLOADED ELIMIT, SHUTTING_DOWN ELOGOFF; an application status (100 up
+ * to INT32_MAX) as itself; anything else EINTERNAL (local statuses are
+ * never sent, see rpc.h).
+ *
+ * net__baidu_status: the status a netloop client delivers for a received
+ * error_code: 0 OK, ENOSERVICE and ENOMETHOD UNKNOWN_METHOD, EREQUEST
+ * BAD_REQUEST, EINTERNAL and ERESPONSE INTERNAL, ELIMIT and EOVERCROWDED
+ * OVERLOADED, ELOGOFF SHUTTING_DOWN; any other code from 100 up as itself
+ * (an application's, or brpc's own, e.g. ERPCTIMEDOUT 1008); a negative
+ * code or one in 1..99 (an errno, which would collide with the protocol's
+ * statuses) INTERNAL. Both thread-safe. */
+int32_t net__baidu_error_code(uint32_t status);
+uint32_t net__baidu_status(int32_t error_code);
+
 /* The parts of RpcMeta netloop uses. Strings point into the decoded bytes
  * (not NUL-terminated) and stay valid as long as those bytes do; NULL when
  * the field was absent. Fields not listed (trace/span ids, request_id,
