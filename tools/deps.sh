@@ -18,9 +18,14 @@ if [ "${1:-}" = "--test" ]; then
     command -v dpkg-buildpackage >/dev/null 2>&1 || optional="$optional dpkg-dev"
     command -v dh >/dev/null 2>&1 || optional="$optional debhelper"
     command -v fakeroot >/dev/null 2>&1 || optional="$optional fakeroot"
-    if [ -x "$brpc/bin/echo_client" ] && ! "$brpc/bin/echo_client" --version >/dev/null 2>&1; then
-        optional="$optional libgflags2.2 libprotobuf32 libleveldb1d libssl3 libsnappy1v5 zlib1g"
-    fi
+    # mt_echo_client also links tcmalloc (libgoogle-perftools4).
+    for b in echo_client mt_echo_client; do
+        if [ -x "$brpc/bin/$b" ] && ! "$brpc/bin/$b" --version >/dev/null 2>&1; then
+            optional="$optional libgflags2.2 libprotobuf32 libleveldb1d libssl3 libsnappy1v5"
+            optional="$optional zlib1g libgoogle-perftools4"
+            break
+        fi
+    done
 fi
 [ -z "$missing$optional" ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
