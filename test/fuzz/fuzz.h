@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -53,6 +54,16 @@ static inline uint64_t fuzz_take(struct fuzz_input *in, size_t width)
         v = v << 8 | b;
     }
     return v;
+}
+
+/* n bytes off the front of the input into out, zeros past its end. */
+static inline void fuzz_take_bytes(struct fuzz_input *in, uint8_t *out, size_t n)
+{
+    size_t have = n < in->left ? n : in->left;
+    memcpy(out, in->p, have);
+    memset(out + have, 0, n - have);
+    in->p += have;
+    in->left -= have;
 }
 
 #endif

@@ -9,7 +9,7 @@
  *   [3]        K = low 4 bits: the number of chunk sizes that follow
  *   [4..4+K)   chunk sizes, used in turn and repeated; 0 appends nothing
  *   rest       the stream
- * The stream is decoded twice the way a connection would (decode after
+ * The stream (driver: fuzz_stream.h) is decoded twice the way a connection would (decode after
  * every append, retrieve each frame, stop at the first error): once
  * appended whole, once chunk by chunk. Each result is checked against the
  * header's own promises (sizes, need, limit), and the two runs must see the
@@ -32,6 +32,7 @@
 #include <net/buffer.h>
 
 #include "fuzz.h"
+#include "fuzz_stream.h"
 #include "rpc/baidu_codec.h"
 
 #define HDR NET__BAIDU_HEADER_LEN
@@ -43,19 +44,6 @@ static uint32_t be32(const uint8_t *p)
 }
 
 /* ---- Stream mode ----------------------------------------------------------- */
-
-struct stream_test {
-    const uint8_t *bytes;
-    size_t len;
-    size_t max_frame;     /* as passed to the decoder */
-    uint64_t max_effective;
-};
-
-struct run {
-    size_t appended, consumed, frames;
-    uint64_t digest; /* over the offsets and sizes of the frames */
-    int rc;          /* 0, or the error that stopped the run */
-};
 
 /* What the header alone says about `have` bytes at p: -EPROTO, -EMSGSIZE,
  * or 0 with *total the frame's size (12 until the header is complete). */
@@ -93,7 +81,7 @@ static void check_frame(const uint8_t *p, const struct net__baidu_frame *f, uint
 
 /* One decode's result against the header; a meta error (-EPROTO where the
  * header is fine) needs the whole meta to have arrived. */
-static void check_decode(const struct stream_test *t, const uint8_t *p, size_t have, int rc,
+static void check_decode(const struct fuzz_stream *t, const uint8_t *p, size_t have, int rc,
                          const struct net__baidu_frame *f, size_t need)
 {
     uint64_t total;
@@ -115,7 +103,7 @@ static void check_decode(const struct stream_test *t, const uint8_t *p, size_t h
     }
 }
 
-static void decode_available(const struct stream_test *t, net_buf_t *in, struct run *r)
+static void decode_available(const struct fuzz_stream *t, net_buf_t *in, struct fuzz_run *r)
 {
     for (;;) {
         struct net__baidu_frame f;
@@ -130,16 +118,14 @@ static void decode_available(const struct stream_test *t, net_buf_t *in, struct 
             r->rc = rc;
             return;
         }
-        r->digest = r->digest * 1000003u + r->consumed * 31u + f.frame_len;
-        r->frames++;
-        r->consumed += f.frame_len;
+        fuzz_run_frame(r, f.frame_len);
         FUZZ_CHECK(net_buf_retrieve(in, f.frame_len) == 0);
     }
 }
 
 /* An error is final: neither asking again nor more bytes may change it. */
-static void check_error_sticks(const struct stream_test *t, net_buf_t *in,
-                               const struct run *r, size_t more)
+static void check_error_sticks(const struct fuzz_stream *t, net_buf_t *in,
+                               const struct fuzz_run *r, size_t more)
 {
     struct net__baidu_frame f;
     size_t need;
@@ -148,54 +134,10 @@ static void check_error_sticks(const struct stream_test *t, net_buf_t *in,
                                  t->max_frame, &f, &need) == r->rc);
 }
 
-static void feed_chunk(const struct stream_test *t, net_buf_t *in, struct run *r, size_t n)
-{
-    if (n > t->len - r->appended)
-        n = t->len - r->appended;
-    if (r->rc < 0) {
-        check_error_sticks(t, in, r, n);
-        r->appended = t->len; /* the connection is closed: stop feeding */
-        return;
-    }
-    FUZZ_CHECK(net_buf_append(in, t->bytes + r->appended, n) == 0);
-    r->appended += n;
-    decode_available(t, in, r);
-}
-
-static struct run run_chunked(const struct stream_test *t, const uint8_t *sizes, size_t k)
-{
-    struct run r = { 0 };
-    net_buf_t in = NET_BUF_INIT;
-    bool any = false;
-    for (size_t i = 0; i < k; i++)
-        any |= sizes[i] != 0;
-    if (!any)
-        feed_chunk(t, &in, &r, t->len);
-    for (size_t i = 0; any && r.appended < t->len; i++)
-        feed_chunk(t, &in, &r, sizes[i % k]);
-    if (r.rc == 0)
-        FUZZ_CHECK(r.consumed + net_buf_readable(&in) == t->len);
-    net_buf_destroy(&in);
-    return r;
-}
-
 static void stream_mode(struct fuzz_input *in)
 {
-    struct stream_test t;
-    uint8_t sizes[15];
-    t.max_frame = (size_t)fuzz_take(in, 2);
-    t.max_effective = t.max_frame ? t.max_frame : NET__BAIDU_DEFAULT_MAX_FRAME;
-    size_t k = fuzz_take(in, 1) & 15;
-    for (size_t i = 0; i < k; i++)
-        sizes[i] = (uint8_t)fuzz_take(in, 1);
-    t.bytes = in->p;
-    t.len = in->left;
-
-    struct run whole = run_chunked(&t, NULL, 0);
-    struct run split = run_chunked(&t, sizes, k);
-    FUZZ_CHECK(whole.frames == split.frames && whole.digest == split.digest);
-    FUZZ_CHECK(whole.consumed == split.consumed);
-    FUZZ_CHECK(whole.rc == split.rc);
+    struct fuzz_stream t = { .decode = decode_available, .error_sticks = check_error_sticks };
+    fuzz_stream_mode(in, &t, NET__BAIDU_DEFAULT_MAX_FRAME);
 }
 
 /* ---- Round-trip mode --------------------------------------------------------- */
@@ -207,15 +149,6 @@ struct spec {
     int32_t code;
     uint8_t strings[3][256]; /* service, method (or error text), payload */
 };
-
-static void take_bytes(struct fuzz_input *in, uint8_t *out, size_t n)
-{
-    size_t have = n < in->left ? n : in->left;
-    memcpy(out, in->p, have);
-    memset(out + have, 0, n - have);
-    in->p += have;
-    in->left -= have;
-}
 
 static void read_spec(struct fuzz_input *in, struct spec *s)
 {
@@ -233,9 +166,9 @@ static void read_spec(struct fuzz_input *in, struct spec *s)
     }
     s->payload_len = fuzz_take(in, 1);
     s->att_len = flags & 2 ? fuzz_take(in, 1) : 0;
-    take_bytes(in, s->strings[0], s->service_len);
-    take_bytes(in, s->strings[1], s->response ? s->text_len : s->method_len);
-    take_bytes(in, s->strings[2], s->payload_len + s->att_len > 255 ? 255 : s->payload_len + s->att_len);
+    fuzz_take_bytes(in, s->strings[0], s->service_len);
+    fuzz_take_bytes(in, s->strings[1], s->response ? s->text_len : s->method_len);
+    fuzz_take_bytes(in, s->strings[2], s->payload_len + s->att_len > 255 ? 255 : s->payload_len + s->att_len);
 }
 
 /* Encodes one spec and appends its payload and attachment; returns whether

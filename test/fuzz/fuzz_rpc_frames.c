@@ -8,7 +8,7 @@
  *   [3]        K = low 4 bits: the number of chunk sizes that follow
  *   [4..4+K)   chunk sizes, used in turn and repeated; 0 appends nothing
  *   rest       the stream
- * The stream is decoded twice the way rpc_server.c and rpc_client.c do it
+ * The stream (driver: fuzz_stream.h) is decoded twice the way rpc_server.c and rpc_client.c do it
  * (decode after every append, retrieve each frame, stop at the first
  * error): once appended whole, once chunk by chunk. Every decode result is
  * compared with an independent reading of docs/protocol.md section 3, and
@@ -31,6 +31,7 @@
 #include <net/buffer.h>
 
 #include "fuzz.h"
+#include "fuzz_stream.h"
 #include "rpc/rpc_codec.h"
 
 #define HDR NET__RPC_HEADER_LEN
@@ -93,23 +94,6 @@ static int spec_decode(const uint8_t *p, size_t have, uint64_t max_frame, uint64
 
 /* ---- Stream mode ----------------------------------------------------------- */
 
-struct stream_test {
-    const uint8_t *bytes; /* the whole stream */
-    size_t len;
-    size_t max_frame;      /* as passed to the decoder */
-    uint64_t max_effective;
-};
-
-/* How one run of the decoder went; two runs must agree on all of it. */
-struct run {
-    size_t appended;   /* stream bytes handed to the buffer so far */
-    size_t consumed;   /* bytes retrieved as whole frames */
-    size_t frames;
-    uint64_t digest;   /* over the offsets and sizes of the frames */
-    int rc;            /* 0, or the error that stopped the run */
-    const char *reason;
-};
-
 static void check_header_fields(const struct net__rpc_header *h, const uint8_t *p, size_t have)
 {
     uint8_t raw[HDR] = { 0 };
@@ -123,7 +107,7 @@ static void check_header_fields(const struct net__rpc_header *h, const uint8_t *
 }
 
 /* A complete header must parse on its own exactly as the decoder saw it. */
-static void check_header_parse(const struct stream_test *t, const uint8_t *p, int want)
+static void check_header_parse(const struct fuzz_stream *t, const uint8_t *p, int want)
 {
     struct net__rpc_header h;
     const char *reason = NULL;
@@ -134,7 +118,7 @@ static void check_header_parse(const struct stream_test *t, const uint8_t *p, in
 }
 
 /* One decode call's result against the protocol and the header's promises. */
-static void check_decode(const struct stream_test *t, const net_buf_t *in, size_t offset,
+static void check_decode(const struct fuzz_stream *t, const net_buf_t *in, size_t offset,
                          int rc, const struct net__rpc_frame *f, const char *reason)
 {
     size_t have = net_buf_readable(in);
@@ -167,7 +151,7 @@ static void check_decode(const struct stream_test *t, const net_buf_t *in, size_
 }
 
 /* Decodes what the buffer holds the way the server and client do. */
-static void decode_available(const struct stream_test *t, net_buf_t *in, struct run *r)
+static void decode_available(const struct fuzz_stream *t, net_buf_t *in, struct fuzz_run *r)
 {
     for (;;) {
         struct net__rpc_frame f;
@@ -179,17 +163,15 @@ static void decode_available(const struct stream_test *t, net_buf_t *in, struct 
             r->reason = reason;
             return;
         }
-        r->digest = r->digest * 1000003u + r->consumed * 31u + f.total;
-        r->frames++;
-        r->consumed += f.total;
+        fuzz_run_frame(r, f.total);
         FUZZ_CHECK(net_buf_retrieve(in, f.total) == 0);
     }
 }
 
 /* A protocol error is final: the rules look only at bytes already seen, so
  * neither asking again nor more bytes may change the verdict. */
-static void check_error_sticks(const struct stream_test *t, net_buf_t *in,
-                               const struct run *r, size_t more)
+static void check_error_sticks(const struct fuzz_stream *t, net_buf_t *in,
+                               const struct fuzz_run *r, size_t more)
 {
     struct net__rpc_frame f;
     const char *reason = NULL;
@@ -201,59 +183,10 @@ static void check_error_sticks(const struct stream_test *t, net_buf_t *in,
     FUZZ_CHECK(strcmp(reason, r->reason) == 0);
 }
 
-static void feed_chunk(const struct stream_test *t, net_buf_t *in, struct run *r, size_t n)
-{
-    if (n > t->len - r->appended)
-        n = t->len - r->appended;
-    if (r->rc < 0) {
-        check_error_sticks(t, in, r, n);
-        r->appended = t->len; /* the connection is closed: stop feeding */
-        return;
-    }
-    FUZZ_CHECK(net_buf_append(in, t->bytes + r->appended, n) == 0);
-    r->appended += n;
-    decode_available(t, in, r);
-}
-
-static struct run run_chunked(const struct stream_test *t, const uint8_t *sizes, size_t k)
-{
-    struct run r = { 0 };
-    net_buf_t in = NET_BUF_INIT;
-    bool any = false;
-    for (size_t i = 0; i < k; i++)
-        any |= sizes[i] != 0;
-    if (!any)
-        feed_chunk(t, &in, &r, t->len);
-    for (size_t i = 0; any && r.appended < t->len; i++)
-        feed_chunk(t, &in, &r, sizes[i % k]);
-    if (r.rc < 0)
-        check_error_sticks(t, &in, &r, 0);
-    FUZZ_CHECK(memcmp(net_buf_peek(&in), t->bytes + r.consumed, net_buf_readable(&in)) == 0);
-    if (r.rc == 0)
-        FUZZ_CHECK(r.consumed + net_buf_readable(&in) == t->len);
-    net_buf_destroy(&in);
-    return r;
-}
-
 static void stream_mode(struct fuzz_input *in)
 {
-    struct stream_test t;
-    uint8_t sizes[15];
-    t.max_frame = (size_t)fuzz_take(in, 2);
-    t.max_effective = t.max_frame ? t.max_frame : NET__RPC_DEFAULT_MAX_FRAME;
-    size_t k = fuzz_take(in, 1) & 15;
-    for (size_t i = 0; i < k; i++)
-        sizes[i] = (uint8_t)fuzz_take(in, 1);
-    t.bytes = in->p;
-    t.len = in->left;
-
-    struct run whole = run_chunked(&t, NULL, 0);
-    struct run split = run_chunked(&t, sizes, k);
-    FUZZ_CHECK(whole.frames == split.frames && whole.digest == split.digest);
-    FUZZ_CHECK(whole.consumed == split.consumed);
-    FUZZ_CHECK(whole.rc == split.rc);
-    if (whole.rc < 0)
-        FUZZ_CHECK(strcmp(whole.reason, split.reason) == 0);
+    struct fuzz_stream t = { .decode = decode_available, .error_sticks = check_error_sticks };
+    fuzz_stream_mode(in, &t, NET__RPC_DEFAULT_MAX_FRAME);
 }
 
 /* ---- Round-trip mode --------------------------------------------------------- */
@@ -298,15 +231,6 @@ static bool spec_valid(const struct spec *s)
     return !s->null_method && s->method_len >= 1 && s->method_len <= 255;
 }
 
-static void take_bytes(struct fuzz_input *in, uint8_t *out, size_t n)
-{
-    size_t have = n < in->left ? n : in->left;
-    memcpy(out, in->p, have);
-    memset(out + have, 0, n - have);
-    in->p += have;
-    in->left -= have;
-}
-
 static void read_spec(struct fuzz_input *in, struct spec *s, uint8_t *method, uint8_t *body)
 {
     unsigned flags = (unsigned)fuzz_take(in, 1);
@@ -320,8 +244,8 @@ static void read_spec(struct fuzz_input *in, struct spec *s, uint8_t *method, ui
     else
         s->method_len = fuzz_take(in, 1) + (flags & 8 ? 256 : 0);
     s->body_len = fuzz_take(in, 2);
-    take_bytes(in, method, s->response ? 0 : s->method_len);
-    take_bytes(in, body, s->body_len);
+    fuzz_take_bytes(in, method, s->response ? 0 : s->method_len);
+    fuzz_take_bytes(in, body, s->body_len);
 }
 
 static int encode_spec(net_buf_t *out, const struct spec *s, const uint8_t *method,
