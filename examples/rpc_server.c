@@ -293,10 +293,12 @@ int main(int argc, char **argv)
                  parse_uint(argv[++i], 0, 1024, &threads)) /* the loop pool's limit */
             opt.server.io_threads = (size_t)threads;
         else {
-            fprintf(stderr, "usage: rpc_server [--listen HOST:PORT] [--threads N]\n"
-                            "  answers NRPC/1 and baidu_std on one port; methods: echo, sleep,\n"
-                            "  sleepers, example.EchoService.Echo (brpc's echo example)\n");
-            return 2;
+            bool help = strcmp(argv[i], "--help") == 0;
+            fprintf(help ? stdout : stderr,
+                    "usage: rpc_server [--listen HOST:PORT] [--threads N]\n"
+                    "  answers NRPC/1 and baidu_std on one port; methods: echo, sleep,\n"
+                    "  sleepers, example.EchoService.Echo (brpc's echo example)\n");
+            return help ? 0 : 2;
         }
     }
     net_addr_t addr;

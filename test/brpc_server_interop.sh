@@ -5,6 +5,8 @@
 #    echoes "hello world" and the attachment byte for byte;
 #  - mt_echo_client, 16 threads on one connection, ~5 s: no error line and
 #    a non-zero qps.
+# The clients' call timeout is raised from brpc's 100 ms to 5 s: a loaded or
+# sanitized server is slow, and this checks answers, never speed.
 # Skips (exit 77) when the brpc folder ($NETLOOP_BRPC_DIR, else
 # SOURCE_ROOT/../shared/interop/brpc) or its runtime is missing.
 #   brpc_server_interop.sh SOURCE_ROOT BUILD_ROOT
@@ -36,7 +38,7 @@ done
 [ -n "$port" ] || fail "rpc_server did not start: $(cat "$tmp/server.out")"
 
 att='netloop-attachment_0123456789'
-timeout -s INT 3 "$brpc/bin/echo_client" -server=127.0.0.1:"$port" -interval_ms=50 \
+timeout -s INT 3 "$brpc/bin/echo_client" -server=127.0.0.1:"$port" -interval_ms=50 -timeout_ms=5000 \
     -attachment="$att" >"$tmp/echo.out" 2>&1 || true
 grep 'client.cpp' "$tmp/echo.out" | grep -v 'going to quit' >"$tmp/calls" || true
 calls=$(wc -l <"$tmp/calls")
@@ -46,7 +48,7 @@ echo "echo_client: $ok of $calls calls echoed message and attachment"
 [ "$calls" -ge 5 ] || fail "echo_client made $calls calls: $(tail -5 "$tmp/echo.out")"
 [ "$ok" -eq "$calls" ] || fail "echo_client failures: $(grep -v 'hello world (attached=' "$tmp/calls" | head -5)"
 
-timeout -s INT 5 "$brpc/bin/mt_echo_client" -server=127.0.0.1:"$port" -thread_num=16 \
+timeout -s INT 5 "$brpc/bin/mt_echo_client" -server=127.0.0.1:"$port" -thread_num=16 -timeout_ms=5000 \
     -connection_type=single -request_size=64 >"$tmp/mt.out" 2>&1 || true
 errors=$(grep -ci 'error' "$tmp/mt.out" || true)
 grep 'qps=' "$tmp/mt.out" | tail -3
