@@ -307,6 +307,24 @@ TEST(rpc_baidu_malformed_frames_close_only_their_connection)
     net_test_rpc_server_down(&srv, 1000);
 }
 
+/* A t.Svc.Echo call with `extra` (n bytes of meta fields) appended to its
+ * meta. */
+static void add_call_with_meta(net_buf_t *out, uint64_t id, const uint8_t *extra, size_t n)
+{
+    net_buf_t one = NET_BUF_INIT;
+    add_call(&one, id, "t.Svc", "Echo", "p", 1, NULL, 0);
+    const uint8_t *b = (const uint8_t *)net_buf_peek(&one);
+    size_t len = net_buf_readable(&one), meta = b[11]; /* meta_size < 256 here */
+    uint8_t frame[128];
+    CHECK(len + n <= sizeof frame && b[7] + n < 256 && meta + n < 256);
+    memcpy(frame, b, 12 + meta);
+    memcpy(frame + 12 + meta, extra, n);
+    memcpy(frame + 12 + meta + n, b + 12 + meta, len - 12 - meta);
+    frame[7] = (uint8_t)(frame[7] + n), frame[11] = (uint8_t)(frame[11] + n);
+    CHECK_OK(net_buf_append(out, frame, len + n));
+    net_buf_destroy(&one);
+}
+
 TEST(rpc_baidu_error_answers_keep_serving)
 {
     net_test_watchdog_start();
@@ -316,25 +334,17 @@ TEST(rpc_baidu_error_answers_keep_serving)
     net_buf_t out = NET_BUF_INIT;
     add_call(&out, 1, "no.Such", "Echo", "p", 1, NULL, 0);
     add_call(&out, 2, "t.Svc", "Nope", "p", 1, NULL, 0);
-    /* compress_type 1 (snappy): a request with field 3 added to the meta. */
-    net_buf_t one = NET_BUF_INIT;
-    add_call(&one, 3, "t.Svc", "Echo", "p", 1, NULL, 0);
-    uint8_t *b = (uint8_t *)net_buf_peek(&one);
-    size_t len = net_buf_readable(&one);
-    uint8_t frame[128];
-    CHECK(len + 2 <= sizeof frame);
-    memcpy(frame, b, 12 + b[11]); /* header and meta (meta_size < 256 here) */
-    frame[12 + b[11]] = 0x18, frame[13 + b[11]] = 0x01;
-    memcpy(frame + 14 + b[11], b + 12 + b[11], len - 12 - b[11]);
-    frame[7] = (uint8_t)(frame[7] + 2), frame[11] = (uint8_t)(frame[11] + 2);
-    CHECK_OK(net_buf_append(&out, frame, len + 2));
-    net_buf_destroy(&one);
+    static const uint8_t snappy[] = {0x18, 0x01};       /* compress_type 1 */
+    static const uint8_t json[] = {0x50, 0x01};         /* content_type 1 */
+    add_call_with_meta(&out, 3, snappy, sizeof snappy);
+    add_call_with_meta(&out, 6, json, sizeof json);
     add_call(&out, 4, "t.Svc", "Fail", "it failed", 9, "ignored", 7);
     add_call(&out, 5, "t.Svc", "Echo", "fine", 4, "\0\1\2\3", 4);
     send_buf(fd, &out);
     expect_error(fd, 1, NET__BAIDU_ENOSERVICE, "no.Such");
     expect_error(fd, 2, NET__BAIDU_ENOMETHOD, "Nope");
     expect_error(fd, 3, NET__BAIDU_EREQUEST, "compress_type 1");
+    expect_error(fd, 6, NET__BAIDU_EREQUEST, "not supported");
     expect(fd, 4, 123, "it failed", 9, "A", 1);
     expect(fd, 5, 0, "fine", 4, "\0\1\2\3", 4);
     close(fd);
