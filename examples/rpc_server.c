@@ -1,8 +1,14 @@
-/* rpc_server: an NRPC/1 server with three methods.
+/* rpc_server: an RPC server with four methods, answering NRPC/1 and brpc's
+ * baidu_std on the same port (each connection's first bytes choose).
  *
  *   rpc_server [--listen HOST:PORT] [--threads N]
  *
  * Defaults 127.0.0.1:2008 and 0 I/O threads (N: 0..1024).
+ *   example.EchoService.Echo  brpc's echo example (example/echo_c++): the
+ *          body is an EchoRequest { required string message = 1; }, the
+ *          reply an EchoResponse with the same message, and the request's
+ *          attachment comes back as the reply's; so brpc's echo_client and
+ *          mt_echo_client can call this server
  *   echo   replies with the request body
  *   sleep  the body is a decimal number of milliseconds (ASCII); replies with
  *          an empty body after that long, from a timer: the loop is not
@@ -29,6 +35,97 @@ static void echo(net_rpc_req_t *req, const void *body, size_t len, void *arg)
     (void)arg;
     net_rpc_reply(req, NET_RPC_OK, body, len);
 }
+
+/* ---- example.EchoService.Echo: protobuf by hand ------------------------------ */
+
+/* One base-128 varint at *p (below end); false when truncated or over 10
+ * bytes. */
+static bool pb_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 70 && *p < end; shift += 7) {
+        unsigned char b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* Skips a field's value of wire type `wire`; false when malformed. */
+static bool pb_skip(const unsigned char **p, const unsigned char *end, unsigned wire)
+{
+    uint64_t v;
+    size_t fixed = wire == 1 ? 8 : wire == 5 ? 4 : 0;
+    if (wire == 0)
+        return pb_varint(p, end, &v);
+    if (wire == 2) {
+        if (!pb_varint(p, end, &v) || v > (uint64_t)(end - *p))
+            return false;
+        fixed = (size_t)v;
+    } else if (!fixed) {
+        return false; /* groups (3, 4) and the undefined 6, 7 */
+    }
+    if (fixed > (size_t)(end - *p))
+        return false;
+    *p += fixed;
+    return true;
+}
+
+/* Field 1 (a string) of a message; the last one wins, as in protobuf. */
+static bool pb_message_field(const void *body, size_t len, const unsigned char **msg,
+                             size_t *msg_len)
+{
+    const unsigned char *p = body, *end = p + len;
+    bool found = false;
+    uint64_t key, n;
+    while (p < end) {
+        if (!pb_varint(&p, end, &key))
+            return false;
+        if (key != (1u << 3 | 2)) {
+            if (!pb_skip(&p, end, (unsigned)(key & 7)))
+                return false;
+            continue;
+        }
+        if (!pb_varint(&p, end, &n) || n > (uint64_t)(end - p))
+            return false;
+        *msg = p, *msg_len = (size_t)n, found = true;
+        p += n;
+    }
+    return found;
+}
+
+/* EchoResponse { message = 1 } is the same bytes as a minimal EchoRequest:
+ * key 0x0a, the length as a varint, the message. */
+static void echo_service_echo(net_rpc_req_t *req, const void *body, size_t len, void *arg)
+{
+    (void)arg;
+    static const char bad[] = "EchoRequest: malformed, or no message";
+    const unsigned char *msg = NULL;
+    size_t msg_len = 0, att_len;
+    if (!pb_message_field(body, len, &msg, &msg_len)) {
+        net_rpc_reply(req, NET_RPC_BAD_REQUEST, bad, sizeof bad - 1);
+        return;
+    }
+    unsigned char *out = malloc(msg_len + 11);
+    if (!out) {
+        net_rpc_reply(req, NET_RPC_INTERNAL, "out of memory", 13);
+        return;
+    }
+    size_t n = 0;
+    out[n++] = 0x0a;
+    for (uint64_t v = msg_len; ; v >>= 7) {
+        out[n++] = (unsigned char)(v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+        if (v <= 0x7f)
+            break;
+    }
+    memcpy(out + n, msg, msg_len);
+    const void *att = net_rpc_req_attachment(req, &att_len);
+    net_rpc_reply_with_attachment(req, NET_RPC_OK, out, n + msg_len, att, att_len);
+    free(out);
+}
+
+/* ---- sleep ------------------------------------------------------------------ */
 
 /* Sleeping requests, so that a close can answer those whose timers have not
  * fired: a client should hear SHUTTING_DOWN, not wait for a sleep the server
@@ -196,8 +293,12 @@ int main(int argc, char **argv)
                  parse_uint(argv[++i], 0, 1024, &threads)) /* the loop pool's limit */
             opt.server.io_threads = (size_t)threads;
         else {
-            fprintf(stderr, "usage: rpc_server [--listen HOST:PORT] [--threads N]\n");
-            return 2;
+            bool help = strcmp(argv[i], "--help") == 0;
+            fprintf(help ? stdout : stderr,
+                    "usage: rpc_server [--listen HOST:PORT] [--threads N]\n"
+                    "  answers NRPC/1 and baidu_std on one port; methods: echo, sleep,\n"
+                    "  sleepers, example.EchoService.Echo (brpc's echo example)\n");
+            return help ? 0 : 2;
         }
     }
     net_addr_t addr;
@@ -213,6 +314,8 @@ int main(int argc, char **argv)
         (rc = net_signal_new(app.loop, term, 2, on_signal, &app, &sig)) < 0 ||
         (rc = net_rpc_server_new(app.loop, &addr, &opt, &app.server)) < 0 ||
         (rc = net_rpc_server_register(app.server, "echo", echo, NULL, false)) < 0 ||
+        (rc = net_rpc_server_register(app.server, "example.EchoService.Echo", echo_service_echo,
+                                      NULL, false)) < 0 ||
         (rc = net_rpc_server_register(app.server, "sleep", sleep_method, app.loop, false)) < 0 ||
         (rc = net_rpc_server_register(app.server, "sleepers", sleepers_method, NULL, false)) < 0 ||
         (rc = net_rpc_server_start(app.server)) < 0) {

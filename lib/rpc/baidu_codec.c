@@ -354,3 +354,49 @@ uint32_t net__baidu_status(int32_t error_code)
      * read as one of our protocol statuses. */
     return error_code >= (int32_t)NET__RPC_APP_BASE ? (uint32_t)error_code : NET__RPC_INTERNAL;
 }
+
+/* ---- Response heads (the server's reply paths) ---------------------------- */
+
+static size_t response_inner_len(int32_t error_code, size_t error_text_len)
+{
+    size_t n = 0;
+    if (error_code != 0)
+        n += net__pb_varint_field_len(RESP_ERROR_CODE, (uint64_t)(int64_t)error_code);
+    if (error_text_len > 0)
+        n += net__pb_len_field_len(RESP_ERROR_TEXT, error_text_len);
+    return n;
+}
+
+/* The meta up to the error text's bytes, which the caller sends next. */
+static uint8_t *put_head_meta(uint8_t *p, uint64_t correlation_id, int32_t error_code,
+                              size_t error_text_len, size_t attachment_len)
+{
+    p = net__pb_put_varint_field(p, META_CORRELATION, correlation_id);
+    if (attachment_len > 0)
+        p = net__pb_put_varint_field(p, META_ATTACHMENT, attachment_len);
+    p = net__pb_put_len_prefix(p, META_RESPONSE, response_inner_len(error_code, error_text_len));
+    if (error_code != 0)
+        p = net__pb_put_varint_field(p, RESP_ERROR_CODE, (uint64_t)(int64_t)error_code);
+    if (error_text_len > 0)
+        p = net__pb_put_len_prefix(p, RESP_ERROR_TEXT, error_text_len);
+    return p;
+}
+
+size_t net__baidu_response_head(uint8_t out[NET__BAIDU_RESPONSE_HEAD_MAX],
+                                uint64_t correlation_id, int32_t error_code,
+                                size_t error_text_len, size_t payload_len,
+                                size_t attachment_len)
+{
+    if (attachment_len > INT32_MAX || error_text_len > MAX_STRING || payload_len > UINT32_MAX)
+        return 0;
+    uint8_t *end = put_head_meta(out + NET__BAIDU_HEADER_LEN, correlation_id, error_code,
+                                 error_text_len, attachment_len);
+    size_t head = (size_t)(end - out);
+    uint64_t meta = (uint64_t)(head - NET__BAIDU_HEADER_LEN) + error_text_len;
+    if (meta + payload_len + attachment_len > UINT32_MAX)
+        return 0;
+    memcpy(out, NET__BAIDU_MAGIC, MAGIC_LEN);
+    put_be32(out + 4, (uint32_t)(meta + payload_len + attachment_len));
+    put_be32(out + 8, (uint32_t)meta);
+    return head;
+}

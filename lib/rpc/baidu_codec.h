@@ -122,4 +122,23 @@ int net__baidu_encode_response(net_buf_t *out, uint64_t correlation_id, int32_t 
                                const char *error_text, size_t error_text_len,
                                size_t payload_len, size_t attachment_len);
 
+/* ---- Responses without a buffer (the server's reply paths) ---------------------
+ *
+ * A response as header + meta in a small array the caller owns, with the
+ * error text as the meta's last bytes: the caller sends the head, then the
+ * error text, then the payload, then the attachment (e.g. as four iovecs),
+ * so no piece is copied into a buffer of ours. The meta's fields come in
+ * the order correlation_id, attachment_size, response { error_code,
+ * error_text } (protobuf accepts fields in any order). */
+#define NET__BAIDU_RESPONSE_HEAD_MAX 64
+
+/* Writes the head into out and returns its length (at most
+ * NET__BAIDU_RESPONSE_HEAD_MAX), or 0 when the frame cannot be encoded: an
+ * attachment over INT32_MAX, an error text over UINT32_MAX / 4, or a body
+ * (meta + payload + attachment) over UINT32_MAX. Thread-safe. */
+size_t net__baidu_response_head(uint8_t out[NET__BAIDU_RESPONSE_HEAD_MAX],
+                                uint64_t correlation_id, int32_t error_code,
+                                size_t error_text_len, size_t payload_len,
+                                size_t attachment_len);
+
 #endif

@@ -1,4 +1,8 @@
-/* The RPC server: NRPC/1 requests in, one response per request out.
+/* The RPC server: NRPC/1 and baidu_std requests in, one response per
+ * request out. A connection's protocol is chosen from its first bytes
+ * (the magic, "NRPC" or "PRPC") and kept; both go through the same
+ * discipline: one decoded request (struct inreq) is dispatched, bounded
+ * and answered the same way, only the framing differs.
  *
  * Each connection has a session (the connection's owner-data slot, so the
  * user's context slot stays the user's) counting the requests it has in
@@ -43,6 +47,7 @@
 #include "loop/armed.h"
 #include "loop/closer.h"
 #include "loop/log_internal.h"
+#include "rpc/baidu_codec.h"
 #include "rpc/rpc_codec.h"
 #include "rpc/rpc_workers.h"
 #include "tcp/tcp_conn_internal.h"
@@ -82,6 +87,22 @@ struct handler {
     char method[];
 };
 
+/* A connection's protocol: unknown until its first bytes have come. */
+enum { PROTO_UNKNOWN, PROTO_NRPC, PROTO_BAIDU };
+
+/* One request as decoded, whatever its protocol; the pointers go into the
+ * connection's input (method into a caller's array for baidu_std). */
+struct inreq {
+    uint8_t proto;
+    uint64_t id;
+    const char *method; size_t method_len;
+    const char *body; size_t body_len;
+    const char *att; size_t att_len;
+    size_t total;       /* bytes to retrieve */
+    uint8_t refuse;     /* baidu_std: REFUSE_*, why it is answered unserved */
+    int32_t compress;   /* baidu_std: its compress_type */
+};
+
 struct session {
     atomic_int refs;
     net_rpc_server_t *server;
@@ -106,6 +127,7 @@ struct session {
     bool out_paused;           /* reading paused: replies queued at the mark */
     bool owner_paused;         /* what we last asked of net__conn_pause_owner */
     bool stalled;              /* a complete frame waits undecoded in the input */
+    uint8_t proto;             /* PROTO_*: chosen by the first bytes */
     bool peer_eof;             /* half-closed by the peer: finish when answered */
     bool discarding;           /* protocol error or frame timeout: input dropped */
     bool finished;             /* our shutdown is requested */
@@ -124,8 +146,11 @@ struct net_rpc_req {
     struct session *session;
     uint64_t call_id;
     struct handler *handler;
+    uint8_t proto;             /* PROTO_NRPC or PROTO_BAIDU */
     size_t body_len;
-    char *body;                /* copied, for blocking handlers only */
+    const char *att;           /* during the handler only */
+    size_t att_len;
+    char *body;                /* body + attachment copied, for blocking handlers only */
     char method[NET__RPC_MAX_METHOD + 1];
 };
 
@@ -433,22 +458,28 @@ static void req_free(net_rpc_req_t *req)
     if (left < atomic_load(&ss->wake_below))
         session_kick(ss);
     if (req->body)
-        atomic_fetch_sub_explicit(&ss->server->worker_bytes, req->body_len, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&ss->server->worker_bytes, req->body_len + req->att_len,
+                                  memory_order_relaxed);
     session_unref(ss);
     net_conn_unref(req->conn);
     net__free(req->body);
     net__free(req);
 }
 
-/* Sends one encoded response: into the read's batch when we are inside it,
- * else straight to the connection (thread-safe). */
-static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
-                         const void *body, size_t len)
+static bool in_batch(net_conn_t *conn, const struct session *ss)
 {
     /* batching first: it is true only while the connection (and its loop)
      * is alive, and a reply may come after both are gone. */
-    if (ss && atomic_load_explicit(&ss->batching, memory_order_relaxed) &&
-        net_loop_in_loop_thread(net_conn_loop(conn)))
+    return ss && atomic_load_explicit(&ss->batching, memory_order_relaxed) &&
+           net_loop_in_loop_thread(net_conn_loop(conn));
+}
+
+/* Sends one encoded NRPC response: into the read's batch when we are
+ * inside it, else straight to the connection (thread-safe). */
+static int send_nrpc(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
+                     const void *body, size_t len)
+{
+    if (in_batch(conn, ss))
         return net__rpc_encode_response(&ss->batch, id, status, body, len);
     /* Header and body go straight into one write-queue node: no buffer of
      * our own, one copy. */
@@ -458,6 +489,42 @@ static int send_response(net_conn_t *conn, struct session *ss, uint64_t id, uint
     net__rpc_header_pack(hdr, &h);
     struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)body, len}};
     return net_conn_sendv(conn, iov, len ? 2 : 1);
+}
+
+/* The pieces of a baidu_std response after its head: error text, payload,
+ * attachment (an empty piece is left out of the iovec). */
+static int send_pieces(net_conn_t *conn, struct session *ss, struct iovec *iov, size_t n)
+{
+    size_t used = 1;
+    for (size_t i = 1; i < n; i++)
+        if (iov[i].iov_len)
+            iov[used++] = iov[i];
+    if (!in_batch(conn, ss))
+        return net_conn_sendv(conn, iov, (int)used);
+    size_t total = 0;
+    for (size_t i = 0; i < used; i++)
+        total += iov[i].iov_len;
+    if (net_buf_ensure_writable(&ss->batch, total) < 0)
+        return -ENOMEM; /* all or nothing: the appends below cannot fail */
+    for (size_t i = 0; i < used; i++)
+        net_buf_append(&ss->batch, iov[i].iov_base, iov[i].iov_len);
+    return 0;
+}
+
+/* A baidu_std response with brpc's error code: on an error the text goes
+ * in the meta (error_text) and the payload is empty, as brpc does; the
+ * attachment goes either way. -EINVAL when it cannot be encoded. */
+static int send_baidu(net_conn_t *conn, struct session *ss, uint64_t id, int32_t code,
+                      const void *body, size_t len, const void *att, size_t att_len)
+{
+    size_t text = code ? len : 0, payload = code ? 0 : len;
+    uint8_t head[NET__BAIDU_RESPONSE_HEAD_MAX];
+    size_t n = net__baidu_response_head(head, id, code, text, payload, att_len);
+    if (n == 0)
+        return -EINVAL;
+    struct iovec iov[4] = {{head, n}, {(void *)body, text}, {(void *)body, payload},
+                           {(void *)att, att_len}};
+    return send_pieces(conn, ss, iov, 4);
 }
 
 /* A reply that could not be queued (rc from send_response): the caller
@@ -477,14 +544,50 @@ static int reply_lost(net_conn_t *conn, int rc, bool seen)
     return rc;
 }
 
-int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t body_len)
+/* The checks that leave req unanswered (rpc.h): reply again correctly. */
+static bool reply_valid(const net_rpc_req_t *req, uint32_t status, const void *body,
+                        size_t body_len, const void *att, size_t att_len)
 {
     if (!req || (body_len && !body) || body_len > UINT32_MAX || status >= NET__RPC_LOCAL_MIN)
+        return false;
+    if (att_len && (!att || req->proto != PROTO_BAIDU))
+        return false;
+    return att_len <= INT32_MAX;
+}
+
+int net_rpc_reply_with_attachment(net_rpc_req_t *req, uint32_t status, const void *body,
+                                  size_t body_len, const void *attachment, size_t attachment_len)
+{
+    if (!reply_valid(req, status, body, body_len, attachment, attachment_len))
         return -EINVAL;
-    int rc = send_response(req->conn, req->session, req->call_id, status, body, body_len);
+    int rc;
+    if (req->proto == PROTO_BAIDU) {
+        rc = send_baidu(req->conn, req->session, req->call_id, net__baidu_error_code(status),
+                        body, body_len, attachment, attachment_len);
+        if (rc == -EINVAL)
+            return rc; /* body and attachment over the frame's limit */
+    } else {
+        rc = send_nrpc(req->conn, req->session, req->call_id, status, body, body_len);
+    }
     rc = reply_lost(req->conn, rc, true);
     req_free(req);
     return rc;
+}
+
+int net_rpc_reply(net_rpc_req_t *req, uint32_t status, const void *body, size_t body_len)
+{
+    return net_rpc_reply_with_attachment(req, status, body, body_len, NULL, 0);
+}
+
+const void *net_rpc_req_attachment(const net_rpc_req_t *req, size_t *len)
+{
+    *len = req->att_len;
+    return req->att_len ? req->att : NULL;
+}
+
+enum net_rpc_protocol net_rpc_req_protocol(const net_rpc_req_t *req)
+{
+    return req->proto == PROTO_BAIDU ? NET_RPC_BAIDU_STD : NET_RPC_NRPC;
 }
 
 const char *net_rpc_req_method(const net_rpc_req_t *req)
@@ -504,22 +607,82 @@ net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req)
 
 /* ---- dispatch ---------------------------------------------------------------------- */
 
-static void reply_error(net_conn_t *conn, struct session *ss, uint64_t id, uint32_t status,
-                        const char *message)
+/* Why a baidu_std request is answered without being served. */
+enum { REFUSE_NONE, REFUSE_COMPRESS, REFUSE_UNSUPPORTED, REFUSE_LONG_NAME };
+
+/* baidu_code: brpc's error code, or 0 for the one status maps to. */
+static void reply_error(net_conn_t *conn, struct session *ss, const struct inreq *r,
+                        uint32_t status, int32_t baidu_code, const char *message)
 {
-    reply_lost(conn, send_response(conn, ss, id, status, message, strlen(message)), false);
+    size_t len = strlen(message);
+    int rc;
+    if (r->proto == PROTO_BAIDU)
+        rc = send_baidu(conn, ss, r->id, baidu_code ? baidu_code : net__baidu_error_code(status),
+                        message, len, NULL, 0);
+    else
+        rc = send_nrpc(conn, ss, r->id, status, message, len);
+    reply_lost(conn, rc, false);
 }
 
-static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f,
+/* A registered method "S.x" with no further '.' in x: service S exists. */
+static bool service_known(const net_rpc_server_t *s, const char *svc, size_t len)
+{
+    for (size_t i = 0; i < TABLE_SIZE; i++)
+        for (const struct handler *h = s->table[i]; h; h = h->next)
+            if (h->len > len + 1 && h->method[len] == '.' && memcmp(h->method, svc, len) == 0 &&
+                !memchr(h->method + len + 1, '.', h->len - len - 1))
+                return true;
+    return false;
+}
+
+/* NRPC: UNKNOWN_METHOD. baidu_std: ENOSERVICE or ENOMETHOD as brpc
+ * answers, naming them (the method is what follows the last '.'). */
+static void unknown_method(net_conn_t *conn, struct session *ss, const struct inreq *r)
+{
+    if (r->proto != PROTO_BAIDU) {
+        reply_error(conn, ss, r, NET_RPC_UNKNOWN_METHOD, 0, "unknown method");
+        return;
+    }
+    const char *dot = memrchr(r->method, '.', r->method_len);
+    int svc = (int)(dot - r->method), m = (int)r->method_len - svc - 1;
+    char text[2 * NET__RPC_MAX_METHOD + 64];
+    if (service_known(ss->server, r->method, (size_t)svc)) {
+        snprintf(text, sizeof text, "no method %.*s in service %.*s", m, dot + 1, svc, r->method);
+        reply_error(conn, ss, r, NET_RPC_UNKNOWN_METHOD, NET__BAIDU_ENOMETHOD, text);
+    } else {
+        snprintf(text, sizeof text, "no service %.*s", svc, r->method);
+        reply_error(conn, ss, r, NET_RPC_UNKNOWN_METHOD, NET__BAIDU_ENOSERVICE, text);
+    }
+}
+
+static void refuse(net_conn_t *conn, struct session *ss, const struct inreq *r)
+{
+    char text[128];
+    if (r->refuse == REFUSE_LONG_NAME) {
+        reply_error(conn, ss, r, NET_RPC_UNKNOWN_METHOD, NET__BAIDU_ENOMETHOD,
+                    "service and method name over 255 bytes together");
+        return;
+    }
+    if (r->refuse == REFUSE_COMPRESS)
+        snprintf(text, sizeof text, "compress_type %ld is not supported: netloop implements "
+                 "no compression", (long)r->compress);
+    else
+        snprintf(text, sizeof text, "chunk_info, stream_settings and a content_type other "
+                 "than protobuf are not supported");
+    reply_error(conn, ss, r, NET_RPC_BAD_REQUEST, NET__BAIDU_EREQUEST, text);
+}
+
+static net_rpc_req_t *req_new(net_conn_t *conn, struct session *ss, const struct inreq *r,
                               struct handler *h)
 {
     net_rpc_req_t *req = net__malloc(sizeof *req);
     if (!req)
         return NULL;
-    *req = (net_rpc_req_t){.conn = net_conn_ref(conn), .session = ss, .call_id = f->hdr.call_id,
-                           .handler = h, .body_len = f->hdr.body_len};
-    memcpy(req->method, f->method, f->hdr.method_len);
-    req->method[f->hdr.method_len] = '\0';
+    *req = (net_rpc_req_t){.conn = net_conn_ref(conn), .session = ss, .call_id = r->id,
+                           .handler = h, .proto = r->proto, .body_len = r->body_len,
+                           .att = r->att, .att_len = r->att_len};
+    memcpy(req->method, r->method, r->method_len);
+    req->method[r->method_len] = '\0';
     atomic_fetch_add(&ss->refs, 1);
     atomic_fetch_add(&ss->in_flight, 1);
     atomic_fetch_add(&ss->server->in_flight, 1);
@@ -546,72 +709,158 @@ static bool worker_room(net_rpc_server_t *s, size_t len)
     return false;
 }
 
-static void hand_to_worker(net_rpc_req_t *req, const struct net__rpc_frame *f)
+/* The copy holds the body and then the attachment. */
+static void hand_to_worker(net_rpc_req_t *req, const struct inreq *r)
 {
     net_rpc_server_t *s = req->session->server;
-    if (!worker_room(s, f->hdr.body_len)) {
+    size_t len = r->body_len + r->att_len;
+    if (!worker_room(s, len)) {
         net_rpc_reply(req, NET_RPC_OVERLOADED, "worker queue full", 17);
         return;
     }
-    req->body = net__malloc(f->hdr.body_len ? f->hdr.body_len : 1);
+    req->body = net__malloc(len ? len : 1);
     if (!req->body) {
-        atomic_fetch_sub_explicit(&s->worker_bytes, f->hdr.body_len, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&s->worker_bytes, len, memory_order_relaxed);
         net_rpc_reply(req, NET_RPC_INTERNAL, "out of memory", 13);
         return;
     }
-    memcpy(req->body, f->body, f->hdr.body_len);
+    memcpy(req->body, r->body, r->body_len);
+    if (r->att_len)
+        memcpy(req->body + r->body_len, r->att, r->att_len);
+    req->att = req->body + r->body_len;
     req->work.run = run_blocking;
     net__rpc_workers_submit(s->workers, &req->work);
 }
 
-/* The handler for f, or NULL after answering f with the error that stops
+/* The handler for r, or NULL after answering r with the error that stops
  * it from running. */
-static struct handler *admit(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f)
+static struct handler *admit(net_conn_t *conn, struct session *ss, const struct inreq *r)
 {
     net_rpc_server_t *s = ss->server;
-    uint64_t id = f->hdr.call_id;
     struct handler *h = NULL;
     if (net__closer_closing(&s->closer))
-        reply_error(conn, ss, id, NET_RPC_SHUTTING_DOWN, "server is shutting down");
-    else if (!(h = lookup(s, f->method, f->hdr.method_len)))
-        reply_error(conn, ss, id, NET_RPC_UNKNOWN_METHOD, "unknown method");
+        reply_error(conn, ss, r, NET_RPC_SHUTTING_DOWN, 0, "server is shutting down");
+    else if (r->refuse)
+        refuse(conn, ss, r);
+    else if (!(h = lookup(s, r->method, r->method_len)))
+        unknown_method(conn, ss, r);
     return h;
 }
 
-static void dispatch(net_conn_t *conn, struct session *ss, const struct net__rpc_frame *f)
+static void dispatch(net_conn_t *conn, struct session *ss, const struct inreq *r)
 {
-    struct handler *h = admit(conn, ss, f);
+    struct handler *h = admit(conn, ss, r);
     if (!h)
         return;
-    net_rpc_req_t *req = req_new(conn, ss, f, h);
+    net_rpc_req_t *req = req_new(conn, ss, r, h);
     if (!req)
-        reply_error(conn, ss, f->hdr.call_id, NET_RPC_INTERNAL, "out of memory");
+        reply_error(conn, ss, r, NET_RPC_INTERNAL, 0, "out of memory");
     else if (h->blocking)
-        hand_to_worker(req, f);
+        hand_to_worker(req, r);
     else
-        h->fn(req, f->body, f->hdr.body_len, h->arg);
+        h->fn(req, r->body, r->body_len, h->arg);
 }
 
 /* ---- reading --------------------------------------------------------------------- */
 
-/* The frame at the front of in, refused as soon as its header shows it can
- * never be served: a response, or larger than the memory budget (the codec
- * refuses one over max_frame). Returns as net__rpc_decode. */
-static int next_frame(const net_rpc_server_t *s, const net_buf_t *in, struct net__rpc_frame *f,
-                      const char **reason)
+/* The NRPC frame at the front of in, refused as soon as its header shows
+ * it can never be served: a response, or larger than the memory budget
+ * (the codec refuses one over max_frame). Returns as net__rpc_decode. */
+static int next_nrpc(const net_rpc_server_t *s, const net_buf_t *in, struct inreq *r,
+                     const char **reason)
 {
-    int rc = net__rpc_decode(in, s->opt.max_frame, f, reason);
-    if (rc < 0 || f->total == 0)
+    struct net__rpc_frame f;
+    int rc = net__rpc_decode(in, s->opt.max_frame, &f, reason);
+    if (rc < 0 || f.total == 0)
         return rc;
-    if (f->hdr.type != NET__RPC_TYPE_REQUEST) {
+    if (f.hdr.type != NET__RPC_TYPE_REQUEST) {
         *reason = "response sent to a server";
         return -EPROTO;
     }
-    if (f->total > s->budget) {
+    if (f.total > s->budget) {
         *reason = "frame larger than the server's memory budget";
         return -EMSGSIZE;
     }
+    *r = (struct inreq){.proto = PROTO_NRPC, .id = f.hdr.call_id, .method = f.method,
+                        .method_len = f.hdr.method_len, .body = f.body,
+                        .body_len = f.hdr.body_len, .total = f.total};
     return rc;
+}
+
+/* "Service.Method" into name, or a refusal when it does not fit. */
+static void baidu_inreq(struct inreq *r, const struct net__baidu_frame *f, char *name)
+{
+    const struct net__baidu_meta *m = &f->meta;
+    *r = (struct inreq){.proto = PROTO_BAIDU, .id = m->correlation_id, .method = name,
+                        .body = (const char *)f->payload, .body_len = f->payload_len,
+                        .att = (const char *)f->attachment, .att_len = f->attachment_len,
+                        .total = f->frame_len, .compress = m->compress_type};
+    if (m->service_len + 1 + m->method_len > NET__RPC_MAX_METHOD) {
+        r->refuse = REFUSE_LONG_NAME;
+        return;
+    }
+    memcpy(name, m->service, m->service_len);
+    name[m->service_len] = '.';
+    memcpy(name + m->service_len + 1, m->method, m->method_len);
+    r->method_len = m->service_len + 1 + m->method_len;
+    if (m->compress_type != 0)
+        r->refuse = REFUSE_COMPRESS;
+    else if (m->unsupported)
+        r->refuse = REFUSE_UNSUPPORTED;
+}
+
+/* The baidu_std frame at the front of in, with the same refusals as
+ * next_nrpc (the budget on the header alone too). Returns 1, 0 or <0. */
+static int next_baidu(const net_rpc_server_t *s, const net_buf_t *in, struct inreq *r,
+                      char *name, const char **reason)
+{
+    struct net__baidu_frame f;
+    size_t need = 0;
+    int rc = net__baidu_decode((const uint8_t *)net_buf_peek(in), net_buf_readable(in),
+                               s->opt.max_frame, &f, &need);
+    if (rc == -EPROTO)
+        *reason = "malformed baidu_std frame";
+    else if (rc == -EMSGSIZE)
+        *reason = "frame over max_frame";
+    else if ((rc == 0 && need > s->budget) || (rc == 1 && f.frame_len > s->budget)) {
+        *reason = "frame larger than the server's memory budget";
+        return -EMSGSIZE;
+    } else if (rc == 1 && f.meta.has_response) {
+        *reason = "response sent to a server";
+        return -EPROTO;
+    }
+    if (rc == 1)
+        baidu_inreq(r, &f, name);
+    return rc;
+}
+
+/* The first bytes choose the protocol: up to 4 of them are compared with
+ * both magics; a prefix of one waits for more. 0, or -EPROTO. */
+static int choose_protocol(struct session *ss, const net_buf_t *in, const char **reason)
+{
+    size_t n = net_buf_readable(in) < 4 ? net_buf_readable(in) : 4;
+    const char *p = net_buf_peek(in);
+    if (memcmp(p, NET__RPC_MAGIC, n) == 0) {
+        ss->proto = n == 4 ? PROTO_NRPC : PROTO_UNKNOWN;
+    } else if (net__baidu_sniff((const uint8_t *)p, n)) {
+        ss->proto = n == 4 ? PROTO_BAIDU : PROTO_UNKNOWN;
+    } else {
+        *reason = "neither NRPC/1 nor baidu_std";
+        return -EPROTO;
+    }
+    return 0;
+}
+
+static int next_request(struct session *ss, const net_buf_t *in, struct inreq *r, char *name,
+                        const char **reason)
+{
+    if (ss->proto == PROTO_UNKNOWN && choose_protocol(ss, in, reason) < 0)
+        return -EPROTO;
+    if (ss->proto == PROTO_NRPC)
+        return next_nrpc(ss->server, in, r, reason);
+    if (ss->proto == PROTO_BAIDU)
+        return next_baidu(ss->server, in, r, name, reason);
+    return 0;
 }
 
 /* The connection ends after the requests already read are answered:
@@ -624,13 +873,19 @@ static void start_discarding(struct session *ss, atomic_ullong *counter)
     atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
-static void protocol_error(struct session *ss, net_buf_t *in, const struct net__rpc_frame *f,
-                           const char *reason)
+/* One line with the first header bytes, whichever protocol they are. */
+static void protocol_error(struct session *ss, net_buf_t *in, const char *reason)
 {
     char peer[NET_ADDR_STRLEN];
     net_addr_format(net_conn_peer_addr(ss->conn), peer, sizeof peer);
-    NET__LOG_RL(NET_LOG_WARN, "rpc: closing connection from %s: %s (type %u, method_len %u, "
-                "body_len %u)", peer, reason, f->hdr.type, f->hdr.method_len, f->hdr.body_len);
+    const uint8_t *p = (const uint8_t *)net_buf_peek(in);
+    size_t n = net_buf_readable(in) < 12 ? net_buf_readable(in) : 12;
+    char hex[2 * 12 + 1] = "";
+    for (size_t i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", p[i]);
+    NET__LOG_RL(NET_LOG_WARN, "rpc: closing connection from %s: %s (%s, first bytes %s)", peer,
+                reason, ss->proto == PROTO_BAIDU ? "baidu_std" :
+                ss->proto == PROTO_NRPC ? "NRPC/1" : "unknown protocol", hex);
     net_buf_retrieve_all(in);
     start_discarding(ss, &ss->server->protocol_errors);
 }
@@ -657,17 +912,18 @@ static bool room_for_request(struct session *ss)
  * frames it consumed. */
 static size_t decode_frames(struct session *ss, net_buf_t *in)
 {
-    struct net__rpc_frame f;
+    struct inreq r;
+    char name[NET__RPC_MAX_METHOD + 1];
     const char *reason = NULL;
     size_t n = 0;
     int rc;
-    while ((rc = next_frame(ss->server, in, &f, &reason)) > 0 && room_for_request(ss)) {
-        dispatch(ss->conn, ss, &f);
-        net_buf_retrieve(in, f.total);
+    while ((rc = next_request(ss, in, &r, name, &reason)) > 0 && room_for_request(ss)) {
+        dispatch(ss->conn, ss, &r);
+        net_buf_retrieve(in, r.total);
         n++;
     }
     if (rc < 0)
-        protocol_error(ss, in, &f, reason);
+        protocol_error(ss, in, reason);
     return n;
 }
 
