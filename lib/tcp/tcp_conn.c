@@ -707,15 +707,18 @@ static void flush_then_finish(net_conn_t *conn)
  * allocates nor frees per message, and storage is allocated only where it
  * was before: by a read that finds no spare, or for a message left
  * unfinished. A thread keeps one spare; it is freed when the thread exits. */
-static _Thread_local net_buf_t spare;
-static _Thread_local bool spare_keyed;
+static _Thread_local struct {
+    net_buf_t buf;
+    bool keyed; /* the key whose destructor frees it is set */
+} spare;
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 
 static void spare_free(void *unused)
 {
     (void)unused;
-    net_buf_destroy(&spare);
+    net_buf_destroy(&spare.buf);
+    spare.keyed = false; /* a later put (another key's destructor) sets it again */
 }
 
 static void spare_make_key(void)
@@ -727,29 +730,29 @@ static void spare_make_key(void)
  * (else frees it); the buffer is left holding no memory. */
 static void spare_put(net_buf_t *buf)
 {
-    if (spare.data || !buf->data) {
+    if (spare.buf.data || !buf->data) {
         net_buf_destroy(buf);
         return;
     }
-    if (!spare_keyed) {
+    if (!spare.keyed) {
         pthread_once(&spare_once, spare_make_key);
-        spare_keyed = pthread_setspecific(spare_key, &spare) == 0;
-        if (!spare_keyed) { /* no destructor to free it at the thread's exit */
+        spare.keyed = pthread_setspecific(spare_key, &spare) == 0;
+        if (!spare.keyed) { /* no destructor to free it at the thread's exit */
             net_buf_destroy(buf);
             return;
         }
     }
     net_buf_retrieve_all(buf); /* rewound: the full prepend area again */
-    spare = *buf;
+    spare.buf = *buf;
     net_buf_init(buf);
 }
 
 /* Before a read into an empty buffer: the spare, if there is one. */
 static void input_borrow(net_buf_t *in)
 {
-    if (!in->data && spare.data) {
-        *in = spare;
-        net_buf_init(&spare);
+    if (!in->data && spare.buf.data) {
+        *in = spare.buf;
+        net_buf_init(&spare.buf);
     }
 }
 
