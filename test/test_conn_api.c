@@ -4,7 +4,9 @@
  * start read, shutdown, force_close; force_close_after's honest -ENOMEM),
  * net_conn_sendv (argument checks, never writing inside the call, and each
  * call's bytes contiguous from many threads), and the write-complete that
- * must not report a backlog still queued.
+ * must not report a backlog still queued; and what an idle connection
+ * keeps (no input storage; its addresses' net_addr_t forms made at the
+ * first call, "no address" without memory).
  *
  * The server runs on a loop thread ("base", no I/O threads), so the
  * scenario's main thread is another thread for its connections. The peer
@@ -30,6 +32,8 @@ static struct {
     atomic_int high_waters, write_completes;
     atomic_size_t high_water_queued;
     atomic_bool wc_needs_empty; /* on_write_complete checks output_queued == 0 */
+    atomic_bool keep_unfinished; /* on_message leaves what follows the last '\n' */
+    _Atomic(net_buf_t *) in;     /* the input buffer on_message was handed */
 } fx;
 
 /* ---- the server ------------------------------------------------------------- */
@@ -37,8 +41,13 @@ static struct {
 static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, void *arg)
 {
     (void)conn, (void)receive_ms, (void)arg;
-    atomic_fetch_add(&fx.received, net_buf_readable(in));
-    net_buf_retrieve_all(in);
+    atomic_store(&fx.in, in);
+    size_t take = net_buf_readable(in);
+    if (atomic_load(&fx.keep_unfinished))
+        while (take && net_buf_peek(in)[take - 1] != '\n')
+            take--;
+    atomic_fetch_add(&fx.received, take);
+    CHECK_OK(net_buf_retrieve(in, take));
 }
 
 static void on_high_water(net_conn_t *conn, size_t queued, void *arg)
@@ -484,5 +493,101 @@ TEST(conn_sendv_many_threads_each_call_contiguous)
         CHECK_EQ(pthread_join(s[i].tid, NULL), 0);
     struct pollfd p = {.fd = conn_fx.fd, .events = POLLIN};
     CHECK_EQ(poll(&p, 1, 50), 0); /* nothing after the last message */
+    conn_fx_finish(conn);
+}
+
+/* ---- what an idle connection keeps ---------------------------------------- */
+
+struct input_look {
+    net_buf_t *in;
+    size_t readable, capacity;
+};
+
+static void input_look_fn(void *arg)
+{
+    struct input_look *l = arg;
+    l->readable = net_buf_readable(l->in);
+    l->capacity = net_buf_capacity(l->in);
+}
+
+/* The connection's input buffer as its loop sees it between reads. */
+static struct input_look look_at_input(net_conn_t *conn)
+{
+    struct input_look l = {.in = atomic_load(&fx.in)};
+    CHECK(l.in != NULL);
+    net_test_on_loop(net_conn_loop(conn), input_look_fn, &l);
+    return l;
+}
+
+/* Input that on_message took whole leaves the buffer holding no storage,
+ * small or large (the block waits as the thread's spare, not in the
+ * connection). */
+TEST(conn_idle_input_holds_no_storage)
+{
+    options();
+    net_conn_t *conn = conn_fx_start(0);
+    CHECK(net_test_send_all(conn_fx.fd, "ping\n", 5));
+    WAIT_UNTIL(atomic_load(&fx.received) == 5);
+    struct input_look l = look_at_input(conn);
+    CHECK_EQ(l.readable, 0);
+    CHECK_EQ(l.capacity, 0);
+    static char big[60000];
+    memset(big, 'b', sizeof big);
+    big[sizeof big - 1] = '\n';
+    CHECK(net_test_send_all(conn_fx.fd, big, sizeof big));
+    WAIT_UNTIL(atomic_load(&fx.received) == 5 + sizeof big);
+    l = look_at_input(conn);
+    CHECK_EQ(l.capacity, 0);
+    conn_fx_finish(conn);
+}
+
+/* A few bytes of an unfinished message after a large one keep a block of
+ * their size, not the large one's (a peer that sends a byte and stops
+ * must not pin a read's worth per connection); the message then completes
+ * intact. */
+TEST(conn_unfinished_input_keeps_small_block)
+{
+    options();
+    atomic_store(&fx.keep_unfinished, true);
+    net_conn_t *conn = conn_fx_start(0);
+    static char big[60000];
+    memset(big, 'b', sizeof big);
+    big[sizeof big - 1] = '\n';
+    CHECK(net_test_send_all(conn_fx.fd, big, sizeof big));
+    WAIT_UNTIL(atomic_load(&fx.received) == sizeof big);
+    CHECK(net_test_send_all(conn_fx.fd, "x", 1));
+    struct input_look l;
+    for (int i = 0; i < 1000 && (l = look_at_input(conn)).readable == 0; i++)
+        net_test_sleep_ms(1);
+    CHECK_EQ(l.readable, 1);
+    CHECK(l.capacity > 0 && l.capacity < 4096);
+    CHECK(net_test_send_all(conn_fx.fd, "yz\n", 3));
+    WAIT_UNTIL(atomic_load(&fx.received) == sizeof big + 4);
+    l = look_at_input(conn);
+    CHECK_EQ(l.capacity, 0);
+    atomic_store(&fx.keep_unfinished, false);
+    conn_fx_finish(conn);
+}
+
+/* The address accessors make their net_addr_t forms at the first call:
+ * without memory that call returns "no address" (AF_UNSPEC), and a later
+ * one with memory the real addresses, the same pointer from then on. */
+TEST(conn_addr_without_memory_is_no_address)
+{
+    net_test_fail_allocs_from(SIZE_MAX);
+    options();
+    net_conn_t *conn = conn_fx_start(0);
+    net_test_fail_allocs_from(1);
+    CHECK_EQ(net_addr_family(net_conn_peer_addr(conn)), AF_UNSPEC);
+    CHECK_EQ(net_addr_family(net_conn_local_addr(conn)), AF_UNSPEC);
+    net_test_fail_allocs_from(SIZE_MAX);
+    const net_addr_t *peer = net_conn_peer_addr(conn);
+    CHECK_EQ(net_addr_family(peer), AF_INET);
+    CHECK(net_conn_peer_addr(conn) == peer);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    CHECK(getsockname(conn_fx.fd, (struct sockaddr *)&ss, &len) == 0);
+    CHECK(same_addr(&ss, len, peer));
+    CHECK(net_addr_equal(net_conn_local_addr(conn), net_server_addr(conn_fx.server)));
     conn_fx_finish(conn);
 }

@@ -245,7 +245,11 @@ NET_EXPORT net_loop_t *net_conn_loop(const net_conn_t *conn);
 NET_EXPORT uint64_t net_conn_id(const net_conn_t *conn);
 
 /* Local and peer addresses, fixed at creation; the pointers are into the
- * connection and valid while a reference is held. Thread-safe. */
+ * connection and valid while a reference is held. An IPv4 or IPv6
+ * connection keeps them compactly and makes these net_addr_t forms at the
+ * first call of either (one small allocation, kept until the connection is
+ * freed); when that finds no memory the call returns a "no address"
+ * (AF_UNSPEC) instead, and a later call tries again. Thread-safe. */
 NET_EXPORT const net_addr_t *net_conn_local_addr(const net_conn_t *conn);
 NET_EXPORT const net_addr_t *net_conn_peer_addr(const net_conn_t *conn);
 

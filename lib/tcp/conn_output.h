@@ -53,13 +53,15 @@ struct net__output {
      * pending, or racing in): what the high-water mark, max_output and
      * the connection's backpressure look at. */
     struct net__wq wq;
-    atomic_bool flushing;
     atomic_size_t queued;
     atomic_size_t high_water;    /* NET_UNLIMITED: never crossed */
     atomic_size_t high_water_at; /* queued bytes at the last crossing */
     atomic_ullong bytes_out;     /* written to the socket */
     size_t max_output;           /* NET_UNLIMITED: no limit */
     struct net__wq_node *pend, *pend_tail; /* loop thread only */
+    /* The three flags share the struct's last word (no padding between
+     * pointers: it is embedded in every connection). */
+    atomic_bool flushing;
     bool wrote;   /* loop: written since the last drain (write-complete due) */
     bool waiting; /* loop: the socket was full; writable brings the token back */
 };

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,9 @@
 /* How often a connection paused for the budget looks whether the total
  * fell below 7/8 of it. */
 #define BUDGET_RECHECK_MS 20
+/* Input storage up to this size may hold a message's unfinished start
+ * whatever its share of it (input_compact). */
+#define INPUT_SPARSE_MIN (4u * 1024)
 
 /* The connection's deferred work (net_conn.work), done by its task in
  * this order: notifications of what already happened first, then the
@@ -103,6 +107,7 @@ static void conn_free(net_conn_t *conn)
     net_buf_destroy(&conn->in);
     net__output_discard(&conn->out);
     budget_leave(conn); /* one that never came up still counted */
+    net__free(atomic_load_explicit(&conn->addrs, memory_order_acquire));
     net__free(conn);
 }
 
@@ -142,14 +147,94 @@ uint64_t net_conn_id(const net_conn_t *conn)
     return conn->id;
 }
 
+/* ---- addresses ------------------------------------------------------------ */
+
+/* The "no address" an accessor returns when the net_addr_t forms found no
+ * memory (a zero net_addr_t is AF_UNSPEC). */
+static const net_addr_t no_addr;
+
+static socklen_t compact_len(const union net__conn_sockaddr *a)
+{
+    return a->sa.sa_family == AF_INET    ? (socklen_t)sizeof a->in4
+           : a->sa.sa_family == AF_INET6 ? (socklen_t)sizeof a->in6 : 0;
+}
+
+/* *out as before from the compact form (it stays zero for no address). */
+static void addr_expand(net_addr_t *out, const union net__conn_sockaddr *a)
+{
+    socklen_t len = compact_len(a);
+    if (len)
+        net_addr_from_sockaddr(out, &a->sa, len);
+}
+
+/* Keeps an IPv4 or IPv6 address compactly; of another family only the
+ * family, and then returns false: the full form must be kept. */
+static bool addr_keep(union net__conn_sockaddr *a, const struct sockaddr_storage *ss)
+{
+    a->sa.sa_family = ss->ss_family;
+    if (!compact_len(a))
+        return ss->ss_family == AF_UNSPEC;
+    memcpy(a, ss, compact_len(a));
+    return true;
+}
+
+static int get_name(int fd, bool peer, struct sockaddr_storage *ss, socklen_t *len)
+{
+    *len = sizeof *ss;
+    memset(ss, 0, sizeof *ss); /* a failed call leaves AF_UNSPEC: no address */
+    return peer ? getpeername(fd, (struct sockaddr *)ss, len) : getsockname(fd, (struct sockaddr *)ss, len);
+}
+
+/* Reads both addresses. A Unix socket's (up to 110 bytes) get their
+ * net_addr_t forms now, so only an IPv4 or IPv6 connection makes them
+ * lazily. Returns 0 or -ENOMEM. */
+static int read_addresses(net_conn_t *conn)
+{
+    struct sockaddr_storage local, peer;
+    socklen_t local_len, peer_len;
+    get_name(conn->ch.fd, false, &local, &local_len);
+    get_name(conn->ch.fd, true, &peer, &peer_len);
+    bool compact = addr_keep(&conn->local, &local);
+    if (addr_keep(&conn->peer, &peer) && compact)
+        return 0;
+    struct net__conn_addrs *a = net__calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    if (local.ss_family != AF_UNSPEC)
+        net_addr_from_sockaddr(&a->local, (struct sockaddr *)&local, local_len);
+    if (peer.ss_family != AF_UNSPEC)
+        net_addr_from_sockaddr(&a->peer, (struct sockaddr *)&peer, peer_len);
+    atomic_store_explicit(&conn->addrs, a, memory_order_relaxed);
+    return 0;
+}
+
+/* The net_addr_t forms, made at the first call; NULL without memory. */
+static struct net__conn_addrs *addrs_get(const net_conn_t *conn)
+{
+    net_conn_t *c = (net_conn_t *)conn;
+    struct net__conn_addrs *a = atomic_load_explicit(&c->addrs, memory_order_acquire), *none = NULL;
+    if (a || !(a = net__calloc(1, sizeof *a)))
+        return a;
+    addr_expand(&a->local, &conn->local);
+    addr_expand(&a->peer, &conn->peer);
+    /* acq_rel: publishes the forms; a loser takes the winner's. */
+    if (atomic_compare_exchange_strong_explicit(&c->addrs, &none, a, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return a;
+    net__free(a);
+    return none;
+}
+
 const net_addr_t *net_conn_local_addr(const net_conn_t *conn)
 {
-    return &conn->local;
+    struct net__conn_addrs *a = addrs_get(conn);
+    return a ? &a->local : &no_addr;
 }
 
 const net_addr_t *net_conn_peer_addr(const net_conn_t *conn)
 {
-    return &conn->peer;
+    struct net__conn_addrs *a = addrs_get(conn);
+    return a ? &a->peer : &no_addr;
 }
 
 void net_conn_set_high_water_mark(net_conn_t *conn, size_t bytes)
@@ -266,7 +351,7 @@ static void read_state_changed(net_conn_t *conn)
 static void pause_set(net_conn_t *conn, unsigned reason, bool on)
 {
     unsigned old = conn->pause;
-    conn->pause = on ? old | reason : old & ~reason;
+    conn->pause = (unsigned char)(on ? old | reason : old & ~reason);
     if (!old != !conn->pause)
         read_state_changed(conn);
 }
@@ -391,7 +476,7 @@ void net__conn_set_budget(net_conn_t *conn, struct net__budget *b)
 static void output_moved(net_conn_t *conn, bool backed_up)
 {
     budget_sync(conn);
-    size_t queued = net__output_queued(&conn->out), mark = conn->opt.backpressure_mark;
+    size_t queued = net__output_queued(&conn->out), mark = conn->backpressure_mark;
     if (backed_up && queued >= mark)
         pause_set(conn, NET__PAUSE_OUTPUT, true);
     else if ((conn->pause & NET__PAUSE_OUTPUT) && queued < mark / 2)
@@ -565,7 +650,7 @@ static void output_finish(net_conn_t *conn)
 {
     if (net_conn_state(conn) == NET_CONN_DISCONNECTING && !conn->write_shut)
         shutdown_write(conn);
-    else if (conn->peer_eof && !conn->opt.half_close)
+    else if (conn->peer_eof && !conn->half_close)
         net__conn_handle_close(conn);
 }
 
@@ -615,21 +700,98 @@ static void flush_then_finish(net_conn_t *conn)
 
 /* ---- reading ------------------------------------------------------------ */
 
-/* A buffer that emptied gives its storage back by itself (buffer.c); one
- * that keeps the start of the next message after a large one would still
- * pin the large one's pages: it is copied down to size. */
-static void shrink_if_sparse(net_buf_t *buf)
+/* An idle connection holds no input storage. A read that on_message
+ * consumed whole hands its block (NET_BUF_KEEP at most: buffer.c frees
+ * more) to its thread's spare, and the next read of any connection of
+ * that thread that has none borrows the spare. So the happy path neither
+ * allocates nor frees per message, and storage is allocated only where it
+ * was before: by a read that finds no spare, or for a message left
+ * unfinished. A thread keeps one spare; it is freed when the thread exits. */
+static _Thread_local struct {
+    net_buf_t buf;
+    bool keyed; /* the key whose destructor frees it is set */
+} spare;
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_free(void *unused)
 {
-    size_t cap = net_buf_capacity(buf);
-    if (cap > NET_BUF_KEEP && net_buf_readable(buf) <= cap / 4)
-        net_buf_shrink(buf, 0);
+    (void)unused;
+    net_buf_destroy(&spare.buf);
+    spare.keyed = false; /* a later put (another key's destructor) sets it again */
+}
+
+static void spare_make_key(void)
+{
+    pthread_key_create(&spare_key, spare_free);
+}
+
+/* Keeps an emptied buffer's storage as the thread's spare if it has none
+ * (else frees it); the buffer is left holding no memory. */
+static void spare_put(net_buf_t *buf)
+{
+    if (spare.buf.data || !buf->data) {
+        net_buf_destroy(buf);
+        return;
+    }
+    if (!spare.keyed) {
+        pthread_once(&spare_once, spare_make_key);
+        spare.keyed = pthread_setspecific(spare_key, &spare) == 0;
+        if (!spare.keyed) { /* no destructor to free it at the thread's exit */
+            net_buf_destroy(buf);
+            return;
+        }
+    }
+    net_buf_retrieve_all(buf); /* rewound: the full prepend area again */
+    spare.buf = *buf;
+    net_buf_init(buf);
+}
+
+/* Before a read into an empty buffer: the spare, if there is one. */
+static void input_borrow(net_buf_t *in)
+{
+    if (!in->data && spare.buf.data) {
+        *in = spare.buf;
+        net_buf_init(&spare.buf);
+    }
+}
+
+/* Keeps a message's unfinished start in a block of its size. Over
+ * NET_BUF_KEEP, a buffer that keeps the start of the next message after a
+ * large one would pin the large one's pages; below it, a few bytes would
+ * pin a borrowed spare that grew for large reads (a peer that sends a byte
+ * and stops, times many connections). The big block goes back to the
+ * spare. Without memory for the copy the buffer stays as it is. */
+static void input_compact(net_buf_t *in)
+{
+    size_t cap = net_buf_capacity(in), readable = net_buf_readable(in);
+    if (cap <= INPUT_SPARSE_MIN || readable > cap / 4)
+        return;
+    if (cap > NET_BUF_KEEP) {
+        net_buf_shrink(in, 0);
+        return;
+    }
+    net_buf_t own = NET_BUF_INIT;
+    if (net_buf_append(&own, net_buf_peek(in), readable) < 0)
+        return;
+    spare_put(in);
+    *in = own;
+}
+
+/* After on_message: an empty buffer keeps no storage. */
+static void input_settle(net_buf_t *in)
+{
+    if (net_buf_readable(in) == 0)
+        spare_put(in);
+    else
+        input_compact(in);
 }
 
 static void handle_peer_eof(net_conn_t *conn)
 {
     conn->peer_eof = true;
     apply_interest(conn);
-    if (conn->opt.half_close && net_conn_state(conn) == NET_CONN_CONNECTED) {
+    if (conn->half_close && net_conn_state(conn) == NET_CONN_CONNECTED) {
         if (conn->cbs.on_peer_eof)
             conn->cbs.on_peer_eof(conn, conn->cbs.arg);
         return;
@@ -647,7 +809,7 @@ static void handle_peer_eof(net_conn_t *conn)
 static void input_overflow(net_conn_t *conn)
 {
     NET__LOG_RL(NET_LOG_WARN, "conn %llu: %zu bytes of unfinished input (max_input %zu): closing",
-                (unsigned long long)conn->id, net_buf_readable(&conn->in), conn->opt.max_input);
+                (unsigned long long)conn->id, net_buf_readable(&conn->in), conn->max_input);
     net__conn_handle_close(conn);
 }
 
@@ -661,14 +823,14 @@ static void deliver(net_conn_t *conn)
         conn->cbs.on_message(conn, &conn->in, conn->last_input_ms, conn->cbs.arg);
     if (net_conn_state(conn) == NET_CONN_DISCONNECTED)
         return;
-    if (net_buf_readable(&conn->in) > conn->opt.max_input) {
+    if (net_buf_readable(&conn->in) > conn->max_input) {
         input_overflow(conn);
         return;
     }
-    shrink_if_sparse(&conn->in);
+    input_settle(&conn->in);
     /* Output made by this read that is still queued: the flush waiting for
      * the socket does not look again until it can write. */
-    if (net__output_queued(&conn->out) >= conn->opt.backpressure_mark)
+    if (net__output_queued(&conn->out) >= conn->backpressure_mark)
         pause_set(conn, NET__PAUSE_OUTPUT, true);
     budget_sync(conn);
 }
@@ -685,12 +847,16 @@ static void handle_read(net_conn_t *conn)
     size_t allowed = budget_allowance(conn);
     if (!allowed)
         return;
+    input_borrow(&conn->in);
     ssize_t n = net__buf_read_fd_max(&conn->in, conn->ch.fd, allowed);
     if (n > 0) {
         atomic_fetch_add_explicit(&conn->bytes_in, (unsigned long long)n, memory_order_relaxed);
         conn->last_input_ms = net__loop_now_ms(conn->loop);
         deliver(conn);
-    } else if (n == 0) {
+        return;
+    }
+    input_settle(&conn->in); /* nothing came: give a borrowed spare back */
+    if (n == 0) {
         handle_peer_eof(conn);
     } else if (n != -EAGAIN && n != -EINTR) {
         handle_error(conn, (int)n, "read");
@@ -913,8 +1079,7 @@ int net_conn_start_read(net_conn_t *conn)
 
 static bool is_tcp(const net_conn_t *conn)
 {
-    int family = net_addr_family(&conn->local);
-    return family == AF_INET || family == AF_INET6;
+    return compact_len(&conn->local) != 0;
 }
 
 static int sock_opt(net_conn_t *conn, int level, int name, bool on)
@@ -993,21 +1158,25 @@ static void idle_check(net_loop_t *loop, net_timer_id_t id, void *arg)
     (void)loop;
     (void)id;
     net_conn_t *conn = arg;
-    if (net_now_ms() - conn->last_input_ms >= conn->opt.idle_timeout_ms) {
+    if (net_now_ms() - conn->last_input_ms >= conn->idle_timeout_ms) {
         NET__LOG(NET_LOG_DEBUG, "conn %llu: idle, closing", (unsigned long long)conn->id);
         net__conn_handle_close(conn);
     }
 }
 
-static void read_addresses(net_conn_t *conn)
+static void conn_set_options(net_conn_t *conn, const struct net_conn_options *given)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(conn->ch.fd, (struct sockaddr *)&ss, &len) == 0)
-        net_addr_from_sockaddr(&conn->local, (struct sockaddr *)&ss, len);
-    len = sizeof ss;
-    if (getpeername(conn->ch.fd, (struct sockaddr *)&ss, &len) == 0)
-        net_addr_from_sockaddr(&conn->peer, (struct sockaddr *)&ss, len);
+    struct net_conn_options opt = {0};
+    if (given)
+        opt = *given;
+    options_normalise(&opt);
+    conn->backpressure_mark = opt.backpressure_mark;
+    conn->max_input = opt.max_input;
+    conn->idle_timeout_ms = opt.idle_timeout_ms;
+    conn->half_close = opt.half_close;
+    conn->nagle = opt.nagle;
+    conn->keepalive = opt.keepalive;
+    net__output_init(&conn->out, opt.high_water_mark, opt.max_output);
 }
 
 static void conn_init(net_conn_t *conn, net_loop_t *loop, int fd)
@@ -1021,6 +1190,7 @@ static void conn_init(net_conn_t *conn, net_loop_t *loop, int fd)
     atomic_init(&conn->work, 0);
     atomic_init(&conn->want_pause, 0);
     atomic_init(&conn->close_timer, 0);
+    atomic_init(&conn->addrs, NULL);
 }
 
 net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_options *opt,
@@ -1035,13 +1205,13 @@ net_conn_t *net__conn_new(net_loop_t *loop, int fd, const struct net_conn_option
     conn_init(conn, loop, fd);
     if (cbs)
         conn->cbs = *cbs;
-    if (opt)
-        conn->opt = *opt;
-    options_normalise(&conn->opt);
-    net__output_init(&conn->out, conn->opt.high_water_mark, conn->opt.max_output);
+    conn_set_options(conn, opt);
     conn->closed = closed;
     conn->owner = owner;
-    read_addresses(conn);
+    if (read_addresses(conn) < 0) {
+        conn_free(conn);
+        return NULL;
+    }
     return conn;
 }
 
@@ -1049,21 +1219,21 @@ static void apply_socket_options(net_conn_t *conn)
 {
     if (!is_tcp(conn))
         return;
-    if (!conn->opt.nagle)
+    if (!conn->nagle)
         sock_opt(conn, IPPROTO_TCP, TCP_NODELAY, true);
-    if (conn->opt.keepalive)
+    if (conn->keepalive)
         sock_opt(conn, SOL_SOCKET, SO_KEEPALIVE, true);
 }
 
 static void start_idle_timer(net_conn_t *conn)
 {
-    if (!conn->opt.idle_timeout_ms)
+    if (!conn->idle_timeout_ms)
         return;
     /* One repeating check per connection instead of a re-armed timer per read:
      * reads only store a timestamp. A connection closes between 1x and 2x the
      * timeout after its last input. */
     net_conn_ref(conn);
-    conn->idle_timer = net_loop_run_every(conn->loop, conn->opt.idle_timeout_ms, idle_check, conn);
+    conn->idle_timer = net_loop_run_every(conn->loop, conn->idle_timeout_ms, idle_check, conn);
     if (conn->idle_timer < 0) {
         conn->idle_timer = 0;
         net_conn_unref(conn);

@@ -6,6 +6,7 @@
 #ifndef NET__TCP_CONN_IMPL_H
 #define NET__TCP_CONN_IMPL_H
 
+#include <netinet/in.h>
 #include <stdatomic.h>
 
 #include "loop/armed.h"
@@ -21,10 +22,43 @@ enum {
     NET__PAUSE_OWNER = 8u,  /* net__conn_pause_owner() */
 };
 
+/* An address as getsockname/getpeername gave it, when it is IPv4 or IPv6
+ * (28 bytes where a net_addr_t takes 136). A Unix address keeps only its
+ * family here: its net_addr_t forms are made with the connection. */
+union net__conn_sockaddr {
+    struct sockaddr sa; /* sa_family AF_UNSPEC: no address */
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+};
+
+/* The net_addr_t forms the accessors return, made at their first call. */
+struct net__conn_addrs {
+    net_addr_t local, peer;
+};
+
+/* Laid out small: an idle connection costs this struct and nothing else
+ * (its input storage goes back to the thread's spare, tcp_conn.c; its
+ * output queue is empty), so cold state is kept compact (the addresses)
+ * or made on first use (their net_addr_t forms), and fields are grouped
+ * by size so that no padding is left between them. */
 struct net_conn {
     atomic_int refs;
     _Atomic int state;        /* net_conn_state_t */
     atomic_bool closing;      /* force_close requested: deliver no more input */
+    /* Reading runs only while no reason to pause holds (NET__PAUSE_*): the
+     * user's stop_read, backed-up output, the server's memory budget and the
+     * owner's own (the RPC server's request limit) are independent. */
+    unsigned char pause;
+    /* HUP or a write error came while reading was paused: the fd is out of
+     * the poller (those events cannot be masked, level-triggered they would
+     * spin) and goes back in when reading resumes, to deliver what the
+     * kernel still holds before the close. */
+    bool detached;
+    bool peer_eof;
+    bool write_shut; /* shutdown(SHUT_WR) done: nothing more goes out */
+    /* The options the connection still looks at after net__conn_new (the
+     * output keeps the high-water mark and max_output). */
+    bool half_close, nagle, keepalive;
     net_loop_t *loop;
     uint64_t id;
     struct net__channel ch;
@@ -35,6 +69,8 @@ struct net_conn {
     _Atomic(void *) context;
     _Atomic(void *) owner_data; /* net__conn_set_owner_data: not the user's slot */
     atomic_ullong bytes_in;
+    uint64_t last_input_ms;
+    size_t max_input, backpressure_mark;
 
     struct net__output out; /* conn_output.h */
 
@@ -48,28 +84,20 @@ struct net_conn {
      * asked for them; the loop makes `pause` follow (the latest call wins). */
     atomic_uint want_pause;
     int error; /* loop: why a send on the loop thread broke the stream */
+    uint32_t idle_timeout_ms;
 
-    /* Reading runs only while no reason to pause holds (NET__PAUSE_*): the
-     * user's stop_read, backed-up output, the server's memory budget and the
-     * owner's own (the RPC server's request limit) are independent. */
-    unsigned pause;
-    /* HUP or a write error came while reading was paused: the fd is out of
-     * the poller (those events cannot be masked, level-triggered they would
-     * spin) and goes back in when reading resumes, to deliver what the
-     * kernel still holds before the close. */
-    bool detached;
-    bool peer_eof;
-    bool write_shut;          /* shutdown(SHUT_WR) done: nothing more goes out */
     struct net__budget *budget; /* the server's, or NULL */
     size_t budget_reported;   /* what this connection added to budget->used */
     net_timer_id_t budget_timer;
-    struct net_conn_options opt;
-    uint64_t last_input_ms;
     net_timer_id_t idle_timer;
     /* force_close_after's timer: set from any thread (the latest call wins),
      * exchanged for 0 by whoever cancels it. */
     _Atomic net_timer_id_t close_timer;
-    net_addr_t local, peer;
+    union net__conn_sockaddr local, peer;
+    /* The net_addr_t forms: made at creation for a Unix socket, else by
+     * the first accessor call (any thread: the first to install wins);
+     * freed with the connection. */
+    _Atomic(struct net__conn_addrs *) addrs;
     struct net__conn_link link; /* the owner's list */
 };
 
