@@ -334,7 +334,8 @@ NET_EXPORT void net_rpc_client_options_init(struct net_rpc_client_options *opt);
 /* Creates a client for the server at addr, on `loop`, stores it in *out and
  * starts connecting. opt (copied) may be NULL for the defaults. Returns 0,
  * -EINVAL (a NULL argument, an address family other than IPv4, IPv6 or
- * Unix), -ENOMEM, NET_EWRONGTHREAD (not on loop's thread: nothing made).
+ * Unix, a protocol that is not one of enum net_rpc_protocol), -ENOMEM,
+ * NET_EWRONGTHREAD (not on loop's thread: nothing made).
  * Loop thread only. */
 NET_EXPORT int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
                                   const struct net_rpc_client_options *opt,
