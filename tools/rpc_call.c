@@ -154,11 +154,12 @@ struct outcome {
 static int write_attachment(const struct request *r, const void *att, size_t len)
 {
     if (!r->att_out) {
-        fwrite(att, 1, len, stdout);
+        if (len) /* att is NULL then */
+            fwrite(att, 1, len, stdout);
         return EXIT_OK_STATUS;
     }
     FILE *f = fopen(r->att_out, "wb");
-    bool ok = f && fwrite(att, 1, len, f) == len;
+    bool ok = f && (!len || fwrite(att, 1, len, f) == len);
     if (f && fclose(f) != 0)
         ok = false;
     if (!ok)
@@ -181,7 +182,8 @@ static int print_reply(net_rpc_client_t *c, const struct request *r, const void 
         }
         body = msg;
     }
-    fwrite(body, 1, len, stdout);
+    if (len)
+        fwrite(body, 1, len, stdout);
     return write_attachment(r, att, alen);
 }
 
