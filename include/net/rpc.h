@@ -367,7 +367,8 @@ NET_EXPORT int net_rpc_call(net_rpc_client_t *client, const char *method, const 
  * "Service.Method", split at its last '.'. Returns as net_rpc_call, and
  * also -EINVAL for a NULL attachment with attachment_len > 0, an
  * attachment over INT32_MAX, body and attachment together over the
- * frame's limit, attachment_len > 0 on an NRPC client (NRPC/1 has no
+ * frame's limit (4 GiB - 1 less the meta), attachment_len > 0 on an NRPC
+ * client (NRPC/1 has no
  * attachment), or, with baidu_std, a method without a '.' between a
  * non-empty service and method. net_rpc_call is this with no attachment.
  * Thread-safe. */

@@ -32,6 +32,11 @@
  * attempts that gives up (or one failed attempt with fail_fast), or the
  * client's close.
  *
+ * The protocol (opt.protocol) only changes the bytes: an NRPC/1 frame or a
+ * baidu_std one (its correlation_id is the call id, its head built on the
+ * caller's stack), and how on_message decodes responses; the tables, the
+ * outcomes and the limits are the same for both.
+ *
  * Lifetime (the one close rule, loop/closer.h): references are the owner's,
  * one per thread inside net_rpc_call or net_rpc_call_sync, and one per
  * pending poke (the one armed task through which other threads ask the loop
