@@ -1,4 +1,4 @@
-/* rpc_bench: calls/s and latency of an NRPC/1 server's `echo` method;
+/* rpc_bench: calls/s and latency of an echo method, over NRPC/1 or baidu_std;
  * installed as netloop-rpc-bench. What it measures, its options, its output
  * line and exit codes are in its manual (`--help`, help_text below); the
  * histogram and sampling constants are the enum below. */
@@ -14,6 +14,7 @@
 #include <net/loop_thread.h>
 #include <net/rpc.h>
 
+#include "echo_pb.h"
 #include "netns_guard.h"
 
 enum {
@@ -42,6 +43,7 @@ struct worker {
     int index;
     pthread_t tid;               /* sync callers only */
     unsigned char *scratch;      /* the next request body */
+    unsigned char *wire;         /* --echo-request: scratch as an EchoRequest */
     uint64_t calls, errors;
     struct hist hist;
 };
@@ -65,7 +67,11 @@ struct conn {
 
 static struct {
     net_addr_t addr;
-    size_t conns, depth, threads, size;
+    size_t conns, depth, threads, size, att_size;
+    enum net_rpc_protocol protocol;
+    const char *method;
+    bool echo_request;           /* bodies as brpc's EchoRequest/EchoResponse */
+    unsigned char *att;          /* the attachment sent with every call */
     double seconds, warmup;
     bool sync;
     bool netns;                  /* private addresses from a private netns */
@@ -146,9 +152,16 @@ static size_t tag_len(void)
     return g.size < TAG_LEN ? g.size : TAG_LEN;
 }
 
-static void make_body(unsigned char *body, uint64_t tag)
+/* The next request's bytes in w (the tag, then the pattern; with
+ * --echo-request wrapped as an EchoRequest); returns their length. */
+static size_t make_body(struct worker *w, uint64_t tag, const unsigned char **out)
 {
-    memcpy(body, &tag, tag_len());
+    memcpy(w->scratch, &tag, tag_len());
+    *out = w->scratch;
+    if (!g.echo_request)
+        return g.size;
+    *out = w->wire;
+    return echo_pb_wrap(w->wire, w->scratch, g.size);
 }
 
 static void report(const char *mode, uint64_t tag, const char *what)
@@ -162,23 +175,61 @@ static void report(const char *mode, uint64_t tag, const char *what)
 
 /* True when the reply is the echo of the call tagged `tag`; otherwise counts
  * an error and describes it. */
-static bool check_reply(struct worker *w, uint64_t tag, uint32_t status, const void *body,
-                        size_t len)
+/* The echoed attachment (async only: a sync call has none): its length
+ * always, its bytes with the sampled calls; NULL when right. */
+static const char *attachment_error(net_rpc_client_t *c, uint64_t tag)
 {
-    const char *what = NULL;
-    char text[64];
-    const unsigned char *p = body;
-    if (status != NET_RPC_OK) {
-        what = net_rpc_status_name(status);
-    } else if (len != g.size) {
-        snprintf(text, sizeof text, "reply of %zu bytes, sent %zu", len, g.size);
-        what = text;
-    } else if (memcmp(p, &tag, tag_len()) != 0) {
-        what = "the reply of another call";
-    } else if ((tag & SAMPLE_MASK) == 0 && g.size > TAG_LEN &&
-               memcmp(p + TAG_LEN, g.pattern + TAG_LEN, g.size - TAG_LEN) != 0) {
-        what = "reply body differs";
+    size_t alen = 0;
+    const void *att = c ? net_rpc_response_attachment(c, &alen) : NULL;
+    if (alen != g.att_size)
+        return "attachment of another length";
+    if ((tag & SAMPLE_MASK) == 0 && alen && memcmp(att, g.att, alen) != 0)
+        return "attachment differs";
+    return NULL;
+}
+
+/* With --echo-request the reply's message is what must echo the body. */
+static bool unwrap_reply(const void **body, size_t *len)
+{
+    const uint8_t *msg;
+    if (!g.echo_request)
+        return true;
+    if (!echo_pb_unwrap(*body, *len, &msg, len))
+        return false;
+    *body = msg;
+    return true;
+}
+
+/* What is wrong with an OK reply's body; NULL when it echoes the call. */
+static const char *body_error(uint64_t tag, const unsigned char *p, size_t len, char *text,
+                              size_t cap)
+{
+    if (len != g.size) {
+        snprintf(text, cap, "reply of %zu bytes, sent %zu", len, g.size);
+        return text;
     }
+    if (memcmp(p, &tag, tag_len()) != 0)
+        return "the reply of another call";
+    if ((tag & SAMPLE_MASK) == 0 && g.size > TAG_LEN &&
+        memcmp(p + TAG_LEN, g.pattern + TAG_LEN, g.size - TAG_LEN) != 0)
+        return "reply body differs";
+    return NULL;
+}
+
+/* True when the reply is the echo of the call tagged `tag` (c: the client,
+ * for the attachment; NULL in sync mode); otherwise counts an error and
+ * describes it. */
+static bool check_reply(struct worker *w, net_rpc_client_t *c, uint64_t tag, uint32_t status,
+                        const void *body, size_t len)
+{
+    const char *what;
+    char text[64];
+    if (status != NET_RPC_OK)
+        what = net_rpc_status_name(status);
+    else if (!unwrap_reply(&body, &len))
+        what = "the reply is no EchoResponse";
+    else if (!(what = body_error(tag, body, len, text, sizeof text)))
+        what = attachment_error(c, tag);
     if (!what)
         return true;
     w->errors++;
@@ -203,10 +254,11 @@ static void issue(struct slot *s)
 {
     struct worker *w = s->conn->worker;
     s->tag++;
-    make_body(w->scratch, s->tag);
+    const unsigned char *body;
+    size_t len = make_body(w, s->tag, &body);
     s->submit_ns = now_ns();
-    int rc = net_rpc_call(s->conn->client, "echo", w->scratch, g.size, CALL_TIMEOUT_MS,
-                          call_done, s);
+    int rc = net_rpc_call_with_attachment(s->conn->client, g.method, body, len, g.att,
+                                          g.att_size, CALL_TIMEOUT_MS, call_done, s);
     if (rc < 0) { /* not accepted: no callback, the slot retires */
         w->errors++;
         report("async", s->tag, net_strerror(rc));
@@ -217,7 +269,6 @@ static void issue(struct slot *s)
 static void call_done(net_rpc_client_t *c, uint32_t status, const void *body, size_t len,
                       void *arg)
 {
-    (void)c;
     uint64_t done = now_ns();
     struct slot *s = arg;
     enum phase phase = atomic_load_explicit(&g.phase, memory_order_relaxed);
@@ -225,7 +276,7 @@ static void call_done(net_rpc_client_t *c, uint32_t status, const void *body, si
         atomic_fetch_sub(&g.outstanding, 1);
         return;
     }
-    if (check_reply(s->conn->worker, s->tag, status, body, len))
+    if (check_reply(s->conn->worker, c, s->tag, status, body, len))
         record(s->conn->worker, s->submit_ns, done);
     if (phase < DRAIN)
         issue(s);
@@ -271,17 +322,18 @@ static bool sync_call(struct worker *w, net_rpc_client_t *client, uint64_t tag)
     uint32_t status;
     void *body;
     size_t len;
-    make_body(w->scratch, tag);
+    const unsigned char *req;
+    size_t req_len = make_body(w, tag, &req);
     uint64_t t0 = now_ns();
-    int rc = net_rpc_call_sync(client, "echo", w->scratch, g.size, CALL_TIMEOUT_MS, &status,
-                               &body, &len);
+    int rc = net_rpc_call_sync(client, g.method, req, req_len, CALL_TIMEOUT_MS, &status, &body,
+                               &len);
     uint64_t t1 = now_ns();
     if (rc < 0) {
         w->errors++;
         report("sync", tag, net_strerror(rc));
         return false;
     }
-    if (check_reply(w, tag, status, body, len))
+    if (check_reply(w, NULL, tag, status, body, len))
         record(w, t0, t1);
     free(body);
     return true;
@@ -363,6 +415,7 @@ static void create_client(void *arg)
     struct net_rpc_client_options opt;
     net_rpc_client_options_init(&opt);
     opt.client.connect_timeout_ms = 2000;
+    opt.protocol = g.protocol;
     if (net_rpc_client_new(k->loop, &g.addr, &opt, &k->client) < 0)
         k->client = NULL;
 }
@@ -387,7 +440,10 @@ static void close_client(struct conn *k)
 static struct worker *worker_new(int index)
 {
     struct worker *w = calloc(1, sizeof *w);
-    if (!w || !(w->scratch = malloc(g.size ? g.size : 1))) {
+    if (!w || !(w->scratch = malloc(g.size ? g.size : 1)) ||
+        !(w->wire = malloc(ECHO_PB_ROOM(g.size)))) {
+        if (w)
+            free(w->scratch);
         free(w);
         return NULL;
     }
@@ -417,10 +473,14 @@ static int setup(void)
     g.workers = calloc(g.nworkers, sizeof *g.workers);
     g.conn = calloc(g.conns, sizeof *g.conn);
     g.pattern = malloc(g.size ? g.size : 1);
-    if (!g.loops || !g.workers || !g.conn || !g.pattern)
+    g.att = g.att_size ? malloc(g.att_size) : NULL;
+    if (!g.loops || !g.workers || !g.conn || !g.pattern || (g.att_size && !g.att))
         return -ENOMEM;
+    /* Printable with --echo-request: brpc's message is a protobuf string. */
     for (size_t i = 0; i < g.size; i++)
-        g.pattern[i] = (unsigned char)(i * 31 + 7);
+        g.pattern[i] = g.echo_request ? (unsigned char)('a' + i % 26) : (unsigned char)(i * 31 + 7);
+    for (size_t i = 0; i < g.att_size; i++)
+        g.att[i] = (unsigned char)(i * 13 + 5);
     for (size_t i = 0; i < g.nworkers; i++)
         if (!(g.workers[i] = worker_new((int)i)))
             return -ENOMEM;
@@ -446,14 +506,17 @@ static void teardown(void)
     for (size_t i = 0; g.loops && i < g.nloops; i++)
         net_loop_thread_join(g.loops[i]);
     for (size_t i = 0; g.workers && i < g.nworkers; i++) {
-        if (g.workers[i])
+        if (g.workers[i]) {
             free(g.workers[i]->scratch);
+            free(g.workers[i]->wire);
+        }
         free(g.workers[i]);
     }
     free(g.conn);
     free(g.loops);
     free(g.workers);
     free(g.pattern);
+    free(g.att);
 }
 
 static bool wait_connected(void)
@@ -563,17 +626,20 @@ static bool parse_seconds(const char *text, double min, double *out)
     return true;
 }
 
-static const char help_text[] =
+/* In parts: ISO C bounds one string literal to 4095 bytes. */
+static const char *const help_text[] = {
     "NAME\n"
-    "    netloop-rpc-bench - calls/s and latency of an NRPC/1 server's echo\n"
+    "    netloop-rpc-bench - calls/s and latency of an echo method (NRPC/1 or baidu_std)\n"
     "\n"
     "SYNOPSIS\n"
     "    netloop-rpc-bench HOST:PORT [--connections C] [--depth D] [--threads T]\n"
     "                      [--size S] [--seconds N] [--warmup W] [--sync] [--netns]\n"
+    "                      [--protocol nrpc|baidu_std] [--method M] [--echo-request]\n"
+    "                      [--attachment-size A]\n"
     "    netloop-rpc-bench --help\n"
     "\n"
     "DESCRIPTION\n"
-    "    Calls the method `echo` of the server at HOST:PORT (which must send\n"
+    "    Calls the method `echo` (see --method) of the server at HOST:PORT (which must send\n"
     "    the request body back, as examples/rpc_server does) as fast as it\n"
     "    answers, and prints one line:\n"
     "        rpc_bench conns=C depth=D threads=T size=S seconds=N mode=async|sync\n"
@@ -594,6 +660,13 @@ static const char help_text[] =
     "    loopback (see --netns).\n"
     "    In a build tree the same program is build/tools/rpc_bench.\n"
     "\n"
+    "    Against brpc (its echo_server or bench_echo_server, service\n"
+    "    example.EchoService): --protocol baidu_std --echo-request. The S bytes\n"
+    "    then travel as the message of an EchoRequest (brpc refuses a body\n"
+    "    that is no valid protobuf), the method defaults to\n"
+    "    example.EchoService.Echo, and every reply must be an EchoResponse\n"
+    "    whose message passes the checks above.\n"
+    "\n",
     "OPTIONS\n"
     "    --connections C  clients (connections), 1..10000; default 1\n"
     "    --depth D        calls outstanding per client (async), 1..65536;\n"
@@ -610,8 +683,19 @@ static const char help_text[] =
     "    --netns          also accept a private IPv4 address (10/8, 172.16/12,\n"
     "                     192.168/16) when run in a network namespace that is\n"
     "                     not PID 1's and has no default route\n"
+    "    --protocol P     nrpc (NRPC/1, the default) or baidu_std (brpc's)\n"
+    "    --method M       the method called: default echo, with baidu_std\n"
+    "                     example.EchoService.Echo (\"Service.Method\")\n"
+    "    --echo-request   baidu_std only: wrap each body as brpc's EchoRequest\n"
+    "                     { message = 1 } and unwrap each reply as its\n"
+    "                     EchoResponse (the pattern is then lower-case letters)\n"
+    "    --attachment-size A\n"
+    "                     baidu_std, async only: send A bytes (0..16777216,\n"
+    "                     default 0) of attachment with every call; every reply\n"
+    "                     must carry an attachment of A bytes (one in 64\n"
+    "                     compared byte for byte), as brpc's echo servers send\n"
     "    -h, --help       print this manual on standard output and exit 0\n"
-    "\n"
+    "\n",
     "EXIT STATUS\n"
     "    0   Every call succeeded and at least one completed.\n"
     "    1   A call failed or a reply differed (the first few are described on\n"
@@ -619,21 +703,59 @@ static const char help_text[] =
     "        after the drain, or the clients could not be set up or were not\n"
     "        connected within 5 s.\n"
     "    2   Usage error: an unknown option, a value malformed or out of range,\n"
-    "        a bad or non-loopback address.\n"
+    "        a bad or non-loopback address, --echo-request or --attachment-size\n"
+    "        without --protocol baidu_std, --attachment-size with --sync, a\n"
+    "        baidu_std method that is not Service.Method.\n"
     "\n"
     "EXAMPLES\n"
     "    With build/examples/rpc_server on 127.0.0.1:2008:\n"
     "        netloop-rpc-bench 127.0.0.1:2008 --connections 1 --depth 128 --seconds 3\n"
-    "        netloop-rpc-bench 127.0.0.1:2008 --threads 16 --sync --size 4096\n";
+    "        netloop-rpc-bench 127.0.0.1:2008 --threads 16 --sync --size 4096\n"
+    "    With brpc's bench_echo_server -port=8002:\n"
+    "        netloop-rpc-bench 127.0.0.1:8002 --protocol baidu_std --echo-request \\\n"
+    "            --depth 64 --attachment-size 1024 --seconds 3\n",
+    NULL,
+};
 
 static int usage(void)
 {
     fprintf(stderr, "usage: rpc_bench HOST:PORT [--connections C] [--depth D] [--threads T]\n"
                     "                 [--size S] [--seconds N] [--warmup W] [--sync] [--netns]\n"
+                    "                 [--protocol nrpc|baidu_std] [--method M] [--echo-request]\n"
+                    "                 [--attachment-size A]\n"
                     "  defaults C=1 D=128 T=1 S=64 N=5 W=0.5; loopback addresses only\n"
                     "  (--netns: private IPv4, from a namespace without a default route)\n"
                     "  --help: the manual\n");
     return 2;
+}
+
+static bool parse_protocol(const char *value)
+{
+    if (strcmp(value, "nrpc") == 0)
+        g.protocol = NET_RPC_NRPC;
+    else if (strcmp(value, "baidu_std") == 0)
+        g.protocol = NET_RPC_BAIDU_STD;
+    else
+        return false;
+    return true;
+}
+
+/* The protocol's rules on the options; false (after a line) when broken. */
+static bool options_fit(void)
+{
+    const char *why = NULL, *dot;
+    if (!g.method)
+        g.method = g.protocol == NET_RPC_BAIDU_STD ? "example.EchoService.Echo" : "echo";
+    if (g.protocol != NET_RPC_BAIDU_STD && (g.echo_request || g.att_size))
+        why = "--echo-request and --attachment-size need --protocol baidu_std";
+    else if (g.sync && g.att_size)
+        why = "--attachment-size needs async mode (a sync call has no attachment)";
+    else if (g.protocol == NET_RPC_BAIDU_STD &&
+             (!(dot = strrchr(g.method, '.')) || dot == g.method || !dot[1]))
+        why = "a baidu_std method is Service.Method";
+    if (why)
+        fprintf(stderr, "rpc_bench: %s\n", why);
+    return !why;
 }
 
 static bool parse_option(const char *name, const char *value)
@@ -650,6 +772,12 @@ static bool parse_option(const char *name, const char *value)
         return parse_seconds(value, 0.001, &g.seconds);
     if (strcmp(name, "--warmup") == 0)
         return parse_seconds(value, 0, &g.warmup);
+    if (strcmp(name, "--attachment-size") == 0)
+        return parse_size(value, 0, 16u << 20, &g.att_size);
+    if (strcmp(name, "--method") == 0)
+        return (g.method = value)[0] != '\0' && strlen(value) <= 255;
+    if (strcmp(name, "--protocol") == 0)
+        return parse_protocol(value);
     return false;
 }
 
@@ -662,6 +790,8 @@ static int parse_args(int argc, char **argv)
             g.sync = true;
         } else if (strcmp(argv[i], "--netns") == 0) {
             g.netns = true;
+        } else if (strcmp(argv[i], "--echo-request") == 0) {
+            g.echo_request = true;
         } else if (strncmp(argv[i], "--", 2) == 0 && i + 1 < argc) {
             if (!parse_option(argv[i], argv[i + 1]))
                 return usage();
@@ -672,7 +802,7 @@ static int parse_args(int argc, char **argv)
             return usage();
         }
     }
-    if (!target)
+    if (!target || !options_fit())
         return usage();
     if (net_addr_parse(&g.addr, target) < 0) {
         fprintf(stderr, "rpc_bench: bad address %s\n", target);
@@ -689,7 +819,8 @@ static int parse_args(int argc, char **argv)
 int main(int argc, char **argv)
 {
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        fputs(help_text, stdout);
+        for (int i = 0; help_text[i]; i++)
+            fputs(help_text[i], stdout);
         return 0;
     }
     int rc = parse_args(argc, argv);

@@ -334,7 +334,8 @@ NET_EXPORT void net_rpc_client_options_init(struct net_rpc_client_options *opt);
 /* Creates a client for the server at addr, on `loop`, stores it in *out and
  * starts connecting. opt (copied) may be NULL for the defaults. Returns 0,
  * -EINVAL (a NULL argument, an address family other than IPv4, IPv6 or
- * Unix), -ENOMEM, NET_EWRONGTHREAD (not on loop's thread: nothing made).
+ * Unix, a protocol that is not one of enum net_rpc_protocol), -ENOMEM,
+ * NET_EWRONGTHREAD (not on loop's thread: nothing made).
  * Loop thread only. */
 NET_EXPORT int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
                                   const struct net_rpc_client_options *opt,
@@ -366,7 +367,8 @@ NET_EXPORT int net_rpc_call(net_rpc_client_t *client, const char *method, const 
  * "Service.Method", split at its last '.'. Returns as net_rpc_call, and
  * also -EINVAL for a NULL attachment with attachment_len > 0, an
  * attachment over INT32_MAX, body and attachment together over the
- * frame's limit, attachment_len > 0 on an NRPC client (NRPC/1 has no
+ * frame's limit (4 GiB - 1 less the meta), attachment_len > 0 on an NRPC
+ * client (NRPC/1 has no
  * attachment), or, with baidu_std, a method without a '.' between a
  * non-empty service and method. net_rpc_call is this with no attachment.
  * Thread-safe. */

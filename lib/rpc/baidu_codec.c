@@ -399,4 +399,46 @@ size_t net__baidu_response_head(uint8_t out[NET__BAIDU_RESPONSE_HEAD_MAX],
     put_be32(out + 4, (uint32_t)(meta + payload_len + attachment_len));
     put_be32(out + 8, (uint32_t)meta);
     return head;
+
+/* ---- Request side (the client) --------------------------------------------- */
+
+int net__baidu_split_method(const char *name, size_t len, size_t *service_len,
+                            const char **method, size_t *method_len)
+{
+    const char *dot = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (name[i] == '.')
+            dot = name + i;
+    if (!dot || dot == name || dot == name + len - 1)
+        return -EINVAL;
+    *service_len = (size_t)(dot - name);
+    *method = dot + 1;
+    *method_len = len - *service_len - 1;
+    return 0;
+}
+
+/* The same bytes as net__baidu_encode_request, into a caller's array: a
+ * client builds each call's head on its stack, with no allocation. */
+int net__baidu_pack_request(uint8_t out[NET__BAIDU_REQUEST_HEAD_MAX], const char *service,
+                            size_t service_len, const char *method, size_t method_len,
+                            uint64_t correlation_id, size_t payload_len,
+                            size_t attachment_len)
+{
+    if (!service || !service_len || !method || !method_len ||
+        service_len + method_len > NET__BAIDU_MAX_NAMES)
+        return -EINVAL;
+    struct meta_out o = {
+        .request = true, .service = service, .service_len = service_len,
+        .method = method, .method_len = method_len,
+        .correlation_id = correlation_id, .attachment_len = attachment_len,
+    };
+    size_t meta = meta_len(&o);
+    if (attachment_len > INT32_MAX || payload_len > UINT32_MAX ||
+        (uint64_t)meta + payload_len + attachment_len > UINT32_MAX)
+        return -EINVAL;
+    memcpy(out, NET__BAIDU_MAGIC, MAGIC_LEN);
+    put_be32(out + 4, (uint32_t)(meta + payload_len + attachment_len));
+    put_be32(out + 8, (uint32_t)meta);
+    put_meta(out + NET__BAIDU_HEADER_LEN, &o);
+    return (int)(NET__BAIDU_HEADER_LEN + meta);
 }

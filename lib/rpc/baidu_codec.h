@@ -141,4 +141,30 @@ size_t net__baidu_response_head(uint8_t out[NET__BAIDU_RESPONSE_HEAD_MAX],
                                 size_t error_text_len, size_t payload_len,
                                 size_t attachment_len);
 
+/* ---- Request side (the client) ------------------------------------------
+ *
+ * net__baidu_split_method: splits a method name "Service.Method" of len
+ * bytes (not NUL-terminated) at its last '.': the service is
+ * name[0..*service_len), the method *method (*method_len bytes). Returns 0,
+ * or -EINVAL when there is no '.' or the service or the method would be
+ * empty. Thread-safe.
+ *
+ * net__baidu_pack_request: writes the header and meta of a request, the
+ * same bytes as net__baidu_encode_request, into out (room for
+ * NET__BAIDU_REQUEST_HEAD_MAX bytes) and returns their length; the
+ * payload and the attachment follow. -EINVAL for an empty or NULL service
+ * or method, service_len + method_len over NET__BAIDU_MAX_NAMES, an
+ * attachment over INT32_MAX or a body (meta + payload + attachment) over
+ * UINT32_MAX. Thread-safe. */
+/* Names up to 255 bytes together (what an NRPC method allows), a 10-byte
+ * correlation_id and attachment_size, and the keys and lengths. */
+#define NET__BAIDU_MAX_NAMES 255
+#define NET__BAIDU_REQUEST_HEAD_MAX (NET__BAIDU_HEADER_LEN + NET__BAIDU_MAX_NAMES + 48)
+int net__baidu_split_method(const char *name, size_t len, size_t *service_len,
+                            const char **method, size_t *method_len);
+int net__baidu_pack_request(uint8_t out[NET__BAIDU_REQUEST_HEAD_MAX], const char *service,
+                            size_t service_len, const char *method, size_t method_len,
+                            uint64_t correlation_id, size_t payload_len,
+                            size_t attachment_len);
+
 #endif

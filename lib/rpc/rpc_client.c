@@ -32,6 +32,11 @@
  * attempts that gives up (or one failed attempt with fail_fast), or the
  * client's close.
  *
+ * The protocol (opt.protocol) only changes the bytes: an NRPC/1 frame or a
+ * baidu_std one (its correlation_id is the call id, its head built on the
+ * caller's stack), and how on_message decodes responses; the tables, the
+ * outcomes and the limits are the same for both.
+ *
  * Lifetime (the one close rule, loop/closer.h): references are the owner's,
  * one per thread inside net_rpc_call or net_rpc_call_sync, and one per
  * pending poke (the one armed task through which other threads ask the loop
@@ -51,6 +56,7 @@
 #include "loop/closer.h"
 #include "loop/id_table.h"
 #include "loop/log_internal.h"
+#include "rpc/baidu_codec.h"
 #include "rpc/rpc_codec.h"
 #include "rpc/waitset.h"
 #include "tcp/tcp_conn_internal.h"
@@ -140,6 +146,10 @@ struct net_rpc_client {
      * outcome it delivered once per batch (after each read). */
     struct net__waitset sync_waiters;
     bool in_batch; /* loop thread: inside on_message, wakes wait for its end */
+    /* Loop thread: the attachment of the response being delivered
+     * (net_rpc_response_attachment), set only around its done. */
+    const void *resp_att;
+    size_t resp_att_len;
 
     atomic_ullong calls, completed, late, timeouts, disconnected;
 };
@@ -435,14 +445,67 @@ static void on_connect_failed(net_client_t *tcp, int err, bool will_retry, void 
     fail_waiting(c, c->phase == FINISHED ? NET_RPC_CANCELLED : NET_RPC_DISCONNECTED);
 }
 
-static void on_response(net_rpc_client_t *c, const struct net__rpc_frame *f)
+/* A response to the call with this id; unknown ids are calls that ended
+ * earlier (timed out): dropped and counted. */
+static void on_response(net_rpc_client_t *c, uint64_t id, uint32_t status, const void *body,
+                        size_t len)
 {
-    struct call *k = call_of(net__id_table_take(&c->sent, f->hdr.call_id));
+    struct call *k = call_of(net__id_table_take(&c->sent, id));
     if (!k) {
         atomic_fetch_add_explicit(&c->late, 1, memory_order_relaxed);
-        return; /* ended earlier (timed out): dropped and counted */
+        return;
     }
-    complete(c, k, f->hdr.status, f->body, f->hdr.body_len);
+    complete(c, k, status, body, len);
+}
+
+/* On error the body delivered is the error_text, as NRPC's message; the
+ * attachment goes with either. */
+static void on_baidu_response(net_rpc_client_t *c, const struct net__baidu_frame *f)
+{
+    const struct net__baidu_meta *m = &f->meta;
+    c->resp_att = f->attachment_len ? f->attachment : NULL;
+    c->resp_att_len = f->attachment_len;
+    if (m->error_code == 0)
+        on_response(c, m->correlation_id, NET_RPC_OK, f->payload, f->payload_len);
+    else
+        on_response(c, m->correlation_id, net__baidu_status(m->error_code), m->error_text,
+                    m->error_text ? m->error_text_len : 0);
+    c->resp_att = NULL;
+    c->resp_att_len = 0;
+}
+
+static int read_nrpc(net_rpc_client_t *c, net_buf_t *in, const char **reason)
+{
+    struct net__rpc_frame f;
+    int rc;
+    while ((rc = net__rpc_decode(in, c->opt.max_frame, &f, reason)) > 0) {
+        if (f.hdr.type != NET__RPC_TYPE_RESPONSE) {
+            *reason = "request sent to a client";
+            return -EPROTO;
+        }
+        on_response(c, f.hdr.call_id, f.hdr.status, f.body, f.hdr.body_len);
+        net_buf_retrieve(in, f.total);
+    }
+    return rc;
+}
+
+static int read_baidu(net_rpc_client_t *c, net_buf_t *in, const char **reason)
+{
+    struct net__baidu_frame f;
+    size_t need;
+    int rc;
+    while ((rc = net__baidu_decode((const uint8_t *)net_buf_peek(in), net_buf_readable(in),
+                                   c->opt.max_frame, &f, &need)) > 0) {
+        if (!f.meta.has_response) {
+            *reason = "request sent to a client";
+            return -EPROTO;
+        }
+        on_baidu_response(c, &f);
+        net_buf_retrieve(in, f.frame_len);
+    }
+    if (rc < 0)
+        *reason = rc == -EMSGSIZE ? "baidu_std frame over max_frame" : "malformed baidu_std frame";
+    return rc;
 }
 
 /* Debug when calls end PROTOCOL_ERROR (their callers see it); with none
@@ -461,24 +524,15 @@ static void on_message(net_conn_t *conn, net_buf_t *in, uint64_t receive_ms, voi
 {
     (void)receive_ms;
     net_rpc_client_t *c = arg;
-    struct net__rpc_frame f;
     const char *reason = NULL;
-    int rc;
     if (c->phase == FINISHED) {
         net_buf_retrieve_all(in); /* every call has ended */
         return;
     }
     drain_intake(c); /* every call these responses answer is in the table now */
     c->in_batch = true;
-    while ((rc = net__rpc_decode(in, c->opt.max_frame, &f, &reason)) > 0) {
-        if (f.hdr.type != NET__RPC_TYPE_RESPONSE) {
-            rc = -EPROTO;
-            reason = "request sent to a client";
-            break;
-        }
-        on_response(c, &f);
-        net_buf_retrieve(in, f.total);
-    }
+    int rc = c->opt.protocol == NET_RPC_BAIDU_STD ? read_baidu(c, in, &reason)
+                                                  : read_nrpc(c, in, &reason);
     if (rc < 0)
         protocol_error(c, conn, in, reason);
     c->in_batch = false;
@@ -686,8 +740,73 @@ static void after_submit(net_rpc_client_t *c, uint64_t id, int rc, bool timed)
         client_poke(c, WANT_CONNECT);
 }
 
-static int call_start(net_rpc_client_t *c, const char *method, size_t mlen, const void *body,
-                      size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done, void *arg)
+/* What a call sends, checked by call_checked. */
+struct call_req {
+    const char *method;
+    size_t mlen;
+    const void *body;
+    size_t body_len;
+    const void *att;
+    size_t att_len;
+};
+
+/* A call's frame: its head (NRPC's header, or baidu_std's header and
+ * meta) built on the caller's stack, then method, body and attachment by
+ * reference: the connection's queue copies them once. */
+struct frame {
+    uint8_t head[NET__BAIDU_REQUEST_HEAD_MAX];
+    struct iovec iov[3];
+    int n;
+};
+
+_Static_assert(NET__RPC_HEADER_LEN <= NET__BAIDU_REQUEST_HEAD_MAX, "the head holds NRPC's");
+
+static void frame_add(struct frame *fr, const void *p, size_t len)
+{
+    if (len)
+        fr->iov[fr->n++] = (struct iovec){(void *)p, len};
+}
+
+static int frame_nrpc(struct frame *fr, uint64_t id, const struct call_req *r)
+{
+    struct net__rpc_header h = {.version = NET__RPC_VERSION, .type = NET__RPC_TYPE_REQUEST,
+                                .method_len = (uint16_t)r->mlen, .call_id = id,
+                                .body_len = (uint32_t)r->body_len};
+    net__rpc_header_pack(fr->head, &h);
+    fr->n = 0;
+    frame_add(fr, fr->head, NET__RPC_HEADER_LEN);
+    frame_add(fr, r->method, r->mlen);
+    frame_add(fr, r->body, r->body_len);
+    return 0;
+}
+
+/* The correlation_id is the call id. -EINVAL: body, attachment and meta
+ * over the frame's 4 GiB - 1 (the name was checked by call_checked). */
+static int frame_baidu(struct frame *fr, uint64_t id, const struct call_req *r)
+{
+    size_t slen, mlen;
+    const char *m;
+    if (net__baidu_split_method(r->method, r->mlen, &slen, &m, &mlen) < 0)
+        return -EINVAL;
+    int len = net__baidu_pack_request(fr->head, r->method, slen, m, mlen, id, r->body_len,
+                                      r->att_len);
+    if (len < 0)
+        return len;
+    fr->n = 0;
+    frame_add(fr, fr->head, (size_t)len);
+    frame_add(fr, r->body, r->body_len);
+    frame_add(fr, r->att, r->att_len);
+    return 0;
+}
+
+static int frame_build(net_rpc_client_t *c, struct frame *fr, uint64_t id,
+                       const struct call_req *r)
+{
+    return c->opt.protocol == NET_RPC_BAIDU_STD ? frame_baidu(fr, id, r) : frame_nrpc(fr, id, r);
+}
+
+static int call_start(net_rpc_client_t *c, const struct call_req *r, uint64_t timeout_ms,
+                      net_rpc_done_fn done, void *arg)
 {
     if (net__closer_closing(&c->closer))
         return -ESHUTDOWN;
@@ -695,6 +814,12 @@ static int call_start(net_rpc_client_t *c, const char *method, size_t mlen, cons
     if (!k)
         return -ENOMEM;
     uint64_t id = k->link.id;
+    struct frame fr;
+    int rc = frame_build(c, &fr, id, r);
+    if (rc < 0) {
+        net__wq_node_free(k->node); /* never seen by anyone: nothing started */
+        return rc;
+    }
     bool timed = k->deadline_ms != 0;
     atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
     if (atomic_fetch_add(&c->admitted, 1) >= c->opt.max_outstanding) {
@@ -703,13 +828,7 @@ static int call_start(net_rpc_client_t *c, const char *method, size_t mlen, cons
         client_poke(c, WANT_DRAIN); /* refused calls end soon, not with the next response */
         return 0;
     }
-    struct net__rpc_header h = {.version = NET__RPC_VERSION, .type = NET__RPC_TYPE_REQUEST,
-                                .method_len = (uint16_t)mlen, .call_id = id,
-                                .body_len = (uint32_t)body_len};
-    uint8_t hdr[NET__RPC_HEADER_LEN];
-    net__rpc_header_pack(hdr, &h);
-    struct iovec iov[3] = {{hdr, sizeof hdr}, {(void *)method, mlen}, {(void *)body, body_len}};
-    after_submit(c, id, submit(c, k, iov, body_len ? 3 : 2), timed);
+    after_submit(c, id, submit(c, k, fr.iov, fr.n), timed);
     /* Raced with the close: the loop may have finished; it ends the call
      * CANCELLED. seq_cst with the close's store: if this load misses it,
      * our push comes before the close's poke, whose drain then sees it. */
@@ -718,28 +837,58 @@ static int call_start(net_rpc_client_t *c, const char *method, size_t mlen, cons
     return 0;
 }
 
-/* net_rpc_call's checks, then the start; the caller holds a reference. */
-static int call_checked(net_rpc_client_t *c, const char *method, const void *body,
-                        size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done, void *arg)
+/* The name's rules per protocol (rpc.h); an attachment is baidu_std's. */
+static bool req_valid(const net_rpc_client_t *c, const struct call_req *r)
 {
-    size_t mlen = method ? strlen(method) : 0;
-    if (!done || mlen == 0 || mlen > NET__RPC_MAX_METHOD || (body_len && !body) ||
-        body_len > UINT32_MAX)
-        return -EINVAL;
-    return call_start(c, method, mlen, body, body_len, timeout_ms, done, arg);
+    size_t slen, mlen;
+    const char *m;
+    if (r->mlen == 0 || r->mlen > NET__RPC_MAX_METHOD || (r->body_len && !r->body) ||
+        r->body_len > UINT32_MAX || (r->att_len && !r->att) || r->att_len > INT32_MAX)
+        return false;
+    if (c->opt.protocol != NET_RPC_BAIDU_STD)
+        return r->att_len == 0;
+    return net__baidu_split_method(r->method, r->mlen, &slen, &m, &mlen) == 0;
 }
 
-int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
-                 size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done, void *arg)
+/* net_rpc_call's checks, then the start; the caller holds a reference. */
+static int call_checked(net_rpc_client_t *c, const char *method, const void *body,
+                        size_t body_len, const void *att, size_t att_len, uint64_t timeout_ms,
+                        net_rpc_done_fn done, void *arg)
+{
+    struct call_req r = {.method = method, .mlen = method ? strlen(method) : 0,
+                         .body = body, .body_len = body_len, .att = att, .att_len = att_len};
+    if (!done || !req_valid(c, &r))
+        return -EINVAL;
+    return call_start(c, &r, timeout_ms, done, arg);
+}
+
+int net_rpc_call_with_attachment(net_rpc_client_t *client, const char *method,
+                                 const void *body, size_t body_len, const void *attachment,
+                                 size_t attachment_len, uint64_t timeout_ms,
+                                 net_rpc_done_fn done, void *arg)
 {
     if (!client)
         return -EINVAL;
     /* Held while this thread uses the client: a close cannot free it under
      * the call. */
     net__closer_ref(&client->closer);
-    int rc = call_checked(client, method, body, body_len, timeout_ms, done, arg);
+    int rc = call_checked(client, method, body, body_len, attachment, attachment_len,
+                          timeout_ms, done, arg);
     net__closer_unref(&client->closer);
     return rc;
+}
+
+int net_rpc_call(net_rpc_client_t *client, const char *method, const void *body,
+                 size_t body_len, uint64_t timeout_ms, net_rpc_done_fn done, void *arg)
+{
+    return net_rpc_call_with_attachment(client, method, body, body_len, NULL, 0, timeout_ms,
+                                        done, arg);
+}
+
+const void *net_rpc_response_attachment(const net_rpc_client_t *client, size_t *len)
+{
+    *len = client ? client->resp_att_len : 0;
+    return client ? client->resp_att : NULL;
 }
 
 /* ---- life ------------------------------------------------------------------------------ */
@@ -813,7 +962,8 @@ static int client_connect(net_rpc_client_t *c, const net_addr_t *addr)
 int net_rpc_client_new(net_loop_t *loop, const net_addr_t *addr,
                        const struct net_rpc_client_options *opt, net_rpc_client_t **out)
 {
-    if (!loop || !addr || !out)
+    if (!loop || !addr || !out ||
+        (opt && opt->protocol != NET_RPC_NRPC && opt->protocol != NET_RPC_BAIDU_STD))
         return -EINVAL;
     if (!net_loop_in_loop_thread(loop))
         return NET_EWRONGTHREAD;
@@ -916,7 +1066,7 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
      * return). One pair of atomics per call on a line all callers share:
      * the call itself takes no second one. */
     net__closer_ref(&client->closer);
-    int rc = call_checked(client, method, body, body_len, timeout_ms, sync_done, &s);
+    int rc = call_checked(client, method, body, body_len, NULL, 0, timeout_ms, sync_done, &s);
     if (rc == 0)
         net__waitset_wait(&client->sync_waiters, &s.waiter);
     net__closer_unref(&client->closer);
