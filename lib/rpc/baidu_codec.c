@@ -399,6 +399,7 @@ size_t net__baidu_response_head(uint8_t out[NET__BAIDU_RESPONSE_HEAD_MAX],
     put_be32(out + 4, (uint32_t)(meta + payload_len + attachment_len));
     put_be32(out + 8, (uint32_t)meta);
     return head;
+}
 
 /* ---- Request side (the client) --------------------------------------------- */
 
