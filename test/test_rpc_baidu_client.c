@@ -138,6 +138,29 @@ static void error_reply(net_conn_t *conn, const struct net__baidu_frame *f)
             0);
 }
 
+/* A response compressed with snappy (compress_type 1), by hand: the
+ * encoder never compresses. */
+static void zipped_reply(net_conn_t *conn, const struct net__baidu_frame *f)
+{
+    uint8_t frame[64] = {'P', 'R', 'P', 'C'};
+    uint8_t *m = frame + 12, *p = m;
+    *p++ = 0x12; *p++ = 0; /* response {} */
+    *p++ = 0x18; *p++ = 1; /* compress_type 1 */
+    *p++ = 0x20;           /* correlation_id */
+    for (uint64_t v = f->meta.correlation_id; ; v >>= 7) {
+        *p++ = (uint8_t)(v > 0x7f ? (v & 0x7f) | 0x80 : v);
+        if (v <= 0x7f)
+            break;
+    }
+    uint32_t meta = (uint32_t)(p - m), body = meta + 2;
+    *p++ = 'z'; *p++ = 'z';
+    for (int i = 0; i < 4; i++) {
+        frame[4 + i] = (uint8_t)(body >> (24 - 8 * i));
+        frame[8 + i] = (uint8_t)(meta >> (24 - 8 * i));
+    }
+    send_bytes(conn, frame, (size_t)(p - frame));
+}
+
 static void serve(net_conn_t *conn, const struct net__baidu_frame *f)
 {
     atomic_fetch_add(&F.requests, 1);
@@ -153,6 +176,8 @@ static void serve(net_conn_t *conn, const struct net__baidu_frame *f)
         hold(conn, f);
     else if (method_is(f, "Bad"))
         bad(conn, f);
+    else if (method_is(f, "Zip"))
+        zipped_reply(conn, f);
     else
         CHECK(!"unknown method");
 }
@@ -352,6 +377,20 @@ TEST(baidu_client_error_codes_mapped)
     sync_expect("test.S.Err", "4242", 4242, "text 4242");                   /* an app's */
     sync_expect("test.S.Err", "-5", NET_RPC_INTERNAL, "text -5");
     sync_expect("test.S.Err", "22", NET_RPC_INTERNAL, "text 22"); /* an errno */
+    net_test_rpc_client_down(&C);
+    fake_down();
+}
+
+/* A compressed response is not handed over as if it were plain: the call
+ * ends INTERNAL, and the connection serves on. */
+TEST(baidu_client_compressed_response_ends_internal)
+{
+    net_test_watchdog_start();
+    fake_up();
+    client_up(0);
+    sync_expect("test.S.Zip", "", NET_RPC_INTERNAL,
+                "response compressed (compress_type 1): netloop implements no compression");
+    sync_expect("test.S.Echo", "still here", NET_RPC_OK, "still here");
     net_test_rpc_client_down(&C);
     fake_down();
 }

@@ -46,6 +46,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -458,11 +459,33 @@ static void on_response(net_rpc_client_t *c, uint64_t id, uint32_t status, const
     complete(c, k, status, body, len);
 }
 
+/* A response netloop cannot read -- compressed, or using a feature it does
+ * not implement -- ends its call INTERNAL with the reason: delivering the
+ * bytes as they are would hand the caller data it cannot tell is wrong.
+ * brpc answers a request in its own compression, so this takes a server
+ * that compresses on its own. Returns whether f was such a response. */
+static bool baidu_unreadable(net_rpc_client_t *c, const struct net__baidu_frame *f)
+{
+    const struct net__baidu_meta *m = &f->meta;
+    if (m->compress_type == 0 && !m->unsupported)
+        return false;
+    char text[96];
+    int n = m->compress_type
+        ? snprintf(text, sizeof text, "response compressed (compress_type %ld): netloop "
+                   "implements no compression", (long)m->compress_type)
+        : snprintf(text, sizeof text, "response uses chunk_info, stream_settings or a "
+                   "content_type netloop does not implement");
+    on_response(c, m->correlation_id, NET_RPC_INTERNAL, text, (size_t)n);
+    return true;
+}
+
 /* On error the body delivered is the error_text, as NRPC's message; the
  * attachment goes with either. */
 static void on_baidu_response(net_rpc_client_t *c, const struct net__baidu_frame *f)
 {
     const struct net__baidu_meta *m = &f->meta;
+    if (baidu_unreadable(c, f))
+        return;
     c->resp_att = f->attachment_len ? f->attachment : NULL;
     c->resp_att_len = f->attachment_len;
     if (m->error_code == 0)
