@@ -16,6 +16,8 @@
  *                      back to coop, then plain, when refused) | single
  *                      (SINGLE_ISSUER) | coop (COOP_TASKRUN|TASKRUN_FLAG) |
  *                      plain (no setup flags)
+ *   URING_ECHO_BUFS  = the pool's buffer count, a power of two 1..32768
+ *                      (default 1024); the test shrinks it to run it dry
  *
  * Completion-based: one multishot accept on the listener; one multishot
  * receive per connection into a ring of provided buffers (registered with
@@ -27,7 +29,7 @@
  *
  * Per connection at most one send is in flight, so a partial send is
  * resubmitted for its tail before anything queued behind it: order is kept
- * without links.  Bounded: the buffer pool is fixed (NBUF x BUF_SIZE); a
+ * without links.  Bounded: the buffer pool is fixed (nbuf x BUF_SIZE); a
  * connection holding more than PAUSE_BYTES unsent cancels its receive and
  * rearms it once its queue is empty (floor_echo's EPOLLOUT switch, in
  * completion terms); ENOBUFS (pool exhausted) ends a multishot receive, which
@@ -57,7 +59,7 @@
 /* 1024 x 16 KiB: one 16 KiB message fits one buffer, and 1000 connections
  * with one message each in flight do not exhaust the pool.  16 MiB in all,
  * touched as the kernel cycles through the ring. */
-enum { NBUF = 1024, BUF_SIZE = 16 * 1024, BGID = 1 };
+enum { NBUF_DEFAULT = 1024, NBUF_MAX = 32768, BUF_SIZE = 16 * 1024, BGID = 1 };
 enum { SQ_ENTRIES = 2048, CQ_ENTRIES = 8192 };
 enum { PAUSE_BYTES = 64 * 1024, NO_BID = -1 };
 /* user_data: a pointer (8-aligned) with the operation in its low 3 bits. */
@@ -93,11 +95,14 @@ static struct ring R;
 static struct io_uring_buf_ring *bufring;
 static char *bufmem;
 static uint16_t buf_tail;                      /* ours, published in bufs_publish */
-static int bid_next[NBUF];                    /* per-connection FIFO links */
-static uint32_t bid_len[NBUF];                /* bytes received into each buffer */
+static unsigned nbuf = NBUF_DEFAULT;
+static int bid_next[NBUF_MAX];                /* per-connection FIFO links */
+static uint32_t bid_len[NBUF_MAX];            /* bytes received into each buffer */
 static unsigned bufs_held;                    /* received, not yet returned */
 static struct conn *conns, *starved;
 static int lfd, sfd, running = 1;
+/* What the tests and the benchmark notes want to know happened. */
+static unsigned long n_enters, n_cqes, n_enobufs, n_pauses, n_partial;
 static char accept_tag[8] __attribute__((aligned(8)));
 static char signal_tag[8] __attribute__((aligned(8)));
 
@@ -124,6 +129,7 @@ static int sys_setup(unsigned entries, struct io_uring_params *p)
 
 static int sys_enter(unsigned submit, unsigned wait, unsigned flags)
 {
+    n_enters++;
     return (int)syscall(__NR_io_uring_enter, R.fd, submit, wait, flags, NULL, 0);
 }
 
@@ -266,23 +272,28 @@ static uint64_t ud_make(void *p, int op) { return (uint64_t)(uintptr_t)p | (uint
 
 static void bufs_setup(void)
 {
-    size_t ring_len = NBUF * sizeof(struct io_uring_buf);
+    const char *env = getenv("URING_ECHO_BUFS");
+    if (env)
+        nbuf = (unsigned)strtoul(env, NULL, 10);
+    if (nbuf < 1 || nbuf > NBUF_MAX || (nbuf & (nbuf - 1)))
+        die("URING_ECHO_BUFS: not a power of two 1..32768", EINVAL);
+    size_t ring_len = nbuf * sizeof(struct io_uring_buf);
     bufring = mmap(NULL, ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    bufmem = malloc((size_t)NBUF * BUF_SIZE);
+    bufmem = malloc((size_t)nbuf * BUF_SIZE);
     if (bufring == MAP_FAILED || !bufmem)
         die("buffer memory", ENOMEM);
-    struct io_uring_buf_reg reg = { .ring_addr = (uintptr_t)bufring, .ring_entries = NBUF,
+    struct io_uring_buf_reg reg = { .ring_addr = (uintptr_t)bufring, .ring_entries = nbuf,
                                     .bgid = BGID };
     if (sys_register(IORING_REGISTER_PBUF_RING, &reg, 1) < 0)
         refused("IORING_REGISTER_PBUF_RING", errno);
     buf_tail = 0;
 }
 
-/* Queues buffer bid for the kernel.  The slot at our tail is free: NBUF
- * buffers share NBUF slots, and bid, being ours, frees one. */
+/* Queues buffer bid for the kernel.  The slot at our tail is free: nbuf
+ * buffers share nbuf slots, and bid, being ours, frees one. */
 static void buf_return(int bid)
 {
-    struct io_uring_buf *b = &bufring->bufs[buf_tail++ & (NBUF - 1)];
+    struct io_uring_buf *b = &bufring->bufs[buf_tail++ & (nbuf - 1)];
     b->addr = (uintptr_t)(bufmem + (size_t)bid * BUF_SIZE);
     b->len = BUF_SIZE;
     b->bid = (uint16_t)bid;
@@ -460,9 +471,11 @@ static void on_recv(struct conn *c, const struct io_uring_cqe *e)
             submit_send(c);
         if (c->held > PAUSE_BYTES && c->recv_armed && !c->cancelling) {
             c->paused = 1;
+            n_pauses++;
             submit_cancel(c);
         }
     } else if (e->res == -ENOBUFS) {
+        n_enobufs++;
         c->starved = 1; /* the multishot ended; rearm once buffers return */
         c->next_starved = starved;
         starved = c;
@@ -488,6 +501,8 @@ static void on_send(struct conn *c, int res)
     c->q_off += (uint32_t)res;
     if (c->q_off == bid_len[c->q_head])
         queue_pop(c);
+    else
+        n_partial++;
     if (c->q_head != NO_BID)
         submit_send(c); /* the tail of a partial send, or the next buffer */
 }
@@ -525,6 +540,7 @@ static void reap(void)
 {
     uint32_t head = atomic_load_explicit(R.kcq_head, memory_order_relaxed);
     uint32_t tail = atomic_load_explicit(R.kcq_tail, memory_order_acquire);
+    n_cqes += tail - head;
     for (; head != tail; head++)
         on_cqe(&R.cqes[head & R.cq_mask]);
     atomic_store_explicit(R.kcq_head, head, memory_order_release);
@@ -535,7 +551,7 @@ static void reap(void)
  * for the next round). */
 static void rearm_starved(void)
 {
-    if (bufs_held >= NBUF)
+    if (bufs_held >= nbuf)
         return;
     struct conn *c = starved;
     starved = NULL;
@@ -604,7 +620,7 @@ static void print_ready(const char *setup)
     inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
     printf("uring_echo listening on %s:%u\n", host, ntohs(sa.sin_port));
     fflush(stdout);
-    fprintf(stderr, "uring_echo: setup=%s flags=0x%x buffers=%dx%d\n", setup, R.flags, NBUF,
+    fprintf(stderr, "uring_echo: setup=%s flags=0x%x buffers=%ux%d\n", setup, R.flags, nbuf,
             BUF_SIZE);
 }
 
@@ -651,8 +667,8 @@ int main(int argc, char **argv)
     const char *setup = ring_setup();
     ring_probe();
     bufs_setup();
-    for (int i = 0; i < NBUF; i++)
-        buf_return(i);
+    for (unsigned i = 0; i < nbuf; i++)
+        buf_return((int)i);
     bufs_publish();
     lfd = listen_on(&sa);
     arm_accept();
@@ -660,5 +676,7 @@ int main(int argc, char **argv)
     print_ready(setup);
     loop();
     teardown();
+    fprintf(stderr, "uring_echo: enters=%lu cqes=%lu enobufs=%lu pauses=%lu partial_sends=%lu\n",
+            n_enters, n_cqes, n_enobufs, n_pauses, n_partial);
     return 0;
 }
