@@ -193,6 +193,9 @@ int main(int argc, char **argv)
     nanosleep(&(struct timespec){ .tv_sec = hold_ms / 1000, .tv_nsec = hold_ms % 1000 * 1000000 },
               NULL);
     run(ps, conns);
+    for (size_t k = 0; k < conns; k++)
+        close(ps[k].fd);
+    free(ps);
     printf("echo_check ok conns=%zu bytes=%zu\n", conns, g_bytes);
     return 0;
 }

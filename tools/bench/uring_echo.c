@@ -9,7 +9,8 @@
  * same as floor_echo, so the benchmark scripts drive either), a line naming
  * the kernel features in use on stderr, and exits 0 on SIGINT/SIGTERM.  Exits
  * 3 when the kernel refuses io_uring or lacks a feature it needs (the message
- * says which), 1 on other failures.  Loopback addresses only.
+ * says which), 2 on a bad argument or URING_ECHO_SETUP, 1 on other
+ * failures.  Loopback addresses only.
  *
  * Environment, for the experiments of docs/benchmarks.md:
  *   URING_ECHO_SETUP = defer (default: SINGLE_ISSUER|DEFER_TASKRUN, falling
@@ -202,8 +203,10 @@ static const char *ring_setup(void)
     size_t i = 0, n = sizeof setups / sizeof setups[0];
     while (want && i < n && strcmp(want, setups[i].name))
         i++;
-    if (i == n)
-        refused("URING_ECHO_SETUP is not defer, single, coop or plain", 0);
+    if (i == n) {
+        fprintf(stderr, "uring_echo: URING_ECHO_SETUP is not defer, single, coop or plain\n");
+        exit(2);
+    }
     for (int err = 0;; i++) {
         if (i == n)
             refused("io_uring_setup", err);
