@@ -94,11 +94,13 @@ static void pump_in(struct peer *p, size_t k)
         if (r < 0)
             fail("read", k);
         if (r == 0) {
+            errno = 0;
             if (p->got < g_bytes || !g_half_close)
                 fail("early EOF", k);
             p->eof = 1;
             return;
         }
+        errno = 0;
         for (ssize_t i = 0; i < r; i++)
             if (p->got >= g_bytes || buf[i] != pattern(k, p->got++))
                 fail(p->got > g_bytes ? "more bytes than sent" : "wrong byte", k);

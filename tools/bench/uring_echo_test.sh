@@ -19,6 +19,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 fail() { echo "FAIL: $*"; cat "$tmp/err" 2>/dev/null; exit 1; }
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
