@@ -686,9 +686,10 @@ static const char *const help_text[] = {
     "    --protocol P     nrpc (NRPC/1, the default) or baidu_std (brpc's)\n"
     "    --method M       the method called: default echo, with baidu_std\n"
     "                     example.EchoService.Echo (\"Service.Method\")\n"
-    "    --echo-request   baidu_std only: wrap each body as brpc's EchoRequest\n"
-    "                     { message = 1 } and unwrap each reply as its\n"
-    "                     EchoResponse (the pattern is then lower-case letters)\n"
+    "    --echo-request   wrap each body as brpc's EchoRequest { message = 1 }\n"
+    "                     and unwrap each reply as its EchoResponse (the pattern\n"
+    "                     is then lower-case letters); with nrpc too, for\n"
+    "                     netloop's example.EchoService.Echo over NRPC/1\n"
     "    --attachment-size A\n"
     "                     baidu_std, async only: send A bytes (0..16777216,\n"
     "                     default 0) of attachment with every call; every reply\n"
@@ -703,8 +704,8 @@ static const char *const help_text[] = {
     "        after the drain, or the clients could not be set up or were not\n"
     "        connected within 5 s.\n"
     "    2   Usage error: an unknown option, a value malformed or out of range,\n"
-    "        a bad or non-loopback address, --echo-request or --attachment-size\n"
-    "        without --protocol baidu_std, --attachment-size with --sync, a\n"
+    "        a bad or non-loopback address, --attachment-size without\n"
+    "        --protocol baidu_std, --attachment-size with --sync, a\n"
     "        baidu_std method that is not Service.Method.\n"
     "\n"
     "EXAMPLES\n"
@@ -746,8 +747,8 @@ static bool options_fit(void)
     const char *why = NULL, *dot;
     if (!g.method)
         g.method = g.protocol == NET_RPC_BAIDU_STD ? "example.EchoService.Echo" : "echo";
-    if (g.protocol != NET_RPC_BAIDU_STD && (g.echo_request || g.att_size))
-        why = "--echo-request and --attachment-size need --protocol baidu_std";
+    if (g.protocol != NET_RPC_BAIDU_STD && g.att_size)
+        why = "--attachment-size needs --protocol baidu_std";
     else if (g.sync && g.att_size)
         why = "--attachment-size needs async mode (a sync call has no attachment)";
     else if (g.protocol == NET_RPC_BAIDU_STD &&

@@ -105,7 +105,7 @@ for t in $threads; do
             return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
         {
-            n++; nq[n] = $1; np[n] = $2; bq[n] = $5; bp[n] = $6; err += $4 + $8
+            n++; nq[n] = $1 + 0; np[n] = $2 + 0; bq[n] = $5 + 0; bp[n] = $6 + 0; err += $4 + $8
             rq[n] = $5 ? $1 / $5 : 0; rp[n] = $6 ? $2 / $6 : 0
             if (n == 1 || rq[n] < qlo) qlo = rq[n]; if (n == 1 || rq[n] > qhi) qhi = rq[n]
             if (n == 1 || rp[n] < plo) plo = rp[n]; if (n == 1 || rp[n] > phi) phi = rp[n]
