@@ -270,24 +270,42 @@ static void put_meta(uint8_t *p, const struct meta_out *o)
  * 32-bit size_t; a meta that large would be refused by any peer anyway. */
 #define MAX_STRING (UINT32_MAX / 4)
 
+/* Whether a frame of these parts can be encoded: an attachment fits its
+ * int32 field and the body its uint32. Each term is checked alone first,
+ * so the sum cannot wrap. */
+static bool frame_fits(uint64_t meta, size_t payload_len, size_t attachment_len)
+{
+    return attachment_len <= INT32_MAX && payload_len <= UINT32_MAX && meta <= UINT32_MAX &&
+           meta + payload_len + attachment_len <= UINT32_MAX;
+}
+
+static void put_header(uint8_t *p, uint64_t meta, size_t payload_len, size_t attachment_len)
+{
+    memcpy(p, NET__BAIDU_MAGIC, MAGIC_LEN);
+    put_be32(p + 4, (uint32_t)(meta + payload_len + attachment_len));
+    put_be32(p + 8, (uint32_t)meta);
+}
+
+/* Header and meta into p (room for NET__BAIDU_HEADER_LEN + meta bytes). */
+static size_t pack(uint8_t *p, const struct meta_out *o, size_t meta, size_t payload_len)
+{
+    put_header(p, meta, payload_len, o->attachment_len);
+    put_meta(p + NET__BAIDU_HEADER_LEN, o);
+    return NET__BAIDU_HEADER_LEN + meta;
+}
+
 static int encode(net_buf_t *out, const struct meta_out *o, size_t payload_len)
 {
     if (o->service_len > MAX_STRING || o->method_len > MAX_STRING ||
         o->error_text_len > MAX_STRING)
         return -EINVAL;
     size_t meta = meta_len(o);
-    /* Each term is checked alone first, so the sum cannot wrap. */
-    if (o->attachment_len > INT32_MAX || payload_len > UINT32_MAX || meta > UINT32_MAX ||
-        (uint64_t)meta + payload_len + o->attachment_len > UINT32_MAX)
+    if (!frame_fits(meta, payload_len, o->attachment_len))
         return -EINVAL;
     if (net_buf_ensure_writable(out, NET__BAIDU_HEADER_LEN + meta) < 0)
         return -ENOMEM;
-    uint8_t *p = (uint8_t *)net_buf_begin_write(out);
-    memcpy(p, NET__BAIDU_MAGIC, MAGIC_LEN);
-    put_be32(p + 4, (uint32_t)(meta + payload_len + o->attachment_len));
-    put_be32(p + 8, (uint32_t)meta);
-    put_meta(p + NET__BAIDU_HEADER_LEN, o);
-    return net_buf_has_written(out, NET__BAIDU_HEADER_LEN + meta);
+    size_t n = pack((uint8_t *)net_buf_begin_write(out), o, meta, payload_len);
+    return net_buf_has_written(out, n);
 }
 
 int net__baidu_encode_request(net_buf_t *out, const char *service, size_t service_len,
@@ -357,28 +375,17 @@ uint32_t net__baidu_status(int32_t error_code)
 
 /* ---- Response heads (the server's reply paths) ---------------------------- */
 
-static size_t response_inner_len(int32_t error_code, size_t error_text_len)
-{
-    size_t n = 0;
-    if (error_code != 0)
-        n += net__pb_varint_field_len(RESP_ERROR_CODE, (uint64_t)(int64_t)error_code);
-    if (error_text_len > 0)
-        n += net__pb_len_field_len(RESP_ERROR_TEXT, error_text_len);
-    return n;
-}
-
 /* The meta up to the error text's bytes, which the caller sends next. */
-static uint8_t *put_head_meta(uint8_t *p, uint64_t correlation_id, int32_t error_code,
-                              size_t error_text_len, size_t attachment_len)
+static uint8_t *put_head_meta(uint8_t *p, const struct meta_out *o)
 {
-    p = net__pb_put_varint_field(p, META_CORRELATION, correlation_id);
-    if (attachment_len > 0)
-        p = net__pb_put_varint_field(p, META_ATTACHMENT, attachment_len);
-    p = net__pb_put_len_prefix(p, META_RESPONSE, response_inner_len(error_code, error_text_len));
-    if (error_code != 0)
-        p = net__pb_put_varint_field(p, RESP_ERROR_CODE, (uint64_t)(int64_t)error_code);
-    if (error_text_len > 0)
-        p = net__pb_put_len_prefix(p, RESP_ERROR_TEXT, error_text_len);
+    p = net__pb_put_varint_field(p, META_CORRELATION, o->correlation_id);
+    if (o->attachment_len > 0)
+        p = net__pb_put_varint_field(p, META_ATTACHMENT, o->attachment_len);
+    p = net__pb_put_len_prefix(p, META_RESPONSE, inner_len(o));
+    if (o->error_code != 0)
+        p = net__pb_put_varint_field(p, RESP_ERROR_CODE, (uint64_t)(int64_t)o->error_code);
+    if (o->error_text_len > 0)
+        p = net__pb_put_len_prefix(p, RESP_ERROR_TEXT, o->error_text_len);
     return p;
 }
 
@@ -387,17 +394,15 @@ size_t net__baidu_response_head(uint8_t out[NET__BAIDU_RESPONSE_HEAD_MAX],
                                 size_t error_text_len, size_t payload_len,
                                 size_t attachment_len)
 {
-    if (attachment_len > INT32_MAX || error_text_len > MAX_STRING || payload_len > UINT32_MAX)
+    if (error_text_len > MAX_STRING)
         return 0;
-    uint8_t *end = put_head_meta(out + NET__BAIDU_HEADER_LEN, correlation_id, error_code,
-                                 error_text_len, attachment_len);
-    size_t head = (size_t)(end - out);
+    struct meta_out o = {.error_code = error_code, .error_text_len = error_text_len,
+                         .correlation_id = correlation_id, .attachment_len = attachment_len};
+    size_t head = (size_t)(put_head_meta(out + NET__BAIDU_HEADER_LEN, &o) - out);
     uint64_t meta = (uint64_t)(head - NET__BAIDU_HEADER_LEN) + error_text_len;
-    if (meta + payload_len + attachment_len > UINT32_MAX)
+    if (!frame_fits(meta, payload_len, attachment_len))
         return 0;
-    memcpy(out, NET__BAIDU_MAGIC, MAGIC_LEN);
-    put_be32(out + 4, (uint32_t)(meta + payload_len + attachment_len));
-    put_be32(out + 8, (uint32_t)meta);
+    put_header(out, meta, payload_len, attachment_len);
     return head;
 }
 
@@ -434,12 +439,7 @@ int net__baidu_pack_request(uint8_t out[NET__BAIDU_REQUEST_HEAD_MAX], const char
         .correlation_id = correlation_id, .attachment_len = attachment_len,
     };
     size_t meta = meta_len(&o);
-    if (attachment_len > INT32_MAX || payload_len > UINT32_MAX ||
-        (uint64_t)meta + payload_len + attachment_len > UINT32_MAX)
+    if (!frame_fits(meta, payload_len, attachment_len))
         return -EINVAL;
-    memcpy(out, NET__BAIDU_MAGIC, MAGIC_LEN);
-    put_be32(out + 4, (uint32_t)(meta + payload_len + attachment_len));
-    put_be32(out + 8, (uint32_t)meta);
-    put_meta(out + NET__BAIDU_HEADER_LEN, &o);
-    return (int)(NET__BAIDU_HEADER_LEN + meta);
+    return (int)pack(out, &o, meta, payload_len);
 }

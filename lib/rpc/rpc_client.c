@@ -771,6 +771,9 @@ struct call_req {
     size_t body_len;
     const void *att;
     size_t att_len;
+    /* baidu_std: the name split at its last '.', by req_valid. */
+    size_t service_len, bmethod_len;
+    const char *bmethod;
 };
 
 /* A call's frame: its head (NRPC's header, or baidu_std's header and
@@ -804,15 +807,11 @@ static int frame_nrpc(struct frame *fr, uint64_t id, const struct call_req *r)
 }
 
 /* The correlation_id is the call id. -EINVAL: body, attachment and meta
- * over the frame's 4 GiB - 1 (the name was checked by call_checked). */
+ * over the frame's 4 GiB - 1 (the name was split by req_valid). */
 static int frame_baidu(struct frame *fr, uint64_t id, const struct call_req *r)
 {
-    size_t slen, mlen;
-    const char *m;
-    if (net__baidu_split_method(r->method, r->mlen, &slen, &m, &mlen) < 0)
-        return -EINVAL;
-    int len = net__baidu_pack_request(fr->head, r->method, slen, m, mlen, id, r->body_len,
-                                      r->att_len);
+    int len = net__baidu_pack_request(fr->head, r->method, r->service_len, r->bmethod,
+                                      r->bmethod_len, id, r->body_len, r->att_len);
     if (len < 0)
         return len;
     fr->n = 0;
@@ -860,17 +859,17 @@ static int call_start(net_rpc_client_t *c, const struct call_req *r, uint64_t ti
     return 0;
 }
 
-/* The name's rules per protocol (rpc.h); an attachment is baidu_std's. */
-static bool req_valid(const net_rpc_client_t *c, const struct call_req *r)
+/* The name's rules per protocol (rpc.h); an attachment is baidu_std's.
+ * A baidu_std name is split here, once, for frame_baidu. */
+static bool req_valid(const net_rpc_client_t *c, struct call_req *r)
 {
-    size_t slen, mlen;
-    const char *m;
     if (r->mlen == 0 || r->mlen > NET__RPC_MAX_METHOD || (r->body_len && !r->body) ||
         r->body_len > UINT32_MAX || (r->att_len && !r->att) || r->att_len > INT32_MAX)
         return false;
     if (c->opt.protocol != NET_RPC_BAIDU_STD)
         return r->att_len == 0;
-    return net__baidu_split_method(r->method, r->mlen, &slen, &m, &mlen) == 0;
+    return net__baidu_split_method(r->method, r->mlen, &r->service_len, &r->bmethod,
+                                   &r->bmethod_len) == 0;
 }
 
 /* net_rpc_call's checks, then the start; the caller holds a reference. */
