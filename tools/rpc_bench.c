@@ -532,6 +532,25 @@ static bool wait_connected(void)
     return true;
 }
 
+/* The client loops' busy polling (NETLOOP_BUSY_POLL_US), when it is on. */
+static void print_busy_poll_counters(void)
+{
+    struct net_loop_busy_poll_stats sum = {0}, s;
+    for (size_t i = 0; i < g.nloops; i++) {
+        net_loop_t *loop = net_loop_thread_loop(g.loops[i]);
+        if (net_loop_busy_poll(loop) == 0)
+            return;
+        net_loop_busy_poll_stats(loop, &s);
+        sum.spins += s.spins;
+        sum.hits += s.hits;
+        sum.misses += s.misses;
+        sum.backoffs += s.backoffs;
+    }
+    fprintf(stderr, "rpc_bench busy poll: spins=%llu hits=%llu misses=%llu backoffs=%llu\n",
+            (unsigned long long)sum.spins, (unsigned long long)sum.hits,
+            (unsigned long long)sum.misses, (unsigned long long)sum.backoffs);
+}
+
 static void print_client_counters(void)
 {
     struct net_rpc_client_stats sum = {0}, s;
@@ -550,6 +569,7 @@ static void print_client_counters(void)
             (unsigned long long)sum.calls, (unsigned long long)sum.completed,
             (unsigned long long)sum.late_replies, (unsigned long long)sum.timeouts,
             (unsigned long long)sum.disconnected, sum.outstanding);
+    print_busy_poll_counters();
 }
 
 /* ---- the run ------------------------------------------------------------------------------- */

@@ -138,6 +138,60 @@ typedef struct net_loop_stats net_loop_stats_t;
  * loop and out must not be NULL. Thread-safe. */
 NET_EXPORT void net_loop_stats(const net_loop_t *loop, struct net_loop_stats *out);
 
+/* ---- Busy polling ----------------------------------------------------- */
+
+/* The largest budget net_loop_set_busy_poll() accepts: 10 ms. */
+#define NET_LOOP_BUSY_POLL_MAX_US 10000
+
+/* Sets the loop's busy-poll budget, in microseconds; 0 turns it off.
+ * Off by default, unless the environment has NETLOOP_BUSY_POLL_US=N
+ * (0..NET_LOOP_BUSY_POLL_MAX_US; another value is logged once and ignored)
+ * when the loop is created: that is every new loop's initial setting.
+ *
+ * On, the loop polls its descriptors without blocking, for up to usec
+ * after an iteration that found work (I/O, a timer, functors), before it
+ * goes to sleep: the next event is then taken by a running thread instead
+ * of waking a sleeping one, which on a latency-bound load (one call in
+ * flight) is most of a round trip. While it spins, other threads' functors
+ * need no eventfd write. The cost is CPU time: a spinning loop keeps a core
+ * busy. It backs off by itself: spins that find nothing shrink the next
+ * ones (to usec / 8). And it pauses, for 1 ms doubling up to 256 ms while
+ * the cause persists (back to 1 ms after a second without one), when half
+ * of the last 16 spins found nothing, when the loop's thread is seen to
+ * have been descheduled while spinning (another thread wanted its CPU),
+ * or when the host had more runnable threads than CPUs at most of its
+ * last checks (/proc/loadavg, read at most once a millisecond, before a
+ * spin). A paused loop is a loop with busy polling off. Every guarantee
+ * of the loop (ordering, timers, exactly-once functors, quit) is the same
+ * either way.
+ *
+ * Returns 0, or -EINVAL (NULL loop, or usec > NET_LOOP_BUSY_POLL_MAX_US:
+ * the setting is then unchanged). Thread-safe: the loop uses the new value
+ * from its next wait on (for the I/O loops of a server, see
+ * net_server_io_loop()). */
+NET_EXPORT int net_loop_set_busy_poll(net_loop_t *loop, unsigned usec);
+
+/* The loop's busy-poll budget in microseconds (0: off). loop must not be
+ * NULL. Thread-safe. */
+NET_EXPORT unsigned net_loop_busy_poll(const net_loop_t *loop);
+
+/* What busy polling did, since the loop was created. */
+struct net_loop_busy_poll_stats {
+    uint64_t spins;    /* episodes: waits that began by spinning */
+    uint64_t hits;     /* episodes that found work while spinning */
+    uint64_t misses;   /* episodes that ran out of budget; the loop slept */
+    uint64_t backoffs; /* pauses: after half of the last 16 episodes
+                          missed, after an episode cut short because the
+                          thread had been descheduled, or instead of a
+                          spin because the host had no idle CPU */
+};
+
+/* Stores a snapshot of the busy-poll counters in *out (each read
+ * atomically, not all at one instant; each monotonic). loop and out must
+ * not be NULL. Thread-safe. */
+NET_EXPORT void net_loop_busy_poll_stats(const net_loop_t *loop,
+                                         struct net_loop_busy_poll_stats *out);
+
 /* ---- Time and timers -------------------------------------------------- */
 
 /* Milliseconds on CLOCK_MONOTONIC; the time base of net_loop_run_at().

@@ -2,7 +2,9 @@
  *
  * Timers are a channel like any other (their timerfd), so an iteration is
  * just: wait -> dispatch -> functors. The wait blocks forever unless functors
- * are already queued; everything that must interrupt it writes the eventfd. */
+ * are already queued; everything that must interrupt it writes the eventfd.
+ * With busy polling on, the wait first spins (polls without blocking) for a
+ * while after an iteration that found work (busy_poll.h says when). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -105,6 +107,7 @@ static int loop_open(net_loop_t *loop)
         goto fail_eventfd;
     }
     net__channel_init(&loop->wakeup, efd, wakeup_read_cb);
+    net__busy_poll_init(&loop->busy, net__busy_poll_env());
     update_now(loop);
     if ((rc = net__timer_queue_init(&loop->timers, loop)) < 0)
         goto fail_timers;
@@ -175,6 +178,7 @@ int net_loop_free(net_loop_t *loop)
     }
     net__fqueue_destroy(&loop->functors);
     net__timer_queue_destroy(&loop->timers);
+    net__busy_poll_destroy(&loop->busy);
     close(loop->wakeup.fd);
     loop->ops->destroy(loop->poller);
     current_loop = NULL;
@@ -240,12 +244,74 @@ static bool work_waiting(net_loop_t *loop)
            net__fqueue_size(&loop->functors);
 }
 
+/* What a spinning loop must stop for besides I/O: functors and tasks
+ * (their producers skip the eventfd while it spins) and a quit. */
+static bool spin_should_stop(net_loop_t *loop)
+{
+    return work_waiting(loop) || atomic_load_explicit(&loop->quit, memory_order_relaxed);
+}
+
+/* One busy-poll episode: non-blocking waits until one returns something
+ * (its count, or an error), other work turns up (0), the budget runs out
+ * or a gap shows the thread was descheduled (0, and the loop then sleeps).
+ * While it spins the loop is awake and looking, so it holds wakeup_pending
+ * set: producers skip the eventfd write (net__loop_wakeup), and a
+ * cross-thread send costs its sender no system call. */
+static int spin(net_loop_t *loop, int64_t deadline, struct net__ready **ready)
+{
+    atomic_store(&loop->wakeup_pending, true);
+    int64_t last = net__mono_ns();
+    for (;;) {
+        int n = loop->ops->wait(loop->poller, 0, ready);
+        if (n != 0 || spin_should_stop(loop)) {
+            net__busy_poll_end(&loop->busy, NET__SPIN_HIT, last);
+            return n;
+        }
+        int64_t now = net__mono_ns();
+        bool descheduled =
+            now - last > NET__SPIN_GAP_NS && net__busy_poll_was_preempted(&loop->busy);
+        if (descheduled || now >= deadline) {
+            net__busy_poll_end(&loop->busy, descheduled ? NET__SPIN_DESCHEDULED : NET__SPIN_MISS,
+                               now);
+            return 0;
+        }
+        last = now;
+    }
+}
+
+/* After a spin that found nothing: sleep, unless work came as it ended. */
+static int wait_after_spin(net_loop_t *loop, struct net__ready **ready)
+{
+    /* Producers must write the eventfd again. Clearing the flag and then
+     * looking (both seq_cst) pairs with a producer's push then exchange:
+     * either it sees the flag clear and writes, or this load sees its push
+     * (a Dekker pair; the functor queue's lock orders its own push). */
+    atomic_store(&loop->wakeup_pending, false);
+    bool work = atomic_load(&loop->posted) || net__fqueue_size(&loop->functors) ||
+                atomic_load(&loop->quit);
+    return loop->ops->wait(loop->poller, work ? 0 : -1, ready);
+}
+
+/* The loop's wait: at once when functors are queued (those queued by the
+ * previous batch run without waiting for I/O), else spinning first when
+ * busy polling says so, else blocking. */
+static int wait_for_work(net_loop_t *loop, struct net__ready **ready)
+{
+    if (work_waiting(loop))
+        return loop->ops->wait(loop->poller, 0, ready);
+    int64_t deadline;
+    if (net__busy_poll_may_spin(&loop->busy) &&
+        net__busy_poll_begin(&loop->busy, net__mono_ns(), &deadline)) {
+        int n = spin(loop, deadline, ready);
+        return n != 0 || spin_should_stop(loop) ? n : wait_after_spin(loop, ready);
+    }
+    return loop->ops->wait(loop->poller, -1, ready);
+}
+
 static int run_once(net_loop_t *loop)
 {
-    /* Functors queued by the previous batch run without waiting for I/O. */
-    int timeout = work_waiting(loop) ? 0 : -1;
     struct net__ready *ready;
-    int n = loop->ops->wait(loop->poller, timeout, &ready);
+    int n = wait_for_work(loop, &ready);
     if (n < 0 && n != -EINTR) { /* run returns it: debug only */
         NET__LOG_RL(NET_LOG_DEBUG, "%s wait failed: %s", loop->ops->name, net_strerror(n));
         return n;
@@ -254,7 +320,8 @@ static int run_once(net_loop_t *loop)
     update_now(loop);
     if (n > 0)
         dispatch(loop, ready, n);
-    run_functors(loop);
+    size_t ran = run_functors(loop);
+    net__busy_poll_note(&loop->busy, n > 0 || ran > 0);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <net/loop.h>
 
 #include "loop/alloc_internal.h"
+#include "loop/busy_poll.h"
 #include "loop/channel.h"
 #include "loop/counter.h"
 #include "loop/functor_queue.h"
@@ -29,6 +30,7 @@ struct net_loop {
     atomic_bool wakeup_pending;
     atomic_bool quit;
     bool running;
+    struct net__busy_poll busy; /* the option and its back-off state */
     /* The batch being dispatched, so removing a channel can drop its
      * not-yet-delivered event (the channel may be freed right after). */
     struct net__ready *ready;

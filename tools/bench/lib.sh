@@ -103,6 +103,7 @@ bench_tmpdir() {
 bench_start_server() {
     local name=$1 sig=$2
     shift 2
+    : >"$tmp/$name.out"
     "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     server_pid=$!
     bench_track "$sig" "$server_pid"
