@@ -31,8 +31,9 @@ trap cleanup EXIT INT TERM
 fail() { echo "FAIL: $*"; [ -f "$tmp/server.log" ] && tail -5 "$tmp/server.log"; exit 1; }
 
 # Port 0: brpc picks a free one and logs it.
+: >"$tmp/server.log" # created first: the server's shell may open it after the first look
 (cd "$tmp" && exec timeout 120 "$brpc/bin/echo_server" -listen_addr=127.0.0.1:0) \
-    >"$tmp/server.log" 2>&1 &
+    >>"$tmp/server.log" 2>&1 &
 pid=$!
 port=
 for _ in $(seq 100); do

@@ -1,7 +1,8 @@
 #!/bin/sh
 # brpc 1.17's own clients against examples/rpc_server (baidu_std on the
 # port that also answers NRPC/1), on 127.0.0.1, every step bounded:
-#  - echo_client -attachment=...: every response line is a success that
+#  - echo_client -attachment=..., without and with -enable_checksum (a
+#    CRC32C request checksum): every response line is a success that
 #    echoes "hello world" and the attachment byte for byte;
 #  - mt_echo_client, 16 threads on one connection, ~5 s: no error line and
 #    a non-zero qps.
@@ -27,7 +28,9 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
-"$b/examples/rpc_server" --listen 127.0.0.1:0 >"$tmp/server.out" 2>&1 &
+# Created first: the server's shell may open it after the first look below.
+: >"$tmp/server.out"
+"$b/examples/rpc_server" --listen 127.0.0.1:0 >>"$tmp/server.out" 2>&1 &
 server=$!
 port=""
 for _ in $(seq 50); do
@@ -38,15 +41,19 @@ done
 [ -n "$port" ] || fail "rpc_server did not start: $(cat "$tmp/server.out")"
 
 att='netloop-attachment_0123456789'
-timeout -s INT 3 "$brpc/bin/echo_client" -server=127.0.0.1:"$port" -interval_ms=50 -timeout_ms=5000 \
-    -attachment="$att" >"$tmp/echo.out" 2>&1 || true
-grep 'client.cpp' "$tmp/echo.out" | grep -v 'going to quit' >"$tmp/calls" || true
-calls=$(wc -l <"$tmp/calls")
-ok=$(grep -c "Received response from 127\.0\.0\.1:$port to .*: hello world (attached=$att) latency=" \
-     "$tmp/calls" || true)
-echo "echo_client: $ok of $calls calls echoed message and attachment"
-[ "$calls" -ge 5 ] || fail "echo_client made $calls calls: $(tail -5 "$tmp/echo.out")"
-[ "$ok" -eq "$calls" ] || fail "echo_client failures: $(grep -v 'hello world (attached=' "$tmp/calls" | head -5)"
+# Twice: plain, then with a CRC32C request checksum that the server verifies.
+for sum in false true; do
+    timeout -s INT 3 "$brpc/bin/echo_client" -server=127.0.0.1:"$port" -interval_ms=50 \
+        -timeout_ms=5000 -attachment="$att" -enable_checksum=$sum >"$tmp/echo.out" 2>&1 || true
+    grep 'client.cpp' "$tmp/echo.out" | grep -v 'going to quit' >"$tmp/calls" || true
+    calls=$(wc -l <"$tmp/calls")
+    ok=$(grep -c "Received response from 127\.0\.0\.1:$port to .*: hello world (attached=$att) latency=" \
+         "$tmp/calls" || true)
+    echo "echo_client -enable_checksum=$sum: $ok of $calls calls echoed message and attachment"
+    [ "$calls" -ge 5 ] || fail "echo_client made $calls calls: $(tail -5 "$tmp/echo.out")"
+    [ "$ok" -eq "$calls" ] ||
+        fail "echo_client failures: $(grep -v 'hello world (attached=' "$tmp/calls" | head -5)"
+done
 
 timeout -s INT 5 "$brpc/bin/mt_echo_client" -server=127.0.0.1:"$port" -thread_num=16 -timeout_ms=5000 \
     -connection_type=single -request_size=64 >"$tmp/mt.out" 2>&1 || true

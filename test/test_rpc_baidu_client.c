@@ -138,16 +138,18 @@ static void error_reply(net_conn_t *conn, const struct net__baidu_frame *f)
             0);
 }
 
-/* A response compressed with snappy (compress_type 1), by hand: the
- * encoder never compresses. */
-static void zipped_reply(net_conn_t *conn, const struct net__baidu_frame *f)
+/* A response with payload "zz" and the meta fields extra[0..n) after its
+ * empty response {}, by hand: for what the encoder never writes. */
+static void raw_reply(net_conn_t *conn, uint64_t id, const uint8_t *extra, size_t n)
 {
     uint8_t frame[64] = {'P', 'R', 'P', 'C'};
     uint8_t *m = frame + 12, *p = m;
+    CHECK(n <= 32);
     *p++ = 0x12; *p++ = 0; /* response {} */
-    *p++ = 0x18; *p++ = 1; /* compress_type 1 */
+    memcpy(p, extra, n);
+    p += n;
     *p++ = 0x20;           /* correlation_id */
-    for (uint64_t v = f->meta.correlation_id; ; v >>= 7) {
+    for (uint64_t v = id; ; v >>= 7) {
         *p++ = (uint8_t)(v > 0x7f ? (v & 0x7f) | 0x80 : v);
         if (v <= 0x7f)
             break;
@@ -159,6 +161,26 @@ static void zipped_reply(net_conn_t *conn, const struct net__baidu_frame *f)
         frame[8 + i] = (uint8_t)(meta >> (24 - 8 * i));
     }
     send_bytes(conn, frame, (size_t)(p - frame));
+}
+
+/* Compressed with snappy (compress_type 1): the encoder never compresses. */
+static void zipped_reply(net_conn_t *conn, const struct net__baidu_frame *f)
+{
+    static const uint8_t snappy[] = {0x18, 1};
+    raw_reply(conn, f->meta.correlation_id, snappy, sizeof snappy);
+}
+
+/* "zz" with a checksum: a right CRC32C for the body "good", a wrong one
+ * for "bad", checksum_type 2 for anything else. 0xfaf0c6fe is brpc's
+ * masked CRC-32C of "zz" (computed independently of lib/rpc/crc32c.c). */
+static void summed_reply(net_conn_t *conn, const struct net__baidu_frame *f)
+{
+    uint8_t sum[] = {0x58, 1, 0x62, 4, 0xfa, 0xf0, 0xc6, 0xfe};
+    if (f->payload_len == 3 && memcmp(f->payload, "bad", 3) == 0)
+        sum[7] ^= 1;
+    else if (f->payload_len != 4 || memcmp(f->payload, "good", 4) != 0)
+        sum[1] = 2;
+    raw_reply(conn, f->meta.correlation_id, sum, sizeof sum);
 }
 
 static void serve(net_conn_t *conn, const struct net__baidu_frame *f)
@@ -178,6 +200,8 @@ static void serve(net_conn_t *conn, const struct net__baidu_frame *f)
         bad(conn, f);
     else if (method_is(f, "Zip"))
         zipped_reply(conn, f);
+    else if (method_is(f, "Sum"))
+        summed_reply(conn, f);
     else
         CHECK(!"unknown method");
 }
@@ -390,6 +414,23 @@ TEST(baidu_client_compressed_response_ends_internal)
     client_up(0);
     sync_expect("test.S.Zip", "", NET_RPC_INTERNAL,
                 "response compressed (compress_type 1): netloop implements no compression");
+    sync_expect("test.S.Echo", "still here", NET_RPC_OK, "still here");
+    net_test_rpc_client_down(&C);
+    fake_down();
+}
+
+/* A response's CRC32C checksum is verified: a right one delivers, a wrong
+ * one or a type netloop cannot verify ends the call INTERNAL, and the
+ * connection serves on. */
+TEST(baidu_client_response_checksum_verified)
+{
+    net_test_watchdog_start();
+    fake_up();
+    client_up(0);
+    sync_expect("test.S.Sum", "good", NET_RPC_OK, "zz");
+    sync_expect("test.S.Sum", "bad", NET_RPC_INTERNAL, "response checksum (crc32c) does not match");
+    sync_expect("test.S.Sum", "other", NET_RPC_INTERNAL,
+                "response checksum_type 2: netloop verifies crc32c (1) only");
     sync_expect("test.S.Echo", "still here", NET_RPC_OK, "still here");
     net_test_rpc_client_down(&C);
     fake_down();

@@ -352,6 +352,37 @@ TEST(rpc_baidu_error_answers_keep_serving)
     net_test_rpc_server_down(&srv, 1000);
 }
 
+/* Request checksums as brpc's clients send them (-enable_checksum): a
+ * right CRC32C is served, a wrong one or a type netloop cannot verify is
+ * refused with EREQUEST, as brpc's server refuses one, and the connection
+ * serves on. 0xb13b32a2 is brpc's masked CRC-32C of the payload "p"
+ * (computed outside lib/). */
+TEST(rpc_baidu_request_checksums_verified)
+{
+    net_test_watchdog_start();
+    net_test_rpc_server_init(&srv, add_methods);
+    server_up();
+    int fd = net_test_connect(&srv.addr, 0);
+    net_buf_t out = NET_BUF_INIT;
+    uint8_t sum[] = {0x58, 1, 0x62, 4, 0xb1, 0x3b, 0x32, 0xa2};
+    add_call_with_meta(&out, 1, sum, sizeof sum);
+    sum[7] ^= 0x80;
+    add_call_with_meta(&out, 2, sum, sizeof sum);
+    sum[1] = 2;
+    add_call_with_meta(&out, 3, sum, sizeof sum);
+    static const uint8_t none[] = {0x58, 0, 0x62, 0}; /* what brpc sends without */
+    add_call_with_meta(&out, 4, none, sizeof none);
+    send_buf(fd, &out);
+    expect(fd, 1, 0, "p", 1, NULL, 0);
+    expect_error(fd, 2, NET__BAIDU_EREQUEST, "request checksum (crc32c) does not match");
+    expect_error(fd, 3, NET__BAIDU_EREQUEST, "checksum_type 2 is not supported");
+    expect(fd, 4, 0, "p", 1, NULL, 0);
+    close(fd);
+    CHECK_EQ(stats().protocol_errors, 0);
+    still_serving();
+    net_test_rpc_server_down(&srv, 1000);
+}
+
 /* A large attachment comes back byte for byte, through a blocking handler
  * (its copy) and a loop one; the in-flight limit holds baidu requests. */
 TEST(rpc_baidu_attachment_blocking_and_in_flight_limit)

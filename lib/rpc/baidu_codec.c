@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "rpc/baidu_codec.h"
+#include "rpc/crc32c.h"
 #include "rpc/pb.h"
 #include "rpc/rpc_codec.h"
 
@@ -14,6 +15,7 @@
 enum {
     META_REQUEST = 1, META_RESPONSE = 2, META_COMPRESS = 3, META_CORRELATION = 4,
     META_ATTACHMENT = 5, META_CHUNK_INFO = 6, META_STREAM = 8, META_CONTENT_TYPE = 10,
+    META_CHECKSUM_TYPE = 11, META_CHECKSUM_VALUE = 12, META_CHECKSUM_WITH_ATT = 13,
 };
 enum { REQ_SERVICE = 1, REQ_METHOD = 2, REQ_LOG_ID = 3 };
 enum { RESP_ERROR_CODE = 1, RESP_ERROR_TEXT = 2 };
@@ -134,6 +136,25 @@ static int scalar_meta_field(struct net__baidu_meta *m, const struct net__pb_fie
     return 0;
 }
 
+static int checksum_field(struct net__baidu_meta *m, const struct net__pb_field *f)
+{
+    uint64_t v;
+    if (f->number == META_CHECKSUM_VALUE) {
+        if (want_wire(f, NET__PB_LEN) < 0)
+            return -EPROTO;
+        m->checksum_value = f->data;
+        m->checksum_value_len = f->len;
+        return 0;
+    }
+    if (int_field(f, &v) < 0)
+        return -EPROTO;
+    if (f->number == META_CHECKSUM_TYPE)
+        m->checksum_type = (int32_t)(uint32_t)v;
+    else
+        m->checksum_with_attachment = v != 0;
+    return 0;
+}
+
 static int meta_field(struct net__baidu_meta *m, const struct net__pb_field *f)
 {
     switch (f->number) {
@@ -148,6 +169,9 @@ static int meta_field(struct net__baidu_meta *m, const struct net__pb_field *f)
         /* Any wire type was skipped fine; only a non-protobuf type matters. */
         m->unsupported |= f->wire != NET__PB_VARINT || f->value != 0;
         return 0;
+    case META_CHECKSUM_TYPE:
+    case META_CHECKSUM_VALUE:
+    case META_CHECKSUM_WITH_ATT: return checksum_field(m, f);
     default: return 0;
     }
 }
@@ -206,6 +230,21 @@ int net__baidu_decode(const uint8_t *buf, size_t len, size_t max_frame,
     f->meta = m;
     fill_frame(f, body, body_size, meta_size);
     return 1;
+}
+
+/* brpc's CRC32C checksum_value: the masked CRC, big-endian, over the
+ * payload and, when the meta says so, the attachment after it. */
+bool net__baidu_checksum_ok(const struct net__baidu_frame *f)
+{
+    const struct net__baidu_meta *m = &f->meta;
+    if (m->checksum_type == NET__BAIDU_CHECKSUM_NONE)
+        return true;
+    if (m->checksum_type != NET__BAIDU_CHECKSUM_CRC32C || m->checksum_value_len != 4)
+        return false;
+    uint32_t crc = net__crc32c(0, f->payload, f->payload_len);
+    if (m->checksum_with_attachment)
+        crc = net__crc32c(crc, f->attachment, f->attachment_len);
+    return get_be32(m->checksum_value) == net__crc32c_mask(crc);
 }
 
 /* ---- Encoding -------------------------------------------------------------- */

@@ -57,8 +57,7 @@ uint32_t net__baidu_status(int32_t error_code);
 /* The parts of RpcMeta netloop uses. Strings point into the decoded bytes
  * (not NUL-terminated) and stay valid as long as those bytes do; NULL when
  * the field was absent. Fields not listed (trace/span ids, request_id,
- * timeout_ms, authentication_data, user_fields, the checksum fields) are
- * skipped. */
+ * timeout_ms, authentication_data, user_fields) are skipped. */
 struct net__baidu_meta {
     bool has_request, has_response;
     const char *service; size_t service_len;
@@ -68,6 +67,11 @@ struct net__baidu_meta {
     int32_t compress_type; /* 0 none; netloop does not decompress */
     uint64_t correlation_id;
     uint32_t attachment_size;
+    /* checksum_type (11): NET__BAIDU_CHECKSUM_*, 0 when absent; the value
+     * (12) points into the bytes like the strings; with_attachment (13). */
+    int32_t checksum_type;
+    const uint8_t *checksum_value; size_t checksum_value_len;
+    bool checksum_with_attachment;
     /* Set when the meta asks for something netloop does not implement and
      * must answer with an error instead of serving: chunk_info (6),
      * stream_settings (8), a content_type (10) other than 0 (protobuf). */
@@ -80,6 +84,18 @@ struct net__baidu_frame {
     const uint8_t *attachment; size_t attachment_len;
     size_t frame_len; /* header + body: what to retrieve */
 };
+
+/* brpc's checksum types (brpc/options.proto, ChecksumType). */
+#define NET__BAIDU_CHECKSUM_NONE 0
+#define NET__BAIDU_CHECKSUM_CRC32C 1
+
+/* Whether a decoded frame's checksum holds: true without one
+ * (checksum_type 0); for CRC32C, true when checksum_value is 4 bytes,
+ * big-endian, equal to brpc's masked CRC-32C (net__crc32c_mask) of the
+ * payload, followed by the attachment when checksum_with_attachment is
+ * set; false for any other checksum_type (one netloop cannot verify).
+ * Thread-safe. */
+bool net__baidu_checksum_ok(const struct net__baidu_frame *f);
 
 /* True when the first 4 bytes (or as many as len has; true for len 0) match
  * "PRPC": for sniffing a connection's protocol. Thread-safe. */

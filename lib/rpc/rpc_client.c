@@ -459,22 +459,30 @@ static void on_response(net_rpc_client_t *c, uint64_t id, uint32_t status, const
     complete(c, k, status, body, len);
 }
 
-/* A response netloop cannot read -- compressed, or using a feature it does
- * not implement -- ends its call INTERNAL with the reason: delivering the
- * bytes as they are would hand the caller data it cannot tell is wrong.
- * brpc answers a request in its own compression, so this takes a server
- * that compresses on its own. Returns whether f was such a response. */
+/* A response netloop cannot read -- compressed, using a feature it does
+ * not implement, or failing its checksum -- ends its call INTERNAL with the
+ * reason: delivering the bytes as they are would hand the caller data it
+ * cannot tell is wrong. brpc answers a request in its own compression, so
+ * this takes a server that compresses on its own. Returns whether f was
+ * such a response. */
 static bool baidu_unreadable(net_rpc_client_t *c, const struct net__baidu_frame *f)
 {
     const struct net__baidu_meta *m = &f->meta;
-    if (m->compress_type == 0 && !m->unsupported)
-        return false;
     char text[96];
-    int n = m->compress_type
-        ? snprintf(text, sizeof text, "response compressed (compress_type %ld): netloop "
-                   "implements no compression", (long)m->compress_type)
-        : snprintf(text, sizeof text, "response uses chunk_info, stream_settings or a "
-                   "content_type netloop does not implement");
+    int n;
+    if (m->compress_type != 0)
+        n = snprintf(text, sizeof text, "response compressed (compress_type %ld): netloop "
+                     "implements no compression", (long)m->compress_type);
+    else if (m->unsupported)
+        n = snprintf(text, sizeof text, "response uses chunk_info, stream_settings or a "
+                     "content_type netloop does not implement");
+    else if (net__baidu_checksum_ok(f))
+        return false;
+    else if (m->checksum_type == NET__BAIDU_CHECKSUM_CRC32C)
+        n = snprintf(text, sizeof text, "response checksum (crc32c) does not match");
+    else
+        n = snprintf(text, sizeof text, "response checksum_type %ld: netloop verifies "
+                     "crc32c (1) only", (long)m->checksum_type);
     on_response(c, m->correlation_id, NET_RPC_INTERNAL, text, (size_t)n);
     return true;
 }

@@ -101,6 +101,7 @@ struct inreq {
     size_t total;       /* bytes to retrieve */
     uint8_t refuse;     /* baidu_std: REFUSE_*, why it is answered unserved */
     int32_t compress;   /* baidu_std: its compress_type */
+    int32_t checksum;   /* baidu_std: its checksum_type */
 };
 
 struct session {
@@ -608,7 +609,7 @@ net_conn_t *net_rpc_req_conn(const net_rpc_req_t *req)
 /* ---- dispatch ---------------------------------------------------------------------- */
 
 /* Why a baidu_std request is answered without being served. */
-enum { REFUSE_NONE, REFUSE_COMPRESS, REFUSE_UNSUPPORTED, REFUSE_LONG_NAME };
+enum { REFUSE_NONE, REFUSE_COMPRESS, REFUSE_UNSUPPORTED, REFUSE_LONG_NAME, REFUSE_CHECKSUM };
 
 /* baidu_code: brpc's error code, or 0 for the one status maps to. */
 static void reply_error(net_conn_t *conn, struct session *ss, const struct inreq *r,
@@ -666,6 +667,11 @@ static void refuse(net_conn_t *conn, struct session *ss, const struct inreq *r)
     if (r->refuse == REFUSE_COMPRESS)
         snprintf(text, sizeof text, "compress_type %ld is not supported: netloop implements "
                  "no compression", (long)r->compress);
+    else if (r->refuse == REFUSE_CHECKSUM && r->checksum == NET__BAIDU_CHECKSUM_CRC32C)
+        snprintf(text, sizeof text, "request checksum (crc32c) does not match");
+    else if (r->refuse == REFUSE_CHECKSUM)
+        snprintf(text, sizeof text, "checksum_type %ld is not supported: netloop verifies "
+                 "crc32c (1) only", (long)r->checksum);
     else
         snprintf(text, sizeof text, "chunk_info, stream_settings and a content_type other "
                  "than protobuf are not supported");
@@ -794,7 +800,8 @@ static void baidu_inreq(struct inreq *r, const struct net__baidu_frame *f, char 
     *r = (struct inreq){.proto = PROTO_BAIDU, .id = m->correlation_id, .method = name,
                         .body = (const char *)f->payload, .body_len = f->payload_len,
                         .att = (const char *)f->attachment, .att_len = f->attachment_len,
-                        .total = f->frame_len, .compress = m->compress_type};
+                        .total = f->frame_len, .compress = m->compress_type,
+                        .checksum = m->checksum_type};
     if (m->service_len + 1 + m->method_len > NET__RPC_MAX_METHOD) {
         r->refuse = REFUSE_LONG_NAME;
         return;
@@ -807,6 +814,8 @@ static void baidu_inreq(struct inreq *r, const struct net__baidu_frame *f, char 
         r->refuse = REFUSE_COMPRESS;
     else if (m->unsupported)
         r->refuse = REFUSE_UNSUPPORTED;
+    else if (!net__baidu_checksum_ok(f))
+        r->refuse = REFUSE_CHECKSUM;
 }
 
 /* The baidu_std frame at the front of in, with the same refusals as

@@ -77,6 +77,12 @@ static void check_frame(const uint8_t *p, const struct net__baidu_frame *f, uint
     if (f->meta.error_text_len)
         FUZZ_CHECK((const uint8_t *)f->meta.error_text >= m &&
                    (const uint8_t *)f->meta.error_text + f->meta.error_text_len <= mend);
+    if (f->meta.checksum_value_len)
+        FUZZ_CHECK(f->meta.checksum_value >= m &&
+                   f->meta.checksum_value + f->meta.checksum_value_len <= mend);
+    /* Reads only the payload, attachment and value (ASan says if not). */
+    bool ok = net__baidu_checksum_ok(f);
+    FUZZ_CHECK(ok || f->meta.checksum_type != NET__BAIDU_CHECKSUM_NONE);
 }
 
 /* One decode's result against the header; a meta error (-EPROTO where the
