@@ -307,6 +307,29 @@ TEST(rpc_baidu_malformed_frames_close_only_their_connection)
     net_test_rpc_server_down(&srv, 1000);
 }
 
+/* A frame under max_frame but over the server's memory budget is refused
+ * on its 12-byte header, as NRPC's: the frame before it is answered, the
+ * connection ends without the server waiting for (or buffering) the body. */
+TEST(rpc_baidu_frame_over_budget_refused_on_header)
+{
+    net_test_watchdog_start();
+    net_test_rpc_server_init(&srv, add_methods);
+    srv.opt.max_frame = 4u << 20;
+    srv.opt.server.memory_budget = 2u << 20;
+    server_up();
+    int fd = net_test_connect(&srv.addr, 0);
+    net_buf_t out = NET_BUF_INIT;
+    add_call(&out, 1, "t.Svc", "Echo", "good", 4, "g", 1);
+    add_raw(&out, "PRPC", 3u << 20, 10, NULL, 0); /* 3 MiB: the header alone */
+    send_buf(fd, &out);
+    expect(fd, 1, 0, "good", 4, "g", 1);
+    expect_eof(fd);
+    close(fd);
+    WAIT_UNTIL(stats().protocol_errors == 1);
+    still_serving();
+    net_test_rpc_server_down(&srv, 1000);
+}
+
 /* A t.Svc.Echo call with `extra` (n bytes of meta fields) appended to its
  * meta. */
 static void add_call_with_meta(net_buf_t *out, uint64_t id, const uint8_t *extra, size_t n)
