@@ -1293,6 +1293,9 @@ static void call_sync_on_loop(void *arg)
     uint32_t st = 0;
     in_api = true;
     CHECK_EQ(net_rpc_call_sync(C.rpc, "echo", "x", 1, 0, &st, NULL, NULL), NET_EWRONGTHREAD);
+    struct net_rpc_sync_reply r;
+    CHECK_EQ(net_rpc_call_sync_with_attachment(C.rpc, "echo", "x", 1, NULL, 0, 0, &r),
+             NET_EWRONGTHREAD);
     in_api = false;
 }
 
@@ -1304,6 +1307,13 @@ TEST(rpc_call_sync_on_loop_thread_rejected)
     net_test_on_loop(C.loop, call_sync_on_loop, NULL);
     CHECK_EQ(client_stats().calls, 0);
     sync_echo("fine from here");
+    /* NRPC/1 has no attachment; without one the call is net_rpc_call_sync. */
+    struct net_rpc_sync_reply r;
+    CHECK_EQ(net_rpc_call_sync_with_attachment(C.rpc, "echo", "x", 1, "a", 1, 0, &r), -EINVAL);
+    CHECK_OK(net_rpc_call_sync_with_attachment(C.rpc, "echo", "xy", 2, NULL, 0, 0, &r));
+    CHECK(r.status == NET_RPC_OK && r.body_len == 2 && memcmp(r.body, "xy", 2) == 0);
+    CHECK(r.attachment == NULL && r.attachment_len == 0);
+    free(r.body);
 
     client_down();
     server_down();

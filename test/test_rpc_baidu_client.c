@@ -459,6 +459,43 @@ TEST(baidu_client_attachment_both_ways)
     fake_down();
 }
 
+/* The sync call with attachments: both ways, none back for none sent,
+ * an error's text and attachment, and the wrong-thread and argument
+ * refusals, which leave *reply untouched. */
+TEST(baidu_client_sync_with_attachment)
+{
+    net_test_watchdog_start();
+    fake_up();
+    client_up(0);
+    static const char att[] = {'a', 0, 'b', (char)0xff};
+    struct net_rpc_sync_reply r;
+    CHECK_OK(net_rpc_call_sync_with_attachment(C.rpc, "test.S.Echo", "body", 4, att, sizeof att,
+                                               0, &r));
+    CHECK_EQ(r.status, NET_RPC_OK);
+    CHECK(r.body_len == 4 && memcmp(r.body, "body", 4) == 0);
+    CHECK(r.attachment_len == sizeof att && memcmp(r.attachment, att, sizeof att) == 0);
+    free(r.body);
+    free(r.attachment);
+    CHECK_OK(net_rpc_call_sync_with_attachment(C.rpc, "test.S.Echo", "", 0, NULL, 0, 0, &r));
+    CHECK(r.status == NET_RPC_OK && r.body == NULL && r.body_len == 0);
+    CHECK(r.attachment == NULL && r.attachment_len == 0);
+    CHECK_OK(net_rpc_call_sync_with_attachment(C.rpc, "test.S.Err", "4242", 4, "x", 1, 0, &r));
+    CHECK_EQ(r.status, 4242);
+    CHECK(r.body_len == 9 && memcmp(r.body, "text 4242", 9) == 0);
+    CHECK(r.attachment == NULL && r.attachment_len == 0);
+    free(r.body);
+    struct net_rpc_sync_reply untouched = {.status = 77}, before = untouched;
+    CHECK_EQ(net_rpc_call_sync_with_attachment(C.rpc, "test.S.Echo", "b", 1, NULL, 3, 0,
+                                               &untouched), -EINVAL);
+    CHECK_EQ(net_rpc_call_sync_with_attachment(C.rpc, "noservice", "b", 1, "a", 1, 0,
+                                               &untouched), -EINVAL);
+    CHECK_EQ(net_rpc_call_sync_with_attachment(C.rpc, "test.S.Echo", "b", 1, NULL, 0, 0, NULL),
+             -EINVAL);
+    CHECK_MEM_EQ(&untouched, &before, sizeof before);
+    net_test_rpc_client_down(&C);
+    fake_down();
+}
+
 static void check_no_attachment_outside_done(void *arg)
 {
     size_t len = 99;

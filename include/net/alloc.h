@@ -16,10 +16,11 @@
  * can be told (reading input, queueing a reply), that connection is closed
  * with one log line. Every RPC call still ends exactly once.
  *
- * The one block that crosses the API the other way: the reply body that
- * net_rpc_call_sync() stores in *body_out is allocated with the C library's
- * malloc(), whatever allocator is installed, so that callers free it with
- * free() as its documentation says. Everything else the library allocates it
+ * The blocks that cross the API the other way: the reply body that
+ * net_rpc_call_sync() stores in *body_out, and the body and attachment of
+ * net_rpc_call_sync_with_attachment()'s reply, are allocated with the C
+ * library's malloc(), whatever allocator is installed, so that callers free
+ * them with free() as their documentation says. Everything else the library allocates it
  * also frees itself (user-visible buffers with net_buf_destroy()). */
 #ifndef NET_ALLOC_H
 #define NET_ALLOC_H

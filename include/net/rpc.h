@@ -398,6 +398,34 @@ NET_EXPORT int net_rpc_call_sync(net_rpc_client_t *client, const char *method,
                                  const void *body, size_t body_len, uint64_t timeout_ms,
                                  uint32_t *status, void **body_out, size_t *len_out);
 
+/* The outcome of net_rpc_call_sync_with_attachment. body and attachment
+ * are malloc'd copies the caller owns and frees with free() (not the
+ * allocator of net_replace_allocator); each is NULL when its length is 0.
+ * For a status other than OK, body is the error message. */
+struct net_rpc_sync_reply {
+    uint32_t status;
+    void *body;
+    size_t body_len;
+    void *attachment; /* baidu_std's response attachment; NULL for NRPC */
+    size_t attachment_len;
+};
+
+/* net_rpc_call_sync with attachment_len bytes of attachment (copied) sent
+ * after body, as net_rpc_call_with_attachment, and the whole outcome in
+ * *reply: status, body and the response's attachment. When memory for a
+ * copy runs out the status is INTERNAL (the reply's bytes are dropped).
+ * It waits, and a close ends the wait, as for net_rpc_call_sync. Returns 0 when an outcome was delivered (*reply is set: check its
+ * status), -EINVAL (NULL client or reply, or as
+ * net_rpc_call_with_attachment: an attachment on an NRPC client, say),
+ * NET_EWRONGTHREAD on the client's loop thread (it would deadlock), or
+ * net_rpc_call's other errors (-ENOMEM, -ESHUTDOWN); *reply is untouched
+ * when it returns an error. Thread-safe (except the loop thread). */
+NET_EXPORT int net_rpc_call_sync_with_attachment(net_rpc_client_t *client, const char *method,
+                                                 const void *body, size_t body_len,
+                                                 const void *attachment, size_t attachment_len,
+                                                 uint64_t timeout_ms,
+                                                 struct net_rpc_sync_reply *reply);
+
 /* True while connected (a snapshot). Thread-safe. */
 NET_EXPORT bool net_rpc_client_connected(net_rpc_client_t *client);
 

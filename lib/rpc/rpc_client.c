@@ -1060,32 +1060,41 @@ void net_rpc_client_stats(net_rpc_client_t *client, struct net_rpc_client_stats 
 struct sync_call {
     struct net__waiter waiter;
     uint32_t status;
-    void *body;
-    size_t len;
+    void *body, *att; /* malloc'd copies for the caller */
+    size_t len, att_len;
 };
+
+/* A copy the caller frees with free(): the C library's malloc, not
+ * net__malloc (include/net/alloc.h). False when it has no memory. */
+static bool copy_for_caller(void **dst, size_t *dst_len, const void *src, size_t len)
+{
+    *dst = len ? malloc(len) : NULL;
+    *dst_len = *dst ? len : 0;
+    if (*dst)
+        memcpy(*dst, src, len);
+    return !len || *dst;
+}
 
 static void sync_done(net_rpc_client_t *c, uint32_t status, const void *body, size_t len,
                       void *arg)
 {
     struct sync_call *s = arg;
-    /* The C library's malloc, not net__malloc: the caller frees this with
-     * free() (include/net/alloc.h). */
-    void *copy = len ? malloc(len) : NULL;
-    if (copy)
-        memcpy(copy, body, len);
-    s->status = (len && !copy) ? NET_RPC_INTERNAL : status;
-    s->body = copy;
-    s->len = copy ? len : 0;
+    size_t att_len;
+    const void *att = net_rpc_response_attachment(c, &att_len);
+    bool ok = copy_for_caller(&s->body, &s->len, body, len);
+    ok = copy_for_caller(&s->att, &s->att_len, att, att_len) && ok;
+    s->status = ok ? status : NET_RPC_INTERNAL;
     net__waitset_mark(&c->sync_waiters, &s->waiter); /* s may be gone after this line */
     if (!c->in_batch)
         net__waitset_wake(&c->sync_waiters);
 }
 
-int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *body,
-                      size_t body_len, uint64_t timeout_ms, uint32_t *status, void **body_out,
-                      size_t *len_out)
+int net_rpc_call_sync_with_attachment(net_rpc_client_t *client, const char *method,
+                                      const void *body, size_t body_len,
+                                      const void *attachment, size_t attachment_len,
+                                      uint64_t timeout_ms, struct net_rpc_sync_reply *reply)
 {
-    if (!client || !status)
+    if (!client || !reply)
         return -EINVAL;
     if (net_loop_in_loop_thread(client->loop))
         return NET_EWRONGTHREAD;
@@ -1096,18 +1105,36 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
      * return). One pair of atomics per call on a line all callers share:
      * the call itself takes no second one. */
     net__closer_ref(&client->closer);
-    int rc = call_checked(client, method, body, body_len, NULL, 0, timeout_ms, sync_done, &s);
+    int rc = call_checked(client, method, body, body_len, attachment, attachment_len,
+                          timeout_ms, sync_done, &s);
     if (rc == 0)
         net__waitset_wait(&client->sync_waiters, &s.waiter);
     net__closer_unref(&client->closer);
     if (rc < 0)
         return rc;
-    *status = s.status;
+    *reply = (struct net_rpc_sync_reply){.status = s.status, .body = s.body, .body_len = s.len,
+                                         .attachment = s.att, .attachment_len = s.att_len};
+    return 0;
+}
+
+int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *body,
+                      size_t body_len, uint64_t timeout_ms, uint32_t *status, void **body_out,
+                      size_t *len_out)
+{
+    if (!status)
+        return -EINVAL;
+    struct net_rpc_sync_reply r;
+    int rc = net_rpc_call_sync_with_attachment(client, method, body, body_len, NULL, 0,
+                                               timeout_ms, &r);
+    if (rc < 0)
+        return rc;
+    *status = r.status;
     if (body_out)
-        *body_out = s.body;
+        *body_out = r.body;
     else
-        free(s.body); /* malloc'd by sync_done */
+        free(r.body); /* malloc'd by copy_for_caller */
     if (len_out)
-        *len_out = s.len;
+        *len_out = r.body_len;
+    free(r.attachment);
     return 0;
 }
