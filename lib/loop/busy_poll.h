@@ -5,7 +5,7 @@
  * for every event; on a latency-bound load (one call in flight) that is
  * most of the round trip. Spinning for a few microseconds after work
  * catches the next event awake. It is worth it only while a core is free
- * for the spinner, so it backs off two ways:
+ * for the spinner, so it backs off in these ways:
  *   - budget: an episode that finds nothing halves the next episode's
  *     budget (down to an eighth of the option); one that finds work
  *     restores it. A loop going idle stops paying for spins quickly.

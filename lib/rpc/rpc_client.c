@@ -1059,9 +1059,8 @@ void net_rpc_client_stats(net_rpc_client_t *client, struct net_rpc_client_stats 
  * by the same read, in one system call. */
 struct sync_call {
     struct net__waiter waiter;
-    uint32_t status;
-    void *body, *att; /* malloc'd copies for the caller */
-    size_t len, att_len;
+    bool want_att;                  /* copy the response's attachment too */
+    struct net_rpc_sync_reply out;  /* body and attachment: malloc'd copies */
 };
 
 /* A copy the caller frees with free(): the C library's malloc, not
@@ -1079,14 +1078,46 @@ static void sync_done(net_rpc_client_t *c, uint32_t status, const void *body, si
                       void *arg)
 {
     struct sync_call *s = arg;
-    size_t att_len;
-    const void *att = net_rpc_response_attachment(c, &att_len);
-    bool ok = copy_for_caller(&s->body, &s->len, body, len);
-    ok = copy_for_caller(&s->att, &s->att_len, att, att_len) && ok;
-    s->status = ok ? status : NET_RPC_INTERNAL;
+    struct net_rpc_sync_reply *r = &s->out;
+    size_t att_len = 0;
+    const void *att = s->want_att ? net_rpc_response_attachment(c, &att_len) : NULL;
+    bool ok = copy_for_caller(&r->body, &r->body_len, body, len);
+    ok = copy_for_caller(&r->attachment, &r->attachment_len, att, att_len) && ok;
+    if (!ok) { /* the reply's bytes are dropped, as documented */
+        free(r->body);
+        free(r->attachment);
+        *r = (struct net_rpc_sync_reply){0};
+    }
+    r->status = ok ? status : NET_RPC_INTERNAL;
     net__waitset_mark(&c->sync_waiters, &s->waiter); /* s may be gone after this line */
     if (!c->in_batch)
         net__waitset_wake(&c->sync_waiters);
+}
+
+/* Both sync calls: want_att says whether the reply's attachment is kept. */
+static int call_sync(net_rpc_client_t *client, const char *method, const void *body,
+                     size_t body_len, const void *att, size_t att_len, uint64_t timeout_ms,
+                     bool want_att, struct net_rpc_sync_reply *reply)
+{
+    if (!client || !reply)
+        return -EINVAL;
+    if (net_loop_in_loop_thread(client->loop))
+        return NET_EWRONGTHREAD;
+    struct sync_call s = {.want_att = want_att};
+    net__waiter_init(&s.waiter);
+    /* The waitset lives in the client: a reference keeps it for the call
+     * and the wait (a close ends the call CANCELLED and then waits for this
+     * return). One pair of atomics per call on a line all callers share:
+     * the call itself takes no second one. */
+    net__closer_ref(&client->closer);
+    int rc = call_checked(client, method, body, body_len, att, att_len, timeout_ms, sync_done,
+                          &s);
+    if (rc == 0)
+        net__waitset_wait(&client->sync_waiters, &s.waiter);
+    net__closer_unref(&client->closer);
+    if (rc == 0)
+        *reply = s.out;
+    return rc;
 }
 
 int net_rpc_call_sync_with_attachment(net_rpc_client_t *client, const char *method,
@@ -1094,38 +1125,17 @@ int net_rpc_call_sync_with_attachment(net_rpc_client_t *client, const char *meth
                                       const void *attachment, size_t attachment_len,
                                       uint64_t timeout_ms, struct net_rpc_sync_reply *reply)
 {
-    if (!client || !reply)
-        return -EINVAL;
-    if (net_loop_in_loop_thread(client->loop))
-        return NET_EWRONGTHREAD;
-    struct sync_call s;
-    net__waiter_init(&s.waiter);
-    /* The waitset lives in the client: a reference keeps it for the call
-     * and the wait (a close ends the call CANCELLED and then waits for this
-     * return). One pair of atomics per call on a line all callers share:
-     * the call itself takes no second one. */
-    net__closer_ref(&client->closer);
-    int rc = call_checked(client, method, body, body_len, attachment, attachment_len,
-                          timeout_ms, sync_done, &s);
-    if (rc == 0)
-        net__waitset_wait(&client->sync_waiters, &s.waiter);
-    net__closer_unref(&client->closer);
-    if (rc < 0)
-        return rc;
-    *reply = (struct net_rpc_sync_reply){.status = s.status, .body = s.body, .body_len = s.len,
-                                         .attachment = s.att, .attachment_len = s.att_len};
-    return 0;
+    return call_sync(client, method, body, body_len, attachment, attachment_len, timeout_ms,
+                     true, reply);
 }
 
 int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *body,
                       size_t body_len, uint64_t timeout_ms, uint32_t *status, void **body_out,
                       size_t *len_out)
 {
-    if (!status)
-        return -EINVAL;
     struct net_rpc_sync_reply r;
-    int rc = net_rpc_call_sync_with_attachment(client, method, body, body_len, NULL, 0,
-                                               timeout_ms, &r);
+    int rc = call_sync(client, method, body, body_len, NULL, 0, timeout_ms, false,
+                       status ? &r : NULL);
     if (rc < 0)
         return rc;
     *status = r.status;
@@ -1135,6 +1145,5 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
         free(r.body); /* malloc'd by copy_for_caller */
     if (len_out)
         *len_out = r.body_len;
-    free(r.attachment);
     return 0;
 }
