@@ -1133,7 +1133,7 @@ int net_rpc_call_sync(net_rpc_client_t *client, const char *method, const void *
                       size_t body_len, uint64_t timeout_ms, uint32_t *status, void **body_out,
                       size_t *len_out)
 {
-    struct net_rpc_sync_reply r;
+    struct net_rpc_sync_reply r = {0}; /* set by call_sync when it returns 0 */
     int rc = call_sync(client, method, body, body_len, NULL, 0, timeout_ms, false,
                        status ? &r : NULL);
     if (rc < 0)
