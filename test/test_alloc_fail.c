@@ -444,15 +444,27 @@ static void record_fill(char *rec, int sender, int seq)
         rec[i] = (char)('A' + (sender * 7 + seq * 3 + i) % 26);
 }
 
-/* Sends record seq of sender on conn; -ENOTCONN is accepted only once
- * something failed (the connection may be closing because of it). */
+/* A send's refusal that only a connection broken by an injected failure
+ * explains: it is closing (-ENOTCONN), or, on the loop thread, whose send
+ * writes at once, the peer already closed or reset it because of one
+ * (-EPIPE, -ECONNRESET, as net_conn_send documents). */
+static bool broken_by_failure(int sender, int rc)
+{
+    if (!failures_injected())
+        return false;
+    return rc == -ENOTCONN ||
+           (sender == SENDER_LOOP && (rc == -EPIPE || rc == -ECONNRESET));
+}
+
+/* Sends record seq of sender on conn; a refusal broken_by_failure explains
+ * counts as refused, any other error fails the scenario. */
 static void record_send(net_conn_t *conn, int sender, int seq)
 {
     char rec[REC_LEN];
     record_fill(rec, sender, seq);
     atomic_store(&sc.rec[sender][seq], REC_SENDING);
     int rc = net_conn_send(conn, rec, sizeof rec);
-    if (rc == -ENOTCONN && failures_injected()) {
+    if (broken_by_failure(sender, rc)) {
         atomic_store(&sc.rec[sender][seq], REC_REFUSED);
         return;
     }
